@@ -1,0 +1,70 @@
+# A thin menu over the `churn` command line. Every target works from a fresh clone:
+# it creates .venv and installs the pinned dependencies when needed.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CHURN := $(BIN)/churn
+DATA ?= data/demo
+STAMP := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+PYTEST_ARGS ?=
+
+.PHONY: help install run data train score serve test bench lint format browser reliability clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the pinned dependencies
+
+browser: ## install Debian's chromium for the browser tests (needs root or sudo)
+	@test -x $(CHROMIUM) || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }
+
+$(DATA)/accounts.csv: | $(STAMP)
+	$(CHURN) demo-data --out $(DATA)
+
+data: $(STAMP) ## generate the demo data set into data/demo (replaces it)
+	$(CHURN) demo-data --out $(DATA)
+
+train: $(STAMP) $(DATA)/accounts.csv ## train, evaluate, register and export a model (demo data by default)
+	$(CHURN) train --data $(DATA)
+
+score: $(STAMP) $(DATA)/accounts.csv ## score every active account into the store
+	$(CHURN) score --data $(DATA) --history-months 12
+
+serve: $(STAMP) ## serve the API and dashboard on http://127.0.0.1:8000
+	$(CHURN) serve
+
+run: $(STAMP) $(DATA)/accounts.csv ## quick start: install, demo data, train, score, serve
+	$(CHURN) validate --data $(DATA)
+	$(CHURN) quickstart --data $(DATA)
+
+test: $(STAMP) browser ## install what the tests need and run them all
+	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+reliability: $(STAMP) ## fault, load and hostile-input checks with a table of figures
+	$(BIN)/python -m pytest -m reliability -s $(PYTEST_ARGS)
+
+bench: $(STAMP) ## benchmarks with side-by-side ratios into bench/results.json
+	$(BIN)/python -m bench
+
+lint: $(STAMP) ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP) ## apply ruff's formatting and safe fixes
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean: ## remove generated data, runs and models (keeps .venv)
+	rm -rf data mlruns models/*/ test-output bench/results.json

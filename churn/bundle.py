@@ -1,0 +1,206 @@
+"""The serving bundle: the one definition of what training exports and serving loads.
+
+A bundle is a folder of plain files, nothing pickled:
+
+    model.txt                 LightGBM's own text model format
+    calibration.json          the probability calibration (isotonic points or Platt a, b)
+    metadata.json             version, training date, feature order, horizon, lineage
+    catalog.json              the feature catalogue entries the model uses
+    metrics.json              test-period metrics of the model and both baselines
+    model_card.md             data, period, metrics against baselines, drivers, limitations
+    test_predictions.parquet  account_id, as_of, label, churn_probability, health_score
+    MANIFEST.sha256           sha256 of every file above, checked before the bundle is used
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from churn.errors import BundleIntegrityError
+
+MODEL_FILE = "model.txt"
+CALIBRATION_FILE = "calibration.json"
+METADATA_FILE = "metadata.json"
+CATALOG_FILE = "catalog.json"
+METRICS_FILE = "metrics.json"
+MODEL_CARD_FILE = "model_card.md"
+TEST_PREDICTIONS_FILE = "test_predictions.parquet"
+MANIFEST_FILE = "MANIFEST.sha256"
+BUNDLE_FILES = (
+    MODEL_FILE,
+    CALIBRATION_FILE,
+    METADATA_FILE,
+    CATALOG_FILE,
+    METRICS_FILE,
+    MODEL_CARD_FILE,
+    TEST_PREDICTIONS_FILE,
+)
+CHAMPION_DIR = "champion"
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Maps the model's raw probability to a calibrated one; stored as JSON.
+
+    ``isotonic``: piecewise-linear through the points (x, y), flat beyond them.
+    ``platt``: 1 / (1 + exp(-(a * logit(p) + b))).  ``none``: identity.
+    """
+
+    method: Literal["isotonic", "platt", "none"] = "none"
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+    a: float = 1.0
+    b: float = 0.0
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p, dtype=float)
+        if self.method == "isotonic":
+            return np.interp(p, np.asarray(self.x), np.asarray(self.y))
+        if self.method == "platt":
+            eps = 1e-12
+            q = np.clip(p, eps, 1 - eps)
+            z = self.a * np.log(q / (1 - q)) + self.b
+            return 1.0 / (1.0 + np.exp(-z))
+        return p
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.method == "isotonic":
+            return {"method": "isotonic", "x": list(self.x), "y": list(self.y)}
+        if self.method == "platt":
+            return {"method": "platt", "a": self.a, "b": self.b}
+        return {"method": "none"}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Calibration:
+        method = data.get("method")
+        if method == "isotonic":
+            x, y = tuple(map(float, data["x"])), tuple(map(float, data["y"]))
+            if len(x) != len(y) or len(x) < 1 or any(b < a for a, b in itertools.pairwise(x)):
+                raise ValueError("isotonic calibration needs equal-length, sorted x and y")
+            if any(not (0 <= v <= 1) or math.isnan(v) for v in y):
+                raise ValueError("isotonic calibration values must lie in [0, 1]")
+            return cls("isotonic", x=x, y=y)
+        if method == "platt":
+            return cls("platt", a=float(data["a"]), b=float(data["b"]))
+        if method == "none":
+            return cls("none")
+        raise ValueError(f"unknown calibration method {method!r}")
+
+
+@dataclass
+class Bundle:
+    """A loaded, verified bundle: a LightGBM booster plus its JSON companions."""
+
+    path: Path
+    booster: Any  # lightgbm.Booster
+    calibration: Calibration
+    metadata: dict[str, Any]
+    catalog: list[dict[str, Any]]
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata["model_version"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self.metadata["feature_names"])
+
+    def raw_probability(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self.booster.predict(x, raw_score=False), dtype=float)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Calibrated churn probability for rows of ``x`` in ``feature_names`` order."""
+        return self.calibration.apply(self.raw_probability(x))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_manifest(folder: Path) -> Path:
+    """Write MANIFEST.sha256 (sha256sum format) over every bundle file present."""
+    lines = [
+        f"{sha256_file(folder / name)}  {name}" for name in BUNDLE_FILES if (folder / name).exists()
+    ]
+    target = folder / MANIFEST_FILE
+    target.write_text("\n".join(lines) + "\n")
+    return target
+
+
+def verify_manifest(folder: Path) -> None:
+    """Raise BundleIntegrityError unless every required file exists and matches its hash."""
+    manifest = folder / MANIFEST_FILE
+    if not manifest.is_file():
+        raise BundleIntegrityError(f"model bundle {folder} has no {MANIFEST_FILE}")
+    expected: dict[str, str] = {}
+    for line in manifest.read_text().splitlines():
+        if not line.strip():
+            continue
+        digest, _, name = line.partition("  ")
+        expected[name.strip()] = digest.strip()
+    for name in (MODEL_FILE, CALIBRATION_FILE, METADATA_FILE, CATALOG_FILE):
+        if name not in expected:
+            raise BundleIntegrityError(f"model bundle {folder}: {MANIFEST_FILE} omits {name}")
+    for name, digest in expected.items():
+        path = folder / name
+        if not path.is_file():
+            raise BundleIntegrityError(f"model bundle {folder} is missing {name}")
+        if sha256_file(path) != digest:
+            raise BundleIntegrityError(
+                f"model bundle {folder}: {name} does not match its sha256 in {MANIFEST_FILE}",
+                hint="the bundle was changed or truncated after export; re-export it",
+            )
+
+
+def _read_json(folder: Path, name: str) -> Any:
+    try:
+        return json.loads((folder / name).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BundleIntegrityError(f"model bundle {folder}: cannot read {name}: {exc}") from exc
+
+
+def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
+    """Load a bundle with LightGBM and JSON only (no unpickling), checking its manifest."""
+    import lightgbm as lgb
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise BundleIntegrityError(
+            f"no model bundle at {folder}", hint="train one with `make train`"
+        )
+    if verify:
+        verify_manifest(folder)
+    metadata = _read_json(folder, METADATA_FILE)
+    try:
+        calibration = Calibration.from_dict(_read_json(folder, CALIBRATION_FILE))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BundleIntegrityError(f"model bundle {folder}: bad calibration: {exc}") from exc
+    catalog = _read_json(folder, CATALOG_FILE)
+    metrics = _read_json(folder, METRICS_FILE) if (folder / METRICS_FILE).exists() else {}
+    try:
+        booster = lgb.Booster(model_file=str(folder / MODEL_FILE))
+    except Exception as exc:  # LightGBM raises its own error type for a broken file
+        raise BundleIntegrityError(
+            f"model bundle {folder}: LightGBM cannot read model: {exc}"
+        ) from exc
+    for key in ("model_version", "feature_names"):
+        if key not in metadata:
+            raise BundleIntegrityError(f"model bundle {folder}: metadata.json lacks {key!r}")
+    if list(booster.feature_name()) != list(metadata["feature_names"]):
+        raise BundleIntegrityError(
+            f"model bundle {folder}: model features differ from metadata feature_names"
+        )
+    return Bundle(folder, booster, calibration, metadata, catalog, metrics)
