@@ -1,0 +1,73 @@
+"""Shared pieces of the benchmarks: timing, result rows, machine facts."""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Result:
+    """One benchmark figure: ours against a reference measured in the same run.
+
+    ``ratio`` is ours / reference in the unit's "more is better" sense (throughput), so a ratio
+    above 1 means faster than the reference; ``target`` is the ratio the issue asks for.
+    """
+
+    name: str
+    unit: str
+    ours: float
+    reference: float
+    reference_name: str
+    target: float | None = None
+    higher_is_better: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        if self.higher_is_better:
+            return self.ours / self.reference if self.reference else float("inf")
+        return self.reference / self.ours if self.ours else float("inf")
+
+    @property
+    def meets_target(self) -> bool | None:
+        return None if self.target is None else self.ratio >= self.target
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["ratio"] = self.ratio
+        data["meets_target"] = self.meets_target
+        return data
+
+
+def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
+    """Seconds of the fastest of ``repeat`` runs (the least disturbed by the machine)."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def median_of(fn: Callable[[], Any], repeat: int = 5) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+    }
