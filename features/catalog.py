@@ -1,0 +1,662 @@
+"""The feature catalogue (SPEC 3): every snapshot feature defined once.
+
+Each :class:`Feature` carries its family, description, unit, the tables it needs, and the
+sentence used to explain it ("No contact for 74 days"). The snapshot builder, the model, the
+explanations, the API and ``features/CATALOG.md`` (``python -m features.catalog``) all read
+this module; no other place names a feature.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+Family = Literal["behavioural", "relationship", "financial", "satisfaction", "lifecycle"]
+FeatureKind = Literal["number", "flag", "category"]
+Direction = Literal["higher", "lower"]
+
+FAMILIES: tuple[str, ...] = (
+    "behavioural",
+    "relationship",
+    "financial",
+    "satisfaction",
+    "lifecycle",
+)
+
+FAMILY_DESCRIPTIONS: dict[str, str] = {
+    "behavioural": "How often the client meets and talks with the firm, and the work it buys.",
+    "relationship": "Who knows whom on both sides, how senior, and the tone of the contact.",
+    "financial": "Revenue, spend trend, payment behaviour, discounts and the next renewal.",
+    "satisfaction": "Survey scores, complaints and open service tickets.",
+    "lifecycle": "How long the client has been with the firm and how much it is worth.",
+}
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature of the snapshot.
+
+    ``template`` is a ``str.format`` template with ``{value}`` (and ``{s}``, a plural "s" when the
+    value is not 1, and ``{label}`` when ``labels`` names the levels of a numeric scale). For a
+    signed number, ``template_negative`` (if set) is used for values below zero, formatted with
+    the absolute value ("Spend down 32%"); ``template_zero`` (if set) is used for a value of 0 —
+    for a flag, that is the sentence of the flag being off. ``direction`` says which way of the
+    value signals more churn risk ("higher" / "lower"), where that is known. ``model`` is True
+    for the numeric model inputs; the two categories are descriptive only.
+    """
+
+    name: str
+    family: Family
+    description: str
+    unit: str
+    template: str
+    kind: FeatureKind = "number"
+    model: bool = True
+    direction: Direction | None = None
+    template_negative: str | None = None
+    template_zero: str | None = None
+    tables: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()
+
+    def sentence(self, value: float | str | None) -> str:
+        """The plain-language sentence for one value of this feature."""
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return f"{self.description}: unknown"
+        if self.kind == "category":
+            return self.template.format(value=str(value).replace("_", "-"))
+        number = float(value)
+        if math.isnan(number):
+            return f"{self.description}: unknown"
+        template = self.template
+        if self.kind == "flag":
+            if number < 0.5 and self.template_zero is not None:
+                template = self.template_zero
+        elif number == 0 and self.template_zero is not None:
+            template = self.template_zero
+        elif number < 0 and self.template_negative is not None:
+            template, number = self.template_negative, -number
+        label = f"level {number:g}"
+        if self.labels and float(number).is_integer() and 0 <= number < len(self.labels):
+            label = self.labels[int(number)]
+        return template.format(value=number, s="" if number == 1 else "s", label=label)
+
+
+def _f(
+    name: str,
+    family: Family,
+    description: str,
+    unit: str,
+    template: str,
+    tables: tuple[str, ...],
+    **kw: object,
+) -> Feature:
+    return Feature(name, family, description, unit, template, tables=tables, **kw)  # type: ignore[arg-type]
+
+
+_I = ("interactions",)
+_P = ("projects",)
+_C = ("contacts",)
+_INV = ("invoices",)
+_ACC = ("accounts",)
+_S = ("surveys",)
+_T = ("tickets",)
+SENIORITY_NAMES = ("junior", "middle", "senior", "executive")
+
+
+def _window_counts(
+    stem: str, what: str, sentence: str, zero: str, windows: tuple[int, ...]
+) -> list[Feature]:
+    return [
+        _f(
+            f"{stem}_{days}d",
+            "behavioural",
+            f"Held {what} in the last {days} days",
+            "count",
+            sentence.format(days=days, value="{value:.0f}", s="{s}"),
+            _I,
+            direction="lower",
+            template_zero=zero.format(days=days),
+        )
+        for days in windows
+    ]
+
+
+CATALOG: tuple[Feature, ...] = (
+    # behavioural ---------------------------------------------------------------------------
+    *_window_counts(
+        "interactions",
+        "interactions (any channel)",
+        "{value} interaction{s} in the last {days} days",
+        "No interactions in the last {days} days",
+        (30, 90, 180),
+    ),
+    *_window_counts(
+        "meetings",
+        "meetings and business reviews",
+        "{value} meeting{s} in the last {days} days",
+        "No meetings in the last {days} days",
+        (30, 90, 180),
+    ),
+    _f(
+        "interaction_trend",
+        "behavioural",
+        "Change in held interactions, last 90 days against the 90 days before",
+        "ratio",
+        "Interactions up {value:.0%} on the previous quarter",
+        _I,
+        direction="lower",
+        template_negative="Interactions down {value:.0%} on the previous quarter",
+        template_zero="Interactions level with the previous quarter",
+    ),
+    _f(
+        "meeting_trend",
+        "behavioural",
+        "Change in held meetings, last 90 days against the 90 days before",
+        "ratio",
+        "Meetings up {value:.0%} on the previous quarter",
+        _I,
+        direction="lower",
+        template_negative="Meetings down {value:.0%} on the previous quarter",
+        template_zero="Meetings level with the previous quarter",
+    ),
+    _f(
+        "cancellation_rate_90d",
+        "behavioural",
+        "Share of interactions in the last 90 days cancelled, rescheduled or missed",
+        "share",
+        "{value:.0%} of interactions in the last 90 days cancelled, rescheduled or missed",
+        _I,
+        direction="higher",
+        template_zero="No interactions cancelled, rescheduled or missed in the last 90 days",
+    ),
+    _f(
+        "days_since_last_contact",
+        "behavioural",
+        "Days since the last held interaction",
+        "days",
+        "No contact for {value:.0f} day{s}",
+        _I,
+        direction="higher",
+    ),
+    _f(
+        "silent_60d",
+        "behavioural",
+        "No held interaction in the last 60 days",
+        "flag",
+        "Silent: no contact in the last 60 days",
+        _I,
+        kind="flag",
+        direction="higher",
+        template_zero="In contact within the last 60 days",
+    ),
+    _f(
+        "response_hours_90d",
+        "behavioural",
+        "Mean response time of interactions in the last 90 days",
+        "hours",
+        "Responses took {value:.0f} hour{s} on average in the last 90 days",
+        _I,
+        direction="higher",
+    ),
+    _f(
+        "response_time_trend",
+        "behavioural",
+        "Mean response time, last 90 days minus the 90 days before",
+        "hours",
+        "Responses {value:.0f} hour{s} slower than the previous quarter",
+        _I,
+        direction="higher",
+        template_negative="Responses {value:.0f} hour{s} faster than the previous quarter",
+        template_zero="Response times level with the previous quarter",
+    ),
+    _f(
+        "business_review_6m",
+        "behavioural",
+        "A business review was held in the last 6 months",
+        "flag",
+        "Business review held in the last 6 months",
+        _I,
+        kind="flag",
+        direction="lower",
+        template_zero="No business review in the last 6 months",
+    ),
+    _f(
+        "project_scope_trend",
+        "behavioural",
+        "Change in budget of projects started, last 180 days against the 180 days before",
+        "ratio",
+        "Project scope up {value:.0%} on the previous half-year",
+        _P,
+        direction="lower",
+        template_negative="Project scope down {value:.0%} on the previous half-year",
+        template_zero="Project scope level with the previous half-year",
+    ),
+    _f(
+        "strategic_share",
+        "behavioural",
+        "Share of strategic work among projects started in the last 365 days",
+        "share",
+        "{value:.0%} of the last year's project work is strategic",
+        _P,
+        direction="lower",
+        template_zero="No strategic work in the last year: tactical projects only",
+    ),
+    _f(
+        "projects_over_budget_365d",
+        "behavioural",
+        "Projects ended in the last 365 days over budget",
+        "count",
+        "{value:.0f} project{s} ended over budget in the last year",
+        _P,
+        direction="higher",
+        template_zero="No project ended over budget in the last year",
+    ),
+    _f(
+        "projects_late",
+        "behavioural",
+        "Projects running past their planned end, or ended late in the last 365 days",
+        "count",
+        "{value:.0f} project{s} late",
+        _P,
+        direction="higher",
+        template_zero="No late projects",
+    ),
+    # relationship --------------------------------------------------------------------------
+    _f(
+        "client_contacts_active",
+        "relationship",
+        "Active contacts in the client's organisation",
+        "count",
+        "{value:.0f} active client contact{s}",
+        _C,
+        direction="lower",
+        template_zero="No active client contact",
+    ),
+    _f(
+        "firm_contacts_active",
+        "relationship",
+        "Active people of the firm the client deals with",
+        "count",
+        "The client deals with {value:.0f} person{s} at the firm",
+        _C,
+        direction="lower",
+        template_zero="The client deals with nobody at the firm",
+    ),
+    _f(
+        "most_senior_client_level",
+        "relationship",
+        "Level of the most senior active client contact (0 junior, 1 middle, 2 senior, "
+        "3 executive)",
+        "level",
+        "Most senior client contact: {label}",
+        _C,
+        direction="lower",
+        labels=SENIORITY_NAMES,
+    ),
+    _f(
+        "new_executive_90d",
+        "relationship",
+        "A new client executive in a sponsor, decision-maker or procurement role in the last "
+        "90 days",
+        "flag",
+        "New client executive sponsor, decision maker or procurement lead in the last 90 days",
+        _C,
+        kind="flag",
+        direction="higher",
+        template_zero="No new client executive in a buying role in the last 90 days",
+    ),
+    _f(
+        "key_contact_departed_90d",
+        "relationship",
+        "A client sponsor or decision maker left in the last 90 days",
+        "flag",
+        "Key client contact (sponsor or decision maker) left in the last 90 days",
+        _C,
+        kind="flag",
+        direction="higher",
+        template_zero="No key client contact left in the last 90 days",
+    ),
+    _f(
+        "single_threaded",
+        "relationship",
+        "At most one active client contact",
+        "flag",
+        "Single-threaded: only one client contact",
+        _C,
+        kind="flag",
+        direction="higher",
+        template_zero="Multi-threaded: several client contacts",
+    ),
+    _f(
+        "sentiment_90d",
+        "relationship",
+        "Mean sentiment of interactions in the last 90 days (-1 to 1)",
+        "score",
+        "Sentiment {value:+.2f} on average in the last 90 days (-1 to 1)",
+        _I,
+        direction="lower",
+    ),
+    _f(
+        "sentiment_trend",
+        "relationship",
+        "Mean sentiment, last 90 days minus the 90 days before",
+        "score",
+        "Sentiment up {value:.2f} on the previous quarter",
+        _I,
+        direction="lower",
+        template_negative="Sentiment down {value:.2f} on the previous quarter",
+        template_zero="Sentiment level with the previous quarter",
+    ),
+    _f(
+        "competitor_mentions_90d",
+        "relationship",
+        "Interactions in the last 90 days where a competitor was mentioned",
+        "count",
+        "Competitors mentioned in {value:.0f} interaction{s} in the last 90 days",
+        _I,
+        direction="higher",
+        template_zero="No competitor mentioned in the last 90 days",
+    ),
+    _f(
+        "senior_interaction_share_90d",
+        "relationship",
+        "Share of held interactions in the last 90 days with senior or executive client people",
+        "share",
+        "{value:.0%} of interactions in the last 90 days with senior client people",
+        _I,
+        direction="lower",
+        template_zero="No interaction with senior client people in the last 90 days",
+    ),
+    # financial -----------------------------------------------------------------------------
+    _f(
+        "revenue_90d",
+        "financial",
+        "Revenue invoiced in the last 90 days",
+        "currency",
+        "Revenue of {value:,.0f} invoiced in the last 90 days",
+        _INV,
+        direction="lower",
+        template_zero="Nothing invoiced in the last 90 days",
+    ),
+    _f(
+        "revenue_365d",
+        "financial",
+        "Revenue invoiced in the last 365 days",
+        "currency",
+        "Revenue of {value:,.0f} invoiced in the last year",
+        _INV,
+        direction="lower",
+        template_zero="Nothing invoiced in the last year",
+    ),
+    _f(
+        "spend_change_qoq",
+        "financial",
+        "Change in revenue, last 90 days against the 90 days before",
+        "ratio",
+        "Spend up {value:.0%} quarter over quarter",
+        _INV,
+        direction="lower",
+        template_negative="Spend down {value:.0%} quarter over quarter",
+        template_zero="Spend flat quarter over quarter",
+    ),
+    _f(
+        "avg_days_late_365d",
+        "financial",
+        "Mean days late of invoices due in the last 365 days",
+        "days",
+        "Invoices paid {value:.0f} day{s} late on average in the last year",
+        _INV,
+        direction="higher",
+        template_zero="Invoices paid on time in the last year",
+    ),
+    _f(
+        "overdue_amount",
+        "financial",
+        "Amount of invoices past due and unpaid",
+        "currency",
+        "{value:,.0f} overdue",
+        _INV,
+        direction="higher",
+        template_zero="Nothing overdue",
+    ),
+    _f(
+        "overdue_days",
+        "financial",
+        "Days past due of the oldest unpaid invoice",
+        "days",
+        "Oldest unpaid invoice {value:.0f} day{s} past due",
+        _INV,
+        direction="higher",
+        template_zero="No invoice past due",
+    ),
+    _f(
+        "overdue_30d",
+        "financial",
+        "An invoice is 30 or more days past due",
+        "flag",
+        "An invoice is 30+ days past due",
+        _INV,
+        kind="flag",
+        direction="higher",
+        template_zero="No invoice 30+ days past due",
+    ),
+    _f(
+        "discount_share_365d",
+        "financial",
+        "Discounts as a share of billed value in the last 365 days",
+        "share",
+        "Discounts {value:.0%} of billed value in the last year",
+        _INV,
+        direction="higher",
+        template_zero="No discounts in the last year",
+    ),
+    _f(
+        "contract_value",
+        "financial",
+        "Annual contract value",
+        "currency",
+        "Contract worth {value:,.0f} a year",
+        _ACC,
+        direction="lower",
+    ),
+    _f(
+        "days_to_renewal",
+        "financial",
+        "Days to the next contract renewal",
+        "days",
+        "Renewal in {value:.0f} day{s}",
+        _ACC,
+        direction="lower",
+        template_zero="Renewal today",
+    ),
+    _f(
+        "renewal_flat_spend",
+        "financial",
+        "Renewal within 90 days with flat or falling spend",
+        "flag",
+        "Renewal within 90 days with flat or falling spend",
+        ("accounts", "invoices"),
+        kind="flag",
+        direction="higher",
+        template_zero="No renewal within 90 days with flat or falling spend",
+    ),
+    # satisfaction --------------------------------------------------------------------------
+    _f(
+        "last_survey_score",
+        "satisfaction",
+        "Score of the last survey answer (0-10)",
+        "score",
+        "Last survey score {value:.1f} out of 10",
+        _S,
+        direction="lower",
+    ),
+    _f(
+        "survey_score_change",
+        "satisfaction",
+        "Last survey score minus the one before",
+        "score",
+        "Survey score up {value:.1f} point{s} on the one before",
+        _S,
+        direction="lower",
+        template_negative="Survey score down {value:.1f} point{s} on the one before",
+        template_zero="Survey score unchanged on the one before",
+    ),
+    _f(
+        "days_since_last_survey",
+        "satisfaction",
+        "Days since the last survey answer",
+        "days",
+        "Last survey answered {value:.0f} day{s} ago",
+        _S,
+        direction="higher",
+    ),
+    _f(
+        "complaints_90d",
+        "satisfaction",
+        "Complaints opened in the last 90 days",
+        "count",
+        "{value:.0f} complaint{s} in the last 90 days",
+        _T,
+        direction="higher",
+        template_zero="No complaints in the last 90 days",
+    ),
+    _f(
+        "tickets_90d",
+        "satisfaction",
+        "Tickets opened in the last 90 days",
+        "count",
+        "{value:.0f} ticket{s} opened in the last 90 days",
+        _T,
+        direction="higher",
+        template_zero="No tickets opened in the last 90 days",
+    ),
+    _f(
+        "open_tickets",
+        "satisfaction",
+        "Tickets open",
+        "count",
+        "{value:.0f} open ticket{s}",
+        _T,
+        direction="higher",
+        template_zero="No open tickets",
+    ),
+    _f(
+        "open_high_severity_tickets",
+        "satisfaction",
+        "Open tickets of high or critical severity",
+        "count",
+        "{value:.0f} open high-severity ticket{s}",
+        _T,
+        direction="higher",
+        template_zero="No open high-severity tickets",
+    ),
+    # lifecycle -----------------------------------------------------------------------------
+    _f(
+        "tenure_months",
+        "lifecycle",
+        "Months since the client relationship started",
+        "months",
+        "Client for {value:.0f} month{s}",
+        _ACC,
+    ),
+    _f(
+        "lifecycle_stage",
+        "lifecycle",
+        "Lifecycle stage: new (under 12 months), established (12-36), long-term (36+)",
+        "category",
+        "Lifecycle stage: {value}",
+        _ACC,
+        kind="category",
+        model=False,
+    ),
+    _f(
+        "revenue_segment",
+        "lifecycle",
+        "Revenue segment among the accounts of the date: A top 20 %, B middle 60 %, "
+        "C bottom 20 % of the last year's revenue (contract value without invoices)",
+        "category",
+        "Revenue segment {value}",
+        _ACC,
+        kind="category",
+        model=False,
+    ),
+)
+
+FEATURES: dict[str, Feature] = {f.name: f for f in CATALOG}
+MODEL_FEATURES: list[str] = [f.name for f in CATALOG if f.model]
+CATEGORY_FEATURES: list[str] = [f.name for f in CATALOG if f.kind == "category"]
+
+
+def feature_sentence(name: str, value: float | str | None) -> str:
+    """The catalogue's plain-language sentence for a feature's value (unknown when NaN)."""
+    try:
+        feature = FEATURES[name]
+    except KeyError:
+        raise KeyError(f"unknown feature {name!r}; see features/CATALOG.md") from None
+    return feature.sentence(value)
+
+
+def family_features(family: str) -> list[Feature]:
+    """The features of one family, in catalogue order."""
+    if family not in FAMILIES:
+        raise KeyError(f"unknown family {family!r}; known: {list(FAMILIES)}")
+    return [f for f in CATALOG if f.family == family]
+
+
+def catalog_records() -> list[dict[str, object]]:
+    """The catalogue as JSON-serialisable records (model bundle, ``GET /v1/model``)."""
+    records = []
+    for feature in CATALOG:
+        record = asdict(feature)
+        record["tables"] = list(feature.tables)
+        record["labels"] = list(feature.labels)
+        records.append(record)
+    return records
+
+
+def _cell(text: str | None) -> str:
+    return "" if not text else text.replace("|", "\\|")
+
+
+def catalog_markdown() -> str:
+    """The catalogue as Markdown: ``features/CATALOG.md`` and ``churn features --catalog``."""
+    counts = {fam: len(family_features(fam)) for fam in FAMILIES}
+    lines = [
+        "# Feature catalogue",
+        "",
+        "Generated from `features/catalog.py` by `python -m features.catalog`; do not edit.",
+        "",
+        f"{len(CATALOG)} features ({len(MODEL_FEATURES)} model inputs) in five families: "
+        + ", ".join(f"{fam} {n}" for fam, n in counts.items())
+        + ".",
+        "",
+        "Every feature of a snapshot is computed only from records stamped strictly before its",
+        '`as_of` date. Windows "last N days" are `[as_of - N days, as_of)`. A feature whose',
+        "source table is missing is absent (empty), never 0. Flags are 1 / 0. *Risk* says which",
+        "way of the value signals more churn risk. The sentences explain the feature in",
+        "reasons: `{value}` is the feature's value (`{s}` a plural s, `{label}` the level's",
+        "name). Below the first sentence come, where defined, the one for negative values",
+        "(formatted with the absolute value) and the one for 0 (for a flag: when it is off).",
+        "",
+    ]
+    for fam in FAMILIES:
+        lines += [f"## {fam}", "", FAMILY_DESCRIPTIONS[fam], ""]
+        lines += [
+            "| feature | unit | kind | model input | risk | tables | description | sentence |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for f in family_features(fam):
+            templates = (f.template, f.template_negative, f.template_zero)
+            sentence = "<br>".join(f"`{_cell(t)}`" for t in templates if t)
+            lines.append(
+                f"| `{f.name}` | {f.unit} | {f.kind} | {'yes' if f.model else 'no'} | "
+                f"{f.direction or ''} | {', '.join(f.tables)} | {_cell(f.description)} | "
+                f"{sentence} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(catalog_markdown(), end="")

@@ -1,0 +1,79 @@
+"""`churn demo-data`, `churn validate` and `churn features`: thin wrappers over the package."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import typer
+
+from churn.console import console
+
+
+def demo_data(
+    out: Path = typer.Option(Path("data/demo"), "--out", help="Folder to write the CSV tables to."),
+    accounts: int = typer.Option(1500, "--accounts", min=10, help="Number of client accounts."),
+    seed: int = typer.Option(42, "--seed", help="Random seed: the same seed gives the same data."),
+    years: int = typer.Option(4, "--years", min=1, max=10, help="Years of history."),
+    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
+) -> None:
+    """Generate a simulated professional-services firm's CRM, billing, survey and ticket data."""
+    from features.demo import generate_demo
+
+    summary = generate_demo(out, accounts=accounts, seed=seed, years=years, fmt=fmt)
+    console.print(summary.render())
+
+
+def validate(
+    data: str = typer.Option(None, "--data", help="Source: folder, .duckdb file or SQLAlchemy URL."),
+    profile: bool = typer.Option(
+        True, "--profile/--no-profile", help="Also print churn by stage, reasons, concentration."
+    ),
+) -> None:
+    """Load and validate a source: per-table loaded, rejected and missing counts."""
+    from churn.settings import get_settings
+    from features.validate import load_validated, render_summary
+
+    settings = get_settings()
+    result = load_validated(data or settings.data, settings)
+    console.print(render_summary(result))
+    if profile:
+        from features.profile import render_profile
+
+        console.print(render_profile(result.tables))
+
+
+def features(
+    data: str = typer.Option(None, "--data", help="Source: folder, .duckdb file or SQLAlchemy URL."),
+    as_of: str = typer.Option(None, "--as-of", help="Snapshot date YYYY-MM-DD."),
+    out: Path = typer.Option(None, "--out", help="Output file: .parquet or .csv."),
+    catalog: bool = typer.Option(False, "--catalog", help="Print the feature catalogue and exit."),
+) -> None:
+    """Write one point-in-time snapshot: features, health and service scores per active account."""
+    from churn.errors import ChurnError
+    from features.catalog import catalog_markdown
+
+    if catalog:
+        console.print(catalog_markdown(), markup=False, highlight=False)
+        return
+    if as_of is None or out is None:
+        raise ChurnError("--as-of and --out are required", hint="churn features --help")
+    try:
+        as_of_date = date.fromisoformat(as_of)
+    except ValueError as exc:
+        raise ChurnError(f"--as-of {as_of!r} is not a date", hint="use YYYY-MM-DD") from exc
+    from churn.settings import get_settings
+    from features.snapshots import build_snapshots, write_frame
+    from features.validate import load_validated
+
+    settings = get_settings()
+    result = load_validated(data or settings.data, settings)
+    frame = build_snapshots(result.tables, [as_of_date], settings.snapshots)
+    write_frame(frame, out)
+    console.print(f"wrote {len(frame)} accounts x {frame.shape[1]} columns to {out}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("demo-data")(demo_data)
+    app.command("validate")(validate)
+    app.command("features")(features)

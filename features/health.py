@@ -1,0 +1,551 @@
+"""Rule-based scores (SPEC 4): health score and band, escalations, client service score.
+
+The health rules (sub-rule points, step thresholds, bands, escalation thresholds and their
+action text) live in the versioned ``configs/health.yaml``, validated on load into
+:class:`HealthConfig`. The client service score is the fixed six-point worksheet of SPEC 4.
+Everything here is vectorised over rows: the API calls it per request with one row.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from churn.errors import ConfigError
+from churn.settings import PROJECT_ROOT
+
+DEFAULT_HEALTH_CONFIG = PROJECT_ROOT / "configs" / "health.yaml"
+
+# SPEC 4 fixes the component maxima; the config distributes them over sub-rules.
+COMPONENT_MAXIMA: Mapping[str, float] = {
+    "engagement": 30.0,
+    "relationship": 25.0,
+    "financial": 25.0,
+    "satisfaction": 20.0,
+}
+COMPONENT_COLUMNS: tuple[str, ...] = tuple(f"health_{name}" for name in COMPONENT_MAXIMA)
+
+# Escalation codes are the flag columns; ordered most severe first (partner involvement, then
+# executive outreach, then the review meeting, then the account manager's call).
+ESCALATION_CODES: tuple[str, ...] = (
+    "esc_below_40",
+    "esc_invoice_30d_late",
+    "esc_below_60",
+    "esc_health_drop",
+)
+
+SERVICE_PARTS: tuple[str, ...] = (
+    "service_client_contacts",
+    "service_firm_contacts",
+    "service_meetings",
+    "service_seniority",
+    "service_survey",
+)
+# Inputs of the client service score (SPEC 4 worksheet).
+SERVICE_FEATURES: tuple[str, ...] = (
+    "client_contacts_active",
+    "firm_contacts_active",
+    "meetings_180d",
+    "most_senior_client_level",
+    "last_survey_score",
+)
+
+HEALTH_COLUMNS: tuple[str, ...] = (
+    *COMPONENT_COLUMNS,
+    "health_score",
+    "health_band",
+    "service_score",
+    *SERVICE_PARTS,
+)
+ESCALATION_COLUMNS: tuple[str, ...] = (
+    "health_drop_30d",
+    "esc_health_drop",
+    "esc_below_60",
+    "esc_below_40",
+    "esc_invoice_30d_late",
+)
+
+Segment = Literal["A", "B", "C"]
+
+
+@dataclass(frozen=True)
+class Escalation:
+    """One escalation rule as data: the API, dashboard and playbook show these words.
+
+    ``severity`` 1 is the most severe.
+    """
+
+    code: str
+    rule: str
+    action: str
+    threshold: float
+    severity: int
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SubRule(_Strict):
+    """One sub-rule: a feature, its maximum points and the step function awarding them."""
+
+    name: str = Field(min_length=1)
+    feature: str = Field(min_length=1)
+    points: float = Field(gt=0)
+    steps: list[tuple[float, float]] = Field(min_length=1)
+    below: float = Field(0.0, ge=0)
+    missing_share: float | None = Field(None, ge=0, le=1)
+    relative_to_cadence: bool = False
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _steps_fit_points(self) -> SubRule:
+        thresholds = [t for t, _ in self.steps]
+        if not all(math.isfinite(t) for t in thresholds):
+            raise ValueError(f"sub-rule {self.name}: step thresholds must be finite numbers")
+        if any(b <= a for a, b in itertools.pairwise(thresholds)):
+            raise ValueError(f"sub-rule {self.name}: step thresholds must strictly increase")
+        awarded = [p for _, p in self.steps] + [self.below]
+        if any(p < 0 or p > self.points for p in awarded):
+            raise ValueError(
+                f"sub-rule {self.name}: step points must lie in 0..{self.points:g} (its points)"
+            )
+        if max(awarded) != self.points:
+            raise ValueError(
+                f"sub-rule {self.name}: no step awards its {self.points:g} points "
+                f"(highest is {max(awarded):g})"
+            )
+        return self
+
+
+class Component(_Strict):
+    """A health component: its maximum and the sub-rules sharing it."""
+
+    max_points: float
+    rules: list[SubRule] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _rules_add_up(self) -> Component:
+        names = [r.name for r in self.rules]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sub-rule names repeat: {sorted(names)}")
+        total = sum(r.points for r in self.rules)
+        if not math.isclose(total, self.max_points):
+            raise ValueError(
+                f"sub-rule points add up to {total:g}, but max_points is {self.max_points:g}"
+            )
+        return self
+
+
+class Components(_Strict):
+    """The four components of SPEC 4, with their fixed maxima."""
+
+    engagement: Component
+    relationship: Component
+    financial: Component
+    satisfaction: Component
+
+    @model_validator(mode="after")
+    def _maxima_match_spec(self) -> Components:
+        for name, expected in COMPONENT_MAXIMA.items():
+            got = getattr(self, name).max_points
+            if not math.isclose(got, expected):
+                raise ValueError(
+                    f"component {name}: max_points is {got:g}, SPEC 4 fixes it at {expected:g}"
+                )
+        return self
+
+    def items(self) -> list[tuple[str, Component]]:
+        return [(name, getattr(self, name)) for name in COMPONENT_MAXIMA]
+
+
+class Cadence(_Strict):
+    """Expected held interactions per 90 days by revenue segment (A/B/C)."""
+
+    segment_feature: str = "revenue_segment"
+    expected: dict[Segment, float]
+    default_segment: Segment = "B"
+
+    @model_validator(mode="after")
+    def _every_segment(self) -> Cadence:
+        missing = sorted(set(get_args(Segment)) - set(self.expected))
+        if missing:
+            raise ValueError(f"cadence.expected lacks segments {missing}")
+        if any(v <= 0 for v in self.expected.values()):
+            raise ValueError("cadence.expected values must be positive")
+        return self
+
+
+class Bands(_Strict):
+    """Lower bounds of the bands; below ``at_risk`` is critical."""
+
+    healthy: float = 60.0
+    at_risk: float = 40.0
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Bands:
+        if not 0 < self.at_risk < self.healthy <= 100:
+            raise ValueError("bands need 0 < at_risk < healthy <= 100")
+        return self
+
+
+class EscalationRule(_Strict):
+    """Threshold, rule text (may use ``{threshold:g}``) and action of one escalation."""
+
+    threshold: float
+    rule: str = Field(min_length=1)
+    action: str = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _template_renders(self) -> EscalationRule:
+        try:
+            self.rule.format(threshold=self.threshold)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"rule text does not render: {exc}") from exc
+        return self
+
+
+class EscalationRules(_Strict):
+    esc_health_drop: EscalationRule
+    esc_below_60: EscalationRule
+    esc_below_40: EscalationRule
+    esc_invoice_30d_late: EscalationRule
+
+
+class HealthConfig(_Strict):
+    """The validated content of ``configs/health.yaml``."""
+
+    version: int = Field(ge=1)
+    missing_share: float = Field(0.5, ge=0, le=1)
+    cadence: Cadence
+    components: Components
+    bands: Bands = Field(default_factory=Bands)
+    escalations: EscalationRules
+
+    def features(self) -> list[str]:
+        """Every snapshot column the health score reads (sub-rules, cadence, service score)."""
+        names = [r.feature for _, c in self.components.items() for r in c.rules]
+        names += [self.cadence.segment_feature, *SERVICE_FEATURES]
+        return list(dict.fromkeys(names))
+
+    def escalation_rules(self) -> tuple[Escalation, ...]:
+        """The escalations with this config's thresholds and words, most severe first."""
+        out = []
+        for severity, code in enumerate(ESCALATION_CODES, start=1):
+            rule: EscalationRule = getattr(self.escalations, code)
+            out.append(
+                Escalation(
+                    code=code,
+                    rule=rule.rule.format(threshold=rule.threshold),
+                    action=rule.action,
+                    threshold=rule.threshold,
+                    severity=severity,
+                )
+            )
+        return tuple(out)
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line naming each invalid field of a config file (dotted path) and what is wrong."""
+    parts = []
+    for err in exc.errors()[:5]:
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        parts.append(f"{where}: {msg}")
+    return "; ".join(parts)
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """Read a YAML file that must hold a mapping; problems become a ConfigError naming it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {what} {path}: {exc.strerror or exc}",
+            hint=f"check the path (setting {what.replace(' ', '_')})",
+        ) from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(
+            f"{path} is not valid YAML{where}", hint="fix the YAML syntax of the file"
+        ) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def load_health_config(
+    path: Path | None = None, known_features: Iterable[str] | None = None
+) -> HealthConfig:
+    """Load and validate the health rules (default ``configs/health.yaml``).
+
+    With ``known_features`` every feature a rule reads must be one of them, so a misspelt
+    name fails here instead of silently scoring every account neutral.
+    """
+    path = Path(path) if path is not None else DEFAULT_HEALTH_CONFIG
+    data = read_yaml_mapping(path, "health config")
+    try:
+        cfg = HealthConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path}: {format_validation_error(exc)}",
+            hint="see the comments at the top of configs/health.yaml for the expected layout",
+        ) from exc
+    if known_features is not None:
+        known = set(known_features)
+        for name, component in cfg.components.items():
+            for i, rule in enumerate(component.rules):
+                if rule.feature not in known:
+                    raise ConfigError(
+                        f"{path}: components.{name}.rules.{i}.feature: unknown feature "
+                        f"{rule.feature!r}",
+                        hint="use a feature name from the feature catalogue",
+                    )
+    return cfg
+
+
+@lru_cache(maxsize=1)
+def _default_config() -> HealthConfig:
+    return load_health_config()
+
+
+# The shipped escalation rules (code, rule text, action text), most severe first: the words the
+# API, dashboard and playbook show. Declared for type checkers; __getattr__ reads the shipped
+# config on first use rather than at import time.
+ESCALATIONS: tuple[Escalation, ...]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ESCALATIONS":
+        return _default_config().escalation_rules()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ----------------------------------------------------------------------------------- scoring
+
+
+def _step_points(values: np.ndarray, rule: SubRule, neutral_share: float) -> np.ndarray:
+    thresholds = np.fromiter((t for t, _ in rule.steps), float, len(rule.steps))
+    points = np.fromiter((p for _, p in rule.steps), float, len(rule.steps))
+    idx = np.searchsorted(thresholds, values, side="right") - 1
+    got = np.where(idx >= 0, points[np.maximum(idx, 0)], rule.below)
+    # NaN and +-inf are not measurements: they earn the neutral share.
+    return np.where(np.isfinite(values), got, rule.points * neutral_share)
+
+
+def _score_arrays(
+    column: Callable[[str], np.ndarray], expected: np.ndarray, cfg: HealthConfig
+) -> dict[str, np.ndarray]:
+    """The scores from float feature arrays; ``column(name)`` is NaN where unknown."""
+    out: dict[str, np.ndarray] = {}
+    total = np.zeros(len(expected))
+    for name, component in cfg.components.items():
+        pts = np.zeros(len(expected))
+        for rule in component.rules:
+            values = column(rule.feature)
+            if rule.relative_to_cadence:
+                values = values / expected
+            share = cfg.missing_share if rule.missing_share is None else rule.missing_share
+            pts += _step_points(values, rule, share)
+        pts = np.round(pts, 1)
+        out[f"health_{name}"] = pts
+        total += pts
+    score = np.round(total, 1)
+    out["health_score"] = score
+    bands = cfg.bands
+    out["health_band"] = np.where(
+        score >= bands.healthy, "healthy", np.where(score >= bands.at_risk, "at_risk", "critical")
+    )
+
+    # Service score (SPEC 4): unknown inputs count 0, as the worksheet would.
+    with np.errstate(invalid="ignore"):
+        level = column("most_senior_client_level")
+        parts = {
+            "service_client_contacts": column("client_contacts_active") > 1,
+            "service_firm_contacts": column("firm_contacts_active") > 1,
+            "service_meetings": column("meetings_180d") >= 2,
+            "service_seniority": np.where(level >= 2, 2, np.where(level >= 1, 1, 0)),
+            "service_survey": column("last_survey_score") > 8,
+        }
+    service = np.zeros(len(expected), dtype=np.int64)
+    for key in SERVICE_PARTS:
+        part = np.asarray(parts[key]).astype(np.int64)
+        out[key] = part
+        service += part
+    out["service_score"] = service
+    return out
+
+
+def _float_column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in frame.columns:
+        return np.full(len(frame), np.nan)
+    col = frame[name]
+    try:
+        return col.to_numpy(dtype=float, na_value=np.nan)
+    except (TypeError, ValueError):
+        numeric = pd.to_numeric(col, errors="coerce")
+        return numeric.to_numpy(dtype=float, na_value=np.nan)
+
+
+def _expected_from_frame(frame: pd.DataFrame, cadence: Cadence) -> np.ndarray:
+    expected = np.full(len(frame), cadence.expected[cadence.default_segment])
+    if cadence.segment_feature in frame.columns:
+        # Object array: NA becomes None, which equals no segment and keeps the default.
+        segment = frame[cadence.segment_feature].to_numpy(dtype=object, na_value=None)
+        for seg, value in cadence.expected.items():
+            expected[segment == seg] = value
+    return expected
+
+
+def score_health(frame: pd.DataFrame, cfg: HealthConfig) -> pd.DataFrame:
+    """Health components, score and band, and the client service score with its parts.
+
+    Reads the snapshot columns named in the config (any may be NaN; an absent column counts
+    as NaN) and returns a frame with the same index and the columns ``HEALTH_COLUMNS``.
+    ``health_score`` is the sum of the four components (each rounded to 0.1).
+    """
+    cache: dict[str, np.ndarray] = {}
+
+    def column(name: str) -> np.ndarray:
+        if name not in cache:
+            cache[name] = _float_column(frame, name)
+        return cache[name]
+
+    arrays = _score_arrays(column, _expected_from_frame(frame, cfg.cadence), cfg)
+    arrays["health_band"] = pd.array(arrays["health_band"], dtype="string")
+    return pd.DataFrame({k: arrays[k] for k in HEALTH_COLUMNS}, index=frame.index)
+
+
+def _to_float(value: object) -> float:
+    if value is None or value is pd.NA:
+        return math.nan
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def score_health_records(
+    records: list[Mapping[str, object]], cfg: HealthConfig
+) -> list[dict[str, object]]:
+    """Same as :func:`score_health` for a list of feature dicts, without building a frame.
+
+    Returns one plain dict per record (floats, ints and the band string).
+    """
+    n = len(records)
+
+    def column(name: str) -> np.ndarray:
+        return np.fromiter((_to_float(r.get(name)) for r in records), float, n)
+
+    seg_col = cfg.cadence.segment_feature
+    default = cfg.cadence.expected[cfg.cadence.default_segment]
+    expected = np.fromiter(
+        (cfg.cadence.expected.get(r.get(seg_col), default) for r in records),  # type: ignore[call-overload]
+        float,
+        n,
+    )
+    arrays = _score_arrays(column, expected, cfg)
+    columns = {k: arrays[k].tolist() for k in HEALTH_COLUMNS}
+    return [{k: columns[k][i] for k in HEALTH_COLUMNS} for i in range(n)]
+
+
+# ------------------------------------------------------------------------------- escalations
+
+
+def _escalation_arrays(
+    now: np.ndarray, ago: np.ndarray, overdue: np.ndarray, cfg: HealthConfig
+) -> dict[str, np.ndarray]:
+    rules = cfg.escalations
+    # Scores carry one decimal; rounding away float noise keeps 75.1 -> 60.1 a 15-point drop.
+    drop = np.round(ago - now, 6)
+    with np.errstate(invalid="ignore"):
+        return {
+            "health_drop_30d": drop,
+            "esc_health_drop": drop >= rules.esc_health_drop.threshold,
+            "esc_below_60": now < rules.esc_below_60.threshold,
+            "esc_below_40": now < rules.esc_below_40.threshold,
+            "esc_invoice_30d_late": overdue >= rules.esc_invoice_30d_late.threshold,
+        }
+
+
+def _as_float_array(values: pd.Series | np.ndarray | float) -> np.ndarray:
+    if isinstance(values, pd.Series):
+        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return np.atleast_1d(np.asarray(values, dtype=float))
+
+
+def escalations(
+    health_score: pd.Series,
+    health_score_30d_ago: pd.Series,
+    overdue_days: pd.Series,
+    cfg: HealthConfig,
+) -> pd.DataFrame:
+    """The escalation flags of SPEC 4 per row, with the 30-day drop (``ago - now``).
+
+    The three series are aligned by position and must have the same length; the result has
+    ``health_score``'s index. A NaN input never fires a rule (no earlier score: no drop).
+    """
+    now = _as_float_array(health_score)
+    ago = _as_float_array(health_score_30d_ago)
+    overdue = _as_float_array(overdue_days)
+    if not len(now) == len(ago) == len(overdue):
+        raise ValueError(
+            "escalations: health_score, health_score_30d_ago and overdue_days differ in length "
+            f"({len(now)}, {len(ago)}, {len(overdue)})"
+        )
+    arrays = _escalation_arrays(now, ago, overdue, cfg)
+    return pd.DataFrame(arrays, index=health_score.index)[list(ESCALATION_COLUMNS)]
+
+
+def _truthy(value: object) -> bool:
+    if value is None or value is pd.NA:
+        return False
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return bool(value)
+
+
+def fired_escalations(row: Mapping[str, object], cfg: HealthConfig | None = None) -> list[str]:
+    """Codes of the escalations fired for one record, most severe first.
+
+    Uses the record's ``esc_*`` flags where present; a missing flag is evaluated from the
+    record's ``health_score``, ``health_score_30d_ago`` (or ``health_drop_30d``) and
+    ``overdue_days`` with ``cfg`` (default: the shipped config).
+    """
+    fired: list[str] = []
+    computed: dict[str, np.ndarray] | None = None
+    for code in ESCALATION_CODES:
+        if code in row:
+            hit = _truthy(row[code])
+        else:
+            if computed is None:
+                now = _to_float(row.get("health_score"))
+                ago = _to_float(row.get("health_score_30d_ago"))
+                drop = _to_float(row.get("health_drop_30d"))
+                if math.isnan(ago) and not math.isnan(drop):
+                    ago = now + drop
+                computed = _escalation_arrays(
+                    np.array([now]),
+                    np.array([ago]),
+                    np.array([_to_float(row.get("overdue_days"))]),
+                    cfg or _default_config(),
+                )
+            hit = bool(computed[code][0])
+        if hit:
+            fired.append(code)
+    return fired

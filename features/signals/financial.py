@@ -1,0 +1,176 @@
+"""Financial signals (SPEC 3): trailing revenue, quarter-over-quarter spend change, payment
+lateness, what is overdue now, discounts, the next renewal and renewal with flat spend.
+
+Sources: ``invoices`` (known from ``issued_at``; paid only when ``paid_at`` is before as_of) and
+the static ``accounts`` attributes ``contract_value`` and ``renewal_at``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.contract import Tables
+from features.signals.timeline import (
+    DAY,
+    NAT,
+    NEVER,
+    Grid,
+    Timeline,
+    column,
+    day_of,
+    first_reaching,
+    flag,
+    floats,
+    not_before,
+    ratio,
+    recorded,
+    seconds,
+)
+
+LATENESS_WINDOW_DAYS = 365
+RENEWAL_SOON_DAYS = 90
+FLAT_SPEND = 0.05
+
+
+def compute(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
+    """Financial features per grid row; missing invoices leave their features out (NaN)."""
+    out = _account_terms(grid)
+    if tables.invoices is not None:
+        out |= _invoices(tables, grid)
+        flat = (out["spend_change_qoq"] <= FLAT_SPEND) | (
+            (out["revenue_90d"] == 0) & (out["_revenue_previous_90d"] == 0)
+        )
+        days = out["days_to_renewal"]
+        out["renewal_flat_spend"] = np.where(
+            np.isnan(days), np.nan, flag((days <= RENEWAL_SOON_DAYS) & flat)
+        )
+    out.pop("_revenue_previous_90d", None)
+    return out
+
+
+def next_renewal_days(renewal: pd.Series, as_of: pd.Series) -> np.ndarray:
+    """Days from as_of to the renewal date rolled forward by whole years to on or after as_of
+    (29 February falls on 28 February in other years); NaN without a renewal date."""
+    renewal = pd.to_datetime(renewal).reset_index(drop=True)
+    as_of = pd.to_datetime(as_of).reset_index(drop=True)
+    years = (as_of.dt.year - renewal.dt.year).clip(lower=0)
+    shifted = _add_years(renewal, years)
+    behind = shifted < as_of
+    shifted = shifted.where(~behind, _add_years(renewal, years + 1))
+    return ((shifted - as_of).dt.days).to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _add_years(dates: pd.Series, years: pd.Series) -> pd.Series:
+    year = dates.dt.year + years
+    leap = (year % 4 == 0) & ((year % 100 != 0) | (year % 400 == 0))
+    day = dates.dt.day.where(~((dates.dt.month == 2) & (dates.dt.day == 29) & ~leap), 28)
+    parts = pd.DataFrame({"year": year, "month": dates.dt.month, "day": day})
+    return pd.to_datetime(parts.where(dates.notna()), errors="coerce")
+
+
+def _account_terms(grid: Grid) -> dict[str, np.ndarray]:
+    as_of = pd.Series(grid.t.view("datetime64[s]")).astype("datetime64[ns]")
+    renewal = grid.account_values("renewal_at")
+    return {
+        "contract_value": floats(grid.account_values("contract_value")),
+        "days_to_renewal": next_renewal_days(renewal.astype("datetime64[ns]"), as_of),
+    }
+
+
+def _invoices(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
+    frame = tables.invoices
+    assert frame is not None
+    acc = grid.code(frame["account_id"])
+    issued = seconds(frame["issued_at"])
+    due = not_before(seconds(frame["due_at"]), issued)
+    paid = seconds(column(frame, "paid_at", "datetime64[ns]"))
+    # settled: the later of payment and due date (paying early never makes an invoice late)
+    settled = np.where(paid == NAT, NEVER, np.maximum(not_before(paid, issued), due))
+    amount = floats(frame["amount"])
+    discount = floats(column(frame, "discount"))
+    billed = Timeline(acc, issued, {"amount": amount, "discount": discount})
+    a, t = grid.acc, grid.t
+    out: dict[str, np.ndarray] = {}
+    recent = billed.total("amount", a, grid.ago(90), t)
+    previous = billed.total("amount", a, grid.ago(180), grid.ago(90))
+    out["revenue_90d"] = recent
+    out["revenue_365d"] = billed.total("amount", a, grid.ago(365), t)
+    out["spend_change_qoq"] = ratio(recent - previous, previous)
+    out["_revenue_previous_90d"] = previous
+    out["avg_days_late_365d"] = _mean_days_late(acc, due, settled, grid)
+    out |= _overdue(acc, due, settled, amount, grid)
+    if recorded(tables, "invoices", "discount"):
+        year = grid.ago(365)
+        given = billed.total("discount", a, year, t)
+        out["discount_share_365d"] = ratio(given, billed.total("amount", a, year, t) + given)
+    return out
+
+
+def _mean_days_late(
+    acc: np.ndarray, due: np.ndarray, settled: np.ndarray, grid: Grid
+) -> np.ndarray:
+    """Mean over invoices due in [as_of - 365 days, as_of) of min(settled, as_of) - due.
+
+    Each invoice's lateness is piecewise linear in as_of: it grows with slope 1 from its due
+    date, stops growing once settled, and leaves the window 365 days after its due date. Those
+    three moments are events carrying (count, slope, intercept) changes, so the sum at every
+    row is slope * as_of + intercept from prefix sums: no pairing of invoices with dates.
+    """
+    window = LATENESS_WINDOW_DAYS * DAY
+    ok = due != NAT
+    acc, due, settled = acc[ok], due[ok], settled[ok]
+    expire = due + window
+    stops = settled <= expire  # settled while still in the window
+    frames = [
+        (acc, due, np.ones(len(due)), np.ones(len(due)), -due.astype(np.float64)),
+        (
+            acc[stops],
+            settled[stops],
+            np.zeros(stops.sum()),
+            -np.ones(stops.sum()),
+            settled[stops].astype(np.float64),
+        ),
+        (
+            acc,
+            expire,
+            -np.ones(len(due)),
+            np.where(stops, 0.0, -1.0),
+            np.where(stops, -(settled - due), due).astype(np.float64),
+        ),
+    ]
+    events = Timeline(
+        np.concatenate([f[0] for f in frames]),
+        np.concatenate([f[1] for f in frames]),
+        {
+            "n": np.concatenate([f[2] for f in frames]),
+            "slope": np.concatenate([f[3] for f in frames]),
+            "intercept": np.concatenate([f[4] for f in frames]),
+        },
+    )
+    a, t = grid.acc, grid.t
+    n = events.total("n", a, None, t)
+    late_seconds = events.total("slope", a, None, t) * t + events.total("intercept", a, None, t)
+    return ratio(late_seconds / DAY, n)
+
+
+def _overdue(
+    acc: np.ndarray, due: np.ndarray, settled: np.ndarray, amount: np.ndarray, grid: Grid
+) -> dict[str, np.ndarray]:
+    """What is past due and not paid before as_of: amount (to the cent) and days of the oldest."""
+    cents = np.round(np.nan_to_num(amount) * 100)  # whole cents add up exactly
+    ok = due != NAT
+    paid = ok & (settled != NEVER)
+    events = Timeline(
+        np.concatenate([acc[ok], acc[paid]]),
+        np.concatenate([due[ok], settled[paid]]),
+        {"cents": np.concatenate([cents[ok], -cents[paid]])},
+    )
+    a, t = grid.acc, grid.t
+    oldest, found = first_reaching(acc, due, settled, a, t)
+    days = np.where(found, day_of(t) - day_of(oldest), 0.0)
+    return {
+        "overdue_amount": events.total("cents", a, None, t) / 100,
+        "overdue_days": days,
+        "overdue_30d": flag(days >= 30),
+    }

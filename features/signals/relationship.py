@@ -1,0 +1,123 @@
+"""Relationship signals (SPEC 3): multi-threading on both sides, seniority reached, new buying
+executives, departed key contacts, sentiment and its trend, competitor mentions.
+
+Sources: ``contacts`` (known from ``started_at``; ended only when ``ended_at`` is before as_of)
+and ``interactions``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from features.contract import SENIORITY_LEVELS, Tables
+from features.signals.timeline import (
+    NAT,
+    Grid,
+    Timeline,
+    column,
+    flag,
+    floats,
+    mask,
+    not_before,
+    ratio,
+    recorded,
+    seconds,
+)
+
+BUYING_ROLES = ("sponsor", "decision_maker", "procurement")
+KEY_ROLES = ("sponsor", "decision_maker")
+SENIOR = ("senior", "executive")
+
+
+def compute(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
+    """Relationship features per grid row; a missing table leaves its features out (NaN)."""
+    out: dict[str, np.ndarray] = {}
+    if tables.contacts is not None:
+        out |= _contacts(tables, grid)
+    if tables.interactions is not None:
+        out |= _interactions(tables, grid)
+    return out
+
+
+def _contacts(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
+    frame = tables.contacts
+    assert frame is not None
+    acc = grid.code(frame["account_id"])
+    started = seconds(frame["started_at"])
+    ended = not_before(seconds(column(frame, "ended_at", "datetime64[ns]")), started)
+    client = mask(frame["side"] == "client")
+    seniority, role = frame["seniority"], column(frame, "role", "string")
+    levels = {
+        f"level{i}": client & mask(seniority == name) for i, name in enumerate(SENIORITY_LEVELS)
+    }
+    joins = Timeline(
+        acc,
+        started,
+        {
+            "client": client,
+            "firm": mask(frame["side"] == "firm"),
+            "new_executive": client
+            & mask(seniority == "executive")
+            & mask(role.isin(BUYING_ROLES)),
+            **levels,
+        },
+    )
+    left = ended != NAT
+    leaves = Timeline(
+        acc[left],
+        ended[left],
+        {
+            "client": client[left],
+            "firm": mask(frame["side"] == "firm")[left],
+            "key": (client & mask(role.isin(KEY_ROLES)))[left],
+            **{name: lvl[left] for name, lvl in levels.items()},
+        },
+    )
+    a, t = grid.acc, grid.t
+
+    def active(what: str) -> np.ndarray:
+        # joined before as_of minus left before as_of (an end is never before its start)
+        return joins.total(what, a, None, t) - leaves.total(what, a, None, t)
+
+    out: dict[str, np.ndarray] = {
+        "client_contacts_active": active("client"),
+        "firm_contacts_active": active("firm"),
+    }
+    level = np.full(len(grid), np.nan)
+    for i in range(len(SENIORITY_LEVELS)):  # four levels, each a whole-array step
+        level = np.where(active(f"level{i}") > 0, float(i), level)
+    out["most_senior_client_level"] = level
+    if recorded(tables, "contacts", "role"):
+        out["new_executive_90d"] = flag(joins.total("new_executive", a, grid.ago(90), t) > 0)
+        out["key_contact_departed_90d"] = flag(leaves.total("key", a, grid.ago(90), t) > 0)
+    out["single_threaded"] = flag(out["client_contacts_active"] <= 1)
+    return out
+
+
+def _interactions(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
+    frame = tables.interactions
+    assert frame is not None
+    held = mask(frame["status"] == "held")
+    seniority = column(frame, "client_seniority", "string")
+    events = Timeline(
+        grid.code(frame["account_id"]),
+        seconds(frame["occurred_at"]),
+        {
+            "sentiment": floats(column(frame, "sentiment")),
+            "competitor": floats(column(frame, "competitor_mentioned")),
+            "held_known": held & mask(seniority.notna()),
+            "held_senior": held & mask(seniority.isin(SENIOR)),
+        },
+    )
+    a, t, quarter = grid.acc, grid.t, grid.ago(90)
+    recent = events.mean("sentiment", a, quarter, t)
+    out: dict[str, np.ndarray] = {
+        "sentiment_90d": recent,
+        "sentiment_trend": recent - events.mean("sentiment", a, grid.ago(180), quarter),
+        "senior_interaction_share_90d": ratio(
+            events.total("held_senior", a, quarter, t), events.total("held_known", a, quarter, t)
+        ),
+    }
+    if recorded(tables, "interactions", "competitor_mentioned"):
+        out["competitor_mentions_90d"] = events.total("competitor", a, quarter, t)
+    return out
