@@ -1,0 +1,138 @@
+"""`churn train`: a thin wrapper over :func:`training.train.train`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from training.train import TrainResult
+
+
+def comparison_table(metrics: dict[str, dict[str, float]]) -> Table:
+    """Rows: metrics; columns: the model and both baselines; the best of each row in bold."""
+    import math
+
+    from rich.table import Table
+
+    from training.evaluate import HIGHER_IS_BETTER, METRIC_LABELS, METRICS, SCORERS
+
+    names = {"model": "model", "health_score": "health baseline", "logistic": "logistic baseline"}
+    table = Table(title="Test period: model against the baselines (same rows)")
+    table.add_column("metric")
+    for scorer in SCORERS:
+        table.add_column(names[scorer], justify="right")
+    for metric in METRICS:
+        values = [metrics[s].get(metric, math.nan) for s in SCORERS]
+        finite = [v for v in values if v is not None and math.isfinite(v)]
+        best = (max if HIGHER_IS_BETTER[metric] else min)(finite) if finite else None
+        cells = []
+        for v in values:
+            if v is None or not math.isfinite(v):
+                cells.append("n/a")
+            else:
+                cells.append(f"[bold]{v:.3f}[/]" if v == best else f"{v:.3f}")
+        arrow = "↑" if HIGHER_IS_BETTER[metric] else "↓"
+        table.add_row(f"{METRIC_LABELS[metric]} {arrow}", *cells)
+    return table
+
+
+def _report(result: TrainResult, out: Any) -> None:
+    from churn.bundle import CHAMPION_DIR
+
+    periods = result.split.periods
+    out.print(comparison_table(result.metrics))
+    test = periods["test"]
+    out.print(
+        f"test period {test.start.date()} to {test.end.date()}: {test.rows} account-dates, "
+        f"{test.positives} churned; calibration: {result.calibration_note}"
+    )
+    if result.absent_families:
+        for family, tables in result.absent_families.items():
+            out.print(
+                f"[yellow]absent feature family[/] {family}: source has no {', '.join(tables)}"
+            )
+    else:
+        out.print("every feature family was present")
+    colour = "green" if result.promotion.promoted else "yellow"
+    verdict = "promoted to champion" if result.promotion.promoted else "not promoted"
+    out.print(f"[{colour}]{result.model_version} {verdict}[/]: {result.promotion.reason}")
+    out.print(f"bundle: {result.bundle_path}")
+    if result.champion_path is not None:
+        out.print(f"serving champion: {Path(result.champion_path).parent / CHAMPION_DIR}")
+    out.print(f"MLflow run {result.run_id} ({result.seconds:.0f} s)")
+
+
+def train(
+    data: str = typer.Option(
+        None, "--data", help="Source: folder, .duckdb file or SQLAlchemy URL (default: settings)."
+    ),
+    label_mode: str = typer.Option(
+        None,
+        "--label-mode",
+        help="events (churn_events table) or inactivity (a long silence in invoices and "
+        "interactions). Default: the snapshots.label_mode setting.",
+    ),
+    horizon_days: int = typer.Option(
+        None, "--horizon-days", help="Label horizon: churn within N days of a snapshot date."
+    ),
+    config: Path = typer.Option(
+        None, "--config", help="Training config YAML (default configs/train.yaml)."
+    ),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help="Print the test metrics, promotion and run facts as one JSON object on the last "
+        "line of stdout (the human report goes to stderr).",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Make the new version champion even if it is worse."
+    ),
+    seed: int = typer.Option(None, "--seed", help="Random seed (default: the seed setting)."),
+    trials: int = typer.Option(
+        None,
+        "--trials",
+        min=0,
+        help="Hyperparameter search trials (Optuna); 0 = off. Default: the config's.",
+    ),
+) -> None:
+    """Train, evaluate against the baselines, register in MLflow, promote and export a model."""
+    from churn.console import console, err_console
+    from churn.settings import get_settings
+    from training.train import train as run_training
+
+    settings = get_settings()
+    result = run_training(
+        data or settings.data,
+        settings,
+        label_mode=label_mode,
+        horizon_days=horizon_days,
+        config_path=config,
+        force=force,
+        trials=trials,
+        seed=seed,
+        progress=True,
+    )
+    _report(result, err_console if as_json else console)
+    if as_json:
+        typer.echo(json.dumps(result.summary(), allow_nan=False))
+
+
+TRAIN_HELP = (
+    "Train, evaluate against the baselines, register in MLflow, promote and export a model.\n\n"
+    "Builds labeled monthly snapshots and splits them by time: train on older dates, validate "
+    "on the next, test on the latest, with a one-horizon gap between periods. Trains LightGBM "
+    "with early stopping, calibrates on the validation period, and compares the model with "
+    "the health score and a logistic regression on the same test rows.\n\n"
+    "The new version becomes `champion` only if it is at least as good as the current one on "
+    "those rows (or with --force); its bundle is written to models/."
+)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train", help=TRAIN_HELP)(train)

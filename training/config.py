@@ -1,0 +1,121 @@
+"""The training configuration (``configs/train.yaml``): split, LightGBM, search, calibration,
+evaluation and promotion settings, validated on load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from churn.errors import ConfigError
+
+# Parameters that make LightGBM give the same model for the same data; set by the trainer,
+# so a config file cannot switch them off by accident.
+DETERMINISTIC_PARAMS: dict[str, Any] = {
+    "deterministic": True,
+    "force_row_wise": True,
+    "verbosity": -1,
+}
+# Keys a config may not set because the pipeline owns them.
+_RESERVED = {"seed", "metric", "deterministic", "force_row_wise", "force_col_wise", "verbosity"}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitConfig(_Strict):
+    """Periods of the time-based split, counted back from the latest labeled ``as_of``."""
+
+    test_months: int = Field(6, ge=1, le=60)
+    validation_months: int = Field(6, ge=1, le=60)
+    gap_days: int | None = Field(
+        None, ge=0, le=1000, description="left out between periods; None = the label horizon"
+    )
+    min_train_months: int = Field(6, ge=1, le=120)
+
+
+class LightGBMConfig(_Strict):
+    num_boost_round: int = Field(2000, ge=1, le=100_000)
+    early_stopping_rounds: int = Field(100, ge=1, le=10_000)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _no_reserved(cls, value: dict[str, Any]) -> dict[str, Any]:
+        reserved = sorted(set(value) & _RESERVED)
+        if reserved:
+            raise ValueError(
+                f"{reserved} are set by the trainer (seed from --seed/settings, metric and "
+                "determinism fixed); remove them"
+            )
+        objective = value.get("objective", "binary")
+        if objective != "binary":
+            raise ValueError(f"objective must be binary, got {objective!r}")
+        return value
+
+
+class SearchConfig(_Strict):
+    trials: int = Field(0, ge=0, le=10_000)
+    timeout_seconds: float | None = Field(None, gt=0)
+
+
+class CalibrationConfig(_Strict):
+    method: Literal["isotonic", "platt", "none"] = "isotonic"
+    min_positives_isotonic: int = Field(50, ge=1)
+
+
+class EvaluationConfig(_Strict):
+    ece_bins: int = Field(10, ge=2, le=100)
+
+
+class PromotionConfig(_Strict):
+    metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
+    ece_tolerance: float = Field(0.01, ge=0, le=1)
+
+
+class MlflowConfig(_Strict):
+    experiment: str = Field("churn", min_length=1)
+
+
+class TrainConfig(_Strict):
+    """The validated content of ``configs/train.yaml``."""
+
+    version: int = Field(1, ge=1)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    lightgbm: LightGBMConfig = Field(default_factory=LightGBMConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+
+    def lgb_params(self, seed: int) -> dict[str, Any]:
+        """The LightGBM parameters of a run: the config's plus the seed and determinism."""
+        params: dict[str, Any] = {"objective": "binary", "num_threads": 1}
+        params.update(self.lightgbm.params)
+        params.update(DETERMINISTIC_PARAMS)
+        params.update({"seed": seed, "metric": "binary_logloss"})
+        return params
+
+
+def load_train_config(path: Path | str) -> TrainConfig:
+    """Read and validate a training config; any problem is a ConfigError naming the file."""
+    from features.health import format_validation_error, read_yaml_mapping
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(
+            f"training config {path} does not exist",
+            hint="pass an existing YAML file with --config, or drop the option to use "
+            "configs/train.yaml",
+        )
+    data = read_yaml_mapping(path, "train config")
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path}: {format_validation_error(exc)}",
+            hint="see the comments in configs/train.yaml for the expected layout",
+        ) from exc

@@ -1,0 +1,209 @@
+"""Test-period metrics (SPEC 5) and the two baselines they are compared with.
+
+Every metric is a pure function of labels ``y`` (0/1), scores ``p`` (higher = more risk) and,
+for the revenue metric, each row's revenue:
+
+* ``roc_auc``, ``pr_auc`` (average precision), ``brier`` (mean squared error of ``p``);
+* ``ece``: expected calibration error over equal-frequency bins: edges at the quantiles of
+  ``p``, tied scores always in one bin (so the result does not depend on row order);
+  ``sum_b n_b / n * |mean(y_b) - mean(p_b)|``;
+* top decile (the 10 % of rows with the highest score; rows tied with the cut-off score share
+  the remaining places pro rata, so ties are never broken by row order):
+  ``lift_top_decile`` = churn rate in it / overall churn rate, ``recall_top_decile`` = share of
+  all churners in it, ``revenue_captured_top_decile`` = revenue of the churners in it / revenue
+  of all churners (revenue at risk that a team working the top decile would reach).
+
+Baselines on the same rows: ``health_score`` scores (100 - health score) / 100; ``logistic``
+is a scikit-learn logistic regression on the same model features (median imputation with
+missing-value indicators, standardisation), fitted on the training period.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from sklearn.pipeline import Pipeline
+
+METRICS: tuple[str, ...] = (
+    "roc_auc",
+    "pr_auc",
+    "brier",
+    "ece",
+    "lift_top_decile",
+    "recall_top_decile",
+    "revenue_captured_top_decile",
+)
+METRIC_LABELS: dict[str, str] = {
+    "roc_auc": "ROC AUC",
+    "pr_auc": "PR AUC",
+    "brier": "Brier score",
+    "ece": "Expected calibration error",
+    "lift_top_decile": "Lift, top decile",
+    "recall_top_decile": "Recall, top decile",
+    "revenue_captured_top_decile": "Revenue at risk captured, top decile",
+}
+# Which way is better, for the comparison table.
+HIGHER_IS_BETTER: dict[str, bool] = {m: m not in ("brier", "ece") for m in METRICS}
+TOP_FRACTION = 0.1
+SCORERS: tuple[str, ...] = ("model", "health_score", "logistic")
+
+
+def _arrays(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y, dtype=float)
+    p = np.asarray(p, dtype=float)
+    if y.shape != p.shape or y.ndim != 1:
+        raise ValueError(f"labels {y.shape} and scores {p.shape} must be 1-d of equal length")
+    if np.isnan(p).any() or np.isnan(y).any():
+        raise ValueError("labels and scores must not contain NaN")
+    return y, p
+
+
+def equal_frequency_bins(p: np.ndarray, bins: int = 10) -> np.ndarray:
+    """Bin index of each score: edges at the quantiles of ``p``; equal scores share a bin."""
+    p = np.asarray(p, dtype=float)
+    edges = np.unique(np.quantile(p, np.linspace(0, 1, bins + 1))[1:-1])
+    return np.searchsorted(edges, p, side="left")
+
+
+def calibration_table(y: np.ndarray, p: np.ndarray, bins: int = 10) -> pd.DataFrame:
+    """Per equal-frequency bin: rows, mean predicted probability and observed churn rate."""
+    y, p = _arrays(y, p)
+    frame = pd.DataFrame({"bin": equal_frequency_bins(p, bins), "y": y, "p": p})
+    table = frame.groupby("bin").agg(
+        rows=("y", "size"), predicted=("p", "mean"), observed=("y", "mean")
+    )
+    return table.reset_index(drop=True)
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
+    """ECE over equal-frequency bins (see the module docstring)."""
+    table = calibration_table(y, p, bins)
+    weights = table["rows"] / table["rows"].sum()
+    return float((weights * (table["observed"] - table["predicted"]).abs()).sum())
+
+
+def top_weights(score: np.ndarray, fraction: float = TOP_FRACTION) -> np.ndarray:
+    """Each row's share of membership in the top ``fraction`` of rows by score (0..1).
+
+    Rows above the cut-off score count fully; rows tied at it share the remaining places
+    equally. The weights add up to ``fraction * n``.
+    """
+    score = np.asarray(score, dtype=float)
+    n = len(score)
+    k = fraction * n
+    if n == 0:
+        return np.zeros(0)
+    order = np.sort(score)[::-1]
+    cutoff = order[min(int(np.ceil(k)) - 1, n - 1)] if k > 0 else np.inf
+    above = score > cutoff
+    tied = score == cutoff
+    left = k - above.sum()
+    weights = above.astype(float)
+    if tied.any():
+        weights[tied] = left / tied.sum()
+    return weights
+
+
+def gains_curve(y: np.ndarray, score: np.ndarray, points: int = 101) -> pd.DataFrame:
+    """Cumulative gains: share of churners captured (``captured``) when working the top
+    ``share`` of rows by score, with ties shared pro rata; ``lift`` = captured / share."""
+    y, score = _arrays(y, score)
+    shares = np.linspace(0, 1, points)[1:]
+    positives = y.sum()
+    captured = [float((top_weights(score, s) * y).sum() / positives) for s in shares]
+    frame = pd.DataFrame({"share": shares, "captured": captured})
+    frame["lift"] = frame["captured"] / frame["share"]
+    return frame
+
+
+def evaluate(
+    y: np.ndarray, p: np.ndarray, revenue: np.ndarray | None = None, *, bins: int = 10
+) -> dict[str, float]:
+    """Every metric of :data:`METRICS` for labels ``y`` and scores ``p`` (probabilities for
+    the calibration metrics). ``revenue`` (NaN = 0) weights the revenue-captured metric; it
+    is NaN when absent or when the churners have no revenue."""
+    y, p = _arrays(y, p)
+    if y.min() == y.max():
+        raise ValueError("evaluation needs both churned and retained rows")
+    top = top_weights(p, TOP_FRACTION)
+    positives = y.sum()
+    base_rate = positives / len(y)
+    captured = float((top * y).sum())
+    out = {
+        "roc_auc": float(roc_auc_score(y, p)),
+        "pr_auc": float(average_precision_score(y, p)),
+        "brier": float(brier_score_loss(y, np.clip(p, 0, 1))),
+        "ece": expected_calibration_error(y, p, bins),
+        "lift_top_decile": float(captured / top.sum() / base_rate),
+        "recall_top_decile": float(captured / positives),
+        "revenue_captured_top_decile": float("nan"),
+    }
+    if revenue is not None:
+        rev = np.nan_to_num(np.asarray(revenue, dtype=float), nan=0.0).clip(min=0)
+        at_risk = (rev * y).sum()
+        if at_risk > 0:
+            out["revenue_captured_top_decile"] = float((top * rev * y).sum() / at_risk)
+    return out
+
+
+def revenue_of(frame: pd.DataFrame) -> np.ndarray:
+    """Revenue weight of each row: trailing 365-day revenue, else the contract value."""
+    revenue = pd.to_numeric(frame.get("revenue_365d"), errors="coerce")
+    if "contract_value" in frame:
+        contract = pd.to_numeric(frame["contract_value"], errors="coerce")
+        revenue = contract if revenue is None else revenue.fillna(contract)
+    if revenue is None:
+        return np.zeros(len(frame))
+    return revenue.to_numpy(dtype=float, na_value=np.nan)
+
+
+def health_baseline(frame: pd.DataFrame) -> np.ndarray:
+    """The rule-based baseline's score: (100 - health score) / 100 (a missing score: 0.5)."""
+    health = pd.to_numeric(frame["health_score"], errors="coerce").to_numpy(float, na_value=np.nan)
+    return np.clip((100.0 - np.nan_to_num(health, nan=50.0)) / 100.0, 0.0, 1.0)
+
+
+def feature_matrix(frame: pd.DataFrame, features: list[str]) -> np.ndarray:
+    """The model input matrix in ``features`` order (missing columns and infinities: NaN)."""
+    cols = [
+        pd.to_numeric(frame[f], errors="coerce").to_numpy(float, na_value=np.nan)
+        if f in frame
+        else np.full(len(frame), np.nan)
+        for f in features
+    ]
+    x = np.column_stack(cols) if cols else np.empty((len(frame), 0))
+    x[~np.isfinite(x)] = np.nan
+    return x
+
+
+def fit_logistic(x: np.ndarray, y: np.ndarray, seed: int = 0) -> Pipeline:
+    """The logistic-regression baseline, fitted on the training rows."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    model = Pipeline(
+        [
+            # keep_empty_features: a column whose table is missing stays (as 0 after scaling)
+            # so the pipeline accepts the same matrix shape at predict time.
+            (
+                "impute",
+                SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+            ),
+            ("scale", StandardScaler()),
+            ("model", LogisticRegression(max_iter=5000, random_state=seed)),
+        ]
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter on nearly separable toy data
+        model.fit(x, np.asarray(y, dtype=int))
+    return model
+
+
+def predict_logistic(model: Pipeline, x: np.ndarray) -> np.ndarray:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.predict_proba(x)[:, 1]

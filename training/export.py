@@ -1,0 +1,161 @@
+"""Export a trained model as a serving bundle (``churn.bundle``, SPEC 9) and move ``champion``.
+
+Each registered version gets ``models/<name>-v<N>/``; the folder is written under a temporary
+name inside ``models/``, checked with ``churn.bundle.load_bundle`` (LightGBM + JSON only, its
+manifest verified) and renamed into place. ``models/champion`` is a relative symlink to the
+champion's folder, swapped with one ``os.replace`` of a new link over the old, so a reader
+(the server's reload) sees either the old champion or the new one, never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churn.bundle import (
+    CALIBRATION_FILE,
+    CATALOG_FILE,
+    CHAMPION_DIR,
+    METADATA_FILE,
+    METRICS_FILE,
+    MODEL_CARD_FILE,
+    MODEL_FILE,
+    TEST_PREDICTIONS_FILE,
+    Bundle,
+    Calibration,
+    load_bundle,
+    write_manifest,
+)
+from churn.errors import BundleIntegrityError
+
+PREDICTION_COLUMNS = ("account_id", "as_of", "label", "churn_probability", "health_score")
+
+
+def folder_name(registered_name: str, version: int | str) -> str:
+    """The bundle folder of a registered version: ``churn-model-v3``."""
+    return f"{registered_name}-v{version}"
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/inf as None and numpy scalars as Python numbers (strict JSON)."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(json_safe(value), indent=2, allow_nan=False) + "\n"
+
+
+def predictions_frame(
+    test: pd.DataFrame, probability: np.ndarray, label_column: str = "churned"
+) -> pd.DataFrame:
+    """The ``test_predictions.parquet`` table: one row per test account-date."""
+    return pd.DataFrame(
+        {
+            "account_id": test["account_id"].astype("string").to_numpy(),
+            "as_of": pd.to_datetime(test["as_of"]).to_numpy(),
+            "label": test[label_column].astype("int64").to_numpy(),
+            "churn_probability": np.asarray(probability, dtype="float64"),
+            "health_score": pd.to_numeric(test["health_score"]).astype("float64").to_numpy(),
+        }
+    )
+
+
+def write_bundle(
+    models_dir: Path,
+    name: str,
+    *,
+    model_text: str,
+    calibration: Calibration,
+    metadata: dict[str, Any],
+    catalog: list[dict[str, Any]],
+    metrics: dict[str, Any],
+    model_card: str,
+    test_predictions: pd.DataFrame,
+) -> Path:
+    """Write, verify and move into place the bundle folder ``models_dir/name``; returns it.
+
+    An existing folder of that name (a store that was reset re-uses version numbers) is
+    replaced.
+    """
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=models_dir))
+    try:
+        (tmp / MODEL_FILE).write_text(model_text)
+        (tmp / CALIBRATION_FILE).write_text(dumps(calibration.to_dict()))
+        (tmp / METADATA_FILE).write_text(dumps(metadata))
+        (tmp / CATALOG_FILE).write_text(dumps(catalog))
+        (tmp / METRICS_FILE).write_text(dumps(metrics))
+        (tmp / MODEL_CARD_FILE).write_text(model_card)
+        test_predictions.loc[:, list(PREDICTION_COLUMNS)].to_parquet(
+            tmp / TEST_PREDICTIONS_FILE, index=False
+        )
+        write_manifest(tmp)
+        load_bundle(tmp)  # refuse to publish anything serving could not load
+        os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the bundle from a server user
+        target = models_dir / name
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def check_reproduces(bundle: Bundle | Path, x_test: np.ndarray) -> None:
+    """Raise BundleIntegrityError unless the bundle, loaded from disk, predicts exactly the
+    ``churn_probability`` it stores in ``test_predictions.parquet`` for ``x_test``."""
+    if not isinstance(bundle, Bundle):
+        bundle = load_bundle(bundle)
+    stored = pd.read_parquet(bundle.path / TEST_PREDICTIONS_FILE)["churn_probability"].to_numpy()
+    again = bundle.predict(x_test)
+    if stored.shape != again.shape or not np.array_equal(stored, again):
+        worst = float(np.max(np.abs(stored - again))) if stored.shape == again.shape else math.inf
+        raise BundleIntegrityError(
+            f"model bundle {bundle.path} does not reproduce its test predictions "
+            f"(largest difference {worst:.3g})",
+            hint="the bundle's files do not match the trained model; retrain",
+        )
+
+
+def promote_folder(models_dir: Path, name: str) -> Path:
+    """Point ``models_dir/champion`` at ``models_dir/name`` atomically; returns the link.
+
+    A ``champion`` that is a real folder (copied in by hand) is moved aside first and removed
+    once the link is in place.
+    """
+    models_dir = Path(models_dir)
+    if not (models_dir / name).is_dir():
+        raise BundleIntegrityError(f"cannot promote {name}: {models_dir / name} does not exist")
+    link = models_dir / CHAMPION_DIR
+    tmp = models_dir / f".{CHAMPION_DIR}.{os.getpid()}.tmp"
+    if tmp.is_symlink() or tmp.exists():
+        tmp.unlink()
+    tmp.symlink_to(name, target_is_directory=True)
+    aside = None
+    if link.is_dir() and not link.is_symlink():
+        aside = models_dir / f".{CHAMPION_DIR}.{os.getpid()}.old"
+        os.replace(link, aside)
+    os.replace(tmp, link)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    return link

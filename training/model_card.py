@@ -1,0 +1,194 @@
+"""The model card (``model_card.md`` of the bundle): data, periods, metrics against the
+baselines, top drivers and limitations, in Markdown a reviewer reads without the code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.catalog import FEATURES
+from training.evaluate import HIGHER_IS_BETTER, METRIC_LABELS, METRICS, SCORERS
+
+_SCORER_NAMES = {
+    "model": "LightGBM (calibrated)",
+    "health_score": "Health score baseline",
+    "logistic": "Logistic regression baseline",
+}
+
+
+@dataclass
+class CardInputs:
+    """Everything the card shows; plain values so it can be rendered from a test too."""
+
+    model_version: str
+    trained_at: str
+    source: str
+    label_mode: str
+    horizon_days: int
+    periods: dict[str, Any]
+    metrics: dict[str, dict[str, float]]
+    drivers: pd.DataFrame  # feature, mean_abs_shap, direction (sign of correlation)
+    calibration_note: str
+    best_iteration: int
+    tables_present: list[str]
+    absent_families: dict[str, list[str]]
+    snapshot_hash: str
+    run_id: str
+    promotion: str = ""
+    seed: int = 0
+    search_trials: int = 0
+    extra_limitations: list[str] = field(default_factory=list)
+
+
+def mean_abs_drivers(
+    contrib: np.ndarray, x: np.ndarray, features: list[str], top: int = 10
+) -> pd.DataFrame:
+    """The ``top`` features by mean |SHAP| on the test rows, with the direction in which a
+    higher value moves the risk (sign of the correlation of value and contribution)."""
+    strength = np.abs(contrib).mean(axis=0)
+    rows = []
+    for i in np.argsort(-strength)[:top]:
+        known = ~np.isnan(x[:, i])
+        direction = ""
+        if known.sum() > 2 and np.std(x[known, i]) > 0 and np.std(contrib[known, i]) > 0:
+            corr = np.corrcoef(x[known, i], contrib[known, i])[0, 1]
+            direction = "higher raises risk" if corr > 0 else "higher lowers risk"
+        rows.append(
+            {"feature": features[i], "mean_abs_shap": float(strength[i]), "direction": direction}
+        )
+    return pd.DataFrame(rows, columns=["feature", "mean_abs_shap", "direction"])
+
+
+def _fmt(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{value:.3f}"
+
+
+def _metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
+    lines = [
+        "| metric | " + " | ".join(_SCORER_NAMES[s] for s in SCORERS) + " |",
+        "|---|" + "---:|" * len(SCORERS),
+    ]
+    for m in METRICS:
+        arrow = "higher is better" if HIGHER_IS_BETTER[m] else "lower is better"
+        cells = [_fmt(metrics[s].get(m)) for s in SCORERS]
+        lines.append(f"| {METRIC_LABELS[m]} ({arrow}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _period_line(name: str, p: dict[str, Any]) -> str:
+    return (
+        f"| {name} | {p['start']} | {p['end']} | {p['as_of_dates']} | {p['rows']} | "
+        f"{p['positives']} | {p['positives'] / max(p['rows'], 1):.1%} |"
+    )
+
+
+def render_model_card(card: CardInputs) -> str:
+    """The model card as Markdown."""
+    periods = card.periods
+    lines = [
+        f"# Model card: {card.model_version}",
+        "",
+        f"LightGBM binary classifier of client churn within {card.horizon_days} days of a "
+        f"snapshot date, with calibrated probabilities. Trained {card.trained_at} "
+        f"(MLflow run `{card.run_id}`).",
+        "",
+        "## Data",
+        "",
+        f"- Source: `{card.source}`; tables used: {', '.join(card.tables_present)}.",
+        f"- Labels: `{card.label_mode}` mode, horizon {card.horizon_days} days "
+        + (
+            "(a churn event in the horizon)."
+            if card.label_mode == "events"
+            else "(no invoice or interaction in the longer of the horizon and the account's "
+            "silence window)."
+        ),
+        f"- Snapshot table hash (sha256): `{card.snapshot_hash}`.",
+    ]
+    if card.absent_families:
+        absent = "; ".join(
+            f"{fam} (missing {', '.join(t)})" for fam, t in card.absent_families.items()
+        )
+        lines.append(f"- Feature families with absent features (NaN, not zero): {absent}.")
+    else:
+        lines.append("- Every feature family had its source tables.")
+    lines += [
+        "",
+        "## Periods (time-based split)",
+        "",
+        "| period | first as_of | last as_of | dates | rows | churned | churn rate |",
+        "|---|---|---|---:|---:|---:|---:|",
+        *(_period_line(n, periods[n]) for n in ("train", "validation", "test")),
+        "",
+        f"A gap of {periods['gap_days']} days separates the periods, and rows whose label "
+        f"window reaches into the next period are left out ({periods['purged_rows']} rows), so "
+        "no label overlaps the next period and no account-date is on two sides.",
+        "",
+        "## Test-period metrics against the baselines (same rows)",
+        "",
+        *_metrics_table(card.metrics),
+        "",
+        "The health score baseline ranks by 100 minus the rule-based health score; its "
+        "probability-scale metrics (Brier, calibration error) are shown for completeness, "
+        "it is not meant as a probability. ECE uses 10 equal-frequency bins. Revenue at risk "
+        "captured = revenue (last 365 days, else contract value) of the churners in the top "
+        "decile / that of all churners.",
+        "",
+        "## Training",
+        "",
+        f"- Trees: {card.best_iteration} (early stopping on the validation period's log loss); "
+        f"seed {card.seed}; hyperparameter search: "
+        + (f"{card.search_trials} Optuna trials." if card.search_trials else "off.")
+        + "",
+        f"- Calibration: {card.calibration_note}.",
+    ]
+    if card.promotion:
+        lines.append(f"- Promotion: {card.promotion}")
+    lines += ["", "## Top drivers (mean absolute SHAP value on the test period, log-odds)", ""]
+    lines += [
+        "| feature | family | mean abs SHAP | direction | description |",
+        "|---|---|---:|---|---|",
+    ]
+    for row in card.drivers.itertuples():
+        feat = FEATURES.get(row.feature)
+        family = feat.family if feat else ""
+        desc = feat.description if feat else ""
+        lines.append(
+            f"| `{row.feature}` | {family} | {row.mean_abs_shap:.3f} | {row.direction} | {desc} |"
+        )
+    lines += [
+        "",
+        "## Limitations",
+        "",
+        "- Early stopping and calibration both use the validation period. Early stopping picks "
+        "a single number (the tree count), so the calibration it sees is only slightly "
+        "optimistic; the test period, untouched by either, is what the metrics above report."
+        + (
+            " The hyperparameter search also scored its trials there, which adds to it."
+            if card.search_trials
+            else ""
+        ),
+        "- The model learns from the firm's own history: a change in how clients are served, "
+        "priced or recorded after the training period can shift its probabilities; watch the "
+        "calibration on new periods and retrain.",
+        "- Rows are monthly snapshots of the same accounts, so the test rows are not independent; "
+        "metric differences of a few thousandths are noise.",
+        "- Churn reasons are not predicted; the drivers are associations, not causes: use them to "
+        "start a conversation, not as a diagnosis.",
+    ]
+    if card.label_mode == "inactivity":
+        lines.append(
+            "- Inactivity labels treat a long silence as churn: seasonal clients and slow "
+            "purchase cycles can be labelled churned and come back."
+        )
+    if card.absent_families:
+        lines.append(
+            "- Features of the absent families are unknown for every account, so the model "
+            "cannot use them; a source that adds those tables needs a retrained model."
+        )
+    lines += [f"- {text}" for text in card.extra_limitations]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,302 @@
+"""MLflow tracking and registry: the store, the ``champion`` alias and the promotion gate.
+
+Store: ``Settings.tracking_uri()`` (``MLFLOW_TRACKING_URI``, then the setting, then a SQLite
+file under ``mlruns/``). For a local store (SQLite or file) the experiment's artifacts go to
+``settings.mlflow_artifacts_dir``; a remote server keeps its own artifact root.
+
+Promotion (SPEC 5): the new version takes the ``champion`` alias only if, scored on the same
+test rows as the new model, it is at least as good as the current champion: the promotion
+metric (PR AUC by default) no lower, and the expected calibration error no more than the
+champion's plus a tolerance. With no champion, or with ``--force``, it is promoted. The
+champion is re-scored from its own bundle (LightGBM text + calibration JSON), never from
+metrics logged on a different test period.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from churn.errors import ChurnError
+from training.config import PromotionConfig
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from churn.bundle import Bundle
+    from churn.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CHAMPION_ALIAS = "champion"
+BUNDLE_ARTIFACT_DIR = "bundle"
+_NOISY_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "urllib3", "git", "optuna")
+
+
+def quiet_mlflow() -> None:
+    """Silence MLflow's per-run chatter (migrations, registry notices, run links)."""
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    # No usage telemetry leaves the machine from a training run.
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    for name in _NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextmanager
+def no_warnings() -> Iterator[None]:
+    """Drop library warnings (MLflow schema hints, pydantic notices) and MLflow's own event
+    lines ("Created version '3' ...", printed past the logging system) inside the block."""
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    was_enabled = stream.enabled
+    stream.enabled = False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        stream.enabled = was_enabled
+
+
+def _is_local(uri: str) -> bool:
+    return uri.startswith(("sqlite:", "file:")) or "://" not in uri
+
+
+def configure(settings: Settings, experiment: str) -> tuple[MlflowClient, str]:
+    """Point MLflow at the settings' tracking store and return a client and the experiment id
+    (created on first use; local stores put artifacts in ``settings.mlflow_artifacts_dir``)."""
+    quiet_mlflow()
+    import mlflow
+    from mlflow import MlflowClient
+
+    uri = settings.tracking_uri()
+    # MLflow copies the URI into MLFLOW_TRACKING_URI; undo that, so the next Settings in this
+    # process (a notebook training on another store) still decides its own store.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    try:
+        with no_warnings():
+            existing = client.get_experiment_by_name(experiment)
+            if existing is not None:
+                return client, existing.experiment_id
+            location = None
+            if _is_local(uri):
+                folder = Path(settings.mlflow_artifacts_dir).resolve() / experiment
+                folder.mkdir(parents=True, exist_ok=True)
+                location = folder.as_uri()
+            return client, client.create_experiment(experiment, artifact_location=location)
+    except Exception as exc:  # MLflow raises many types for an unreachable or broken store
+        raise ChurnError(
+            f"cannot use the MLflow tracking store {uri}: {type(exc).__name__}: {exc}",
+            hint="check MLFLOW_TRACKING_URI / the mlflow_tracking_uri setting",
+        ) from exc
+
+
+# ------------------------------------------------------------------------------- promotion
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """The gate's decision, the reason in one sentence, and the numbers it compared."""
+
+    promoted: bool
+    reason: str
+    new_version: str
+    previous_champion: str | None = None
+    champion: str | None = None
+    metric: str = "pr_auc"
+    new: dict[str, float] = field(default_factory=dict)
+    previous: dict[str, float] = field(default_factory=dict)
+    forced: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def decide_promotion(
+    new: dict[str, float],
+    champion: dict[str, float] | None,
+    cfg: PromotionConfig,
+    *,
+    new_version: str,
+    champion_version: str | None = None,
+    force: bool = False,
+    note: str = "",
+) -> Promotion:
+    """The promotion gate on metrics computed on the same test rows (see the module
+    docstring). ``champion`` None means there is no comparable champion."""
+    metric, tol = cfg.metric, cfg.ece_tolerance
+    picked = {metric: new[metric], "ece": new["ece"]}
+    before = {metric: champion[metric], "ece": champion["ece"]} if champion else {}
+    suffix = f" ({note})" if note else ""
+
+    def result(promoted: bool, reason: str) -> Promotion:
+        return Promotion(
+            promoted=promoted,
+            reason=reason + suffix,
+            new_version=new_version,
+            previous_champion=champion_version,
+            champion=new_version if promoted else champion_version,
+            metric=metric,
+            new=picked,
+            previous=before,
+            forced=force,
+        )
+
+    if champion is None:
+        if champion_version is None:
+            return result(True, f"no champion yet: {new_version} becomes champion")
+        if force:
+            return result(True, f"forced: champion {champion_version} could not be compared")
+        return result(
+            False,
+            f"champion {champion_version} could not be scored on this test period, so "
+            f"{new_version} was not compared; use --force to promote it anyway",
+        )
+    better_metric = new[metric] >= champion[metric]
+    ece_ok = new["ece"] <= champion["ece"] + tol
+    comparison = (
+        f"{metric} {new[metric]:.4f} vs {champion[metric]:.4f}, "
+        f"ECE {new['ece']:.4f} vs {champion['ece']:.4f} (tolerance {tol:g})"
+    )
+    if better_metric and ece_ok:
+        return result(
+            True, f"{new_version} is at least as good as {champion_version}: {comparison}"
+        )
+    problems = []
+    if not better_metric:
+        problems.append(f"lower {metric}")
+    if not ece_ok:
+        problems.append("worse calibration")
+    if force:
+        return result(True, f"forced despite {' and '.join(problems)}: {comparison}")
+    return result(
+        False,
+        f"{new_version} kept out: {' and '.join(problems)} than champion {champion_version}: "
+        f"{comparison}",
+    )
+
+
+def champion_version(client: MlflowClient, name: str) -> Any | None:
+    """The registry's current champion ModelVersion, or None."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with no_warnings():
+            return client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException:
+        return None
+
+
+def load_version_bundle(
+    client: MlflowClient, version: Any, models_dir: Path, folder_name: str
+) -> Bundle:
+    """The bundle of a registered version: ``models_dir/folder_name`` if it holds that version,
+    else the copy logged with its MLflow run. Raises ChurnError when neither loads."""
+    from churn.bundle import load_bundle
+
+    wanted = f"{version.name}/{version.version}"
+    local = Path(models_dir) / folder_name
+    problems = []
+    if local.is_dir():
+        try:
+            bundle = load_bundle(local)
+            if bundle.version == wanted:
+                return bundle
+            problems.append(f"{local} holds {bundle.version}, not {wanted}")
+        except ChurnError as exc:
+            problems.append(str(exc))
+    try:
+        import mlflow
+
+        # The booster is read into memory, so the downloaded copy can go at once.
+        with tempfile.TemporaryDirectory(prefix="churn-champion-") as target, no_warnings():
+            path = mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path=BUNDLE_ARTIFACT_DIR, dst_path=target
+            )
+            return load_bundle(path)
+    except Exception as exc:  # a missing artifact surfaces as one of several MLflow errors
+        problems.append(f"run {version.run_id} bundle: {exc}")
+    raise ChurnError(
+        f"cannot load {wanted}: " + "; ".join(problems),
+        hint="the champion's bundle is gone; retrain with --force to replace it",
+    )
+
+
+def register_version(client: MlflowClient, name: str, model_id: str, run_id: str) -> int:
+    """Register a logged model as a new version of ``name`` (created on first use).
+
+    The client API rather than ``log_model(registered_model_name=...)``, which prints its
+    notices straight to stderr."""
+    from mlflow.exceptions import MlflowException
+
+    with no_warnings():
+        try:
+            client.create_registered_model(
+                name, description="Client churn within the horizon (LightGBM, calibrated)."
+            )
+        except MlflowException as exc:
+            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        version = client.create_model_version(
+            name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id
+        )
+    return int(version.version)
+
+
+def set_champion(client: MlflowClient, name: str, version: int | str) -> None:
+    with no_warnings():
+        client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
+
+
+def restore_champion(client: MlflowClient, name: str, models_dir: Path) -> Path | None:
+    """Re-export the registry champion's bundle (from its MLflow run) into ``models_dir`` and
+    point ``champion`` at it; None when there is no champion or its bundle cannot be found."""
+    import shutil
+
+    import mlflow
+
+    from churn.bundle import load_bundle
+    from training.export import folder_name, promote_folder
+
+    current = champion_version(client, name)
+    if current is None:
+        return None
+    models_dir = Path(models_dir)
+    models_dir.mkdir(parents=True, exist_ok=True)
+    folder = folder_name(name, current.version)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.", dir=models_dir))
+    try:
+        with no_warnings():
+            path = Path(
+                mlflow.artifacts.download_artifacts(
+                    run_id=current.run_id, artifact_path=BUNDLE_ARTIFACT_DIR, dst_path=str(tmp)
+                )
+            )
+        load_bundle(path)
+        target = models_dir / folder
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(path, target)
+    except Exception as exc:  # a missing artifact surfaces as one of several MLflow errors
+        log.warning("could not restore the champion %s/%s: %s", name, current.version, exc)
+        return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return promote_folder(models_dir, folder)
