@@ -1,0 +1,163 @@
+"""Request dependencies: the serving state, the authenticated key (with its rate limit), roles.
+
+Routes declare what they need as typed aliases::
+
+    def route(principal: Principal = Depends(require_roles("crm", "admin")), ...)
+
+A missing or unknown key is 401 with ``WWW-Authenticate: Bearer``; a key over its rate limit
+is 429 with ``Retry-After``; a role the route does not allow is 403. All are problem+json.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from churn.settings import Settings
+from serving.keys import KeyStore
+from serving.metrics import Metrics
+from serving.model_holder import LoadedModel, ModelHolder
+from serving.problems import Problem
+from serving.scoring import Rules
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key created with `churn keys add`, sent as `Authorization: Bearer <key>`.",
+)
+
+
+class RateLimiter:
+    """A token bucket per key: ``per_minute`` requests a minute, bursts up to ``per_minute``."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def take(self, key: str) -> float:
+        """Spend one token; returns 0 when allowed, else the seconds until one is available."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.capacity, now))
+            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+@dataclass
+class ServingState:
+    """Everything the routes share, kept on ``app.state.serving``."""
+
+    settings: Settings
+    holder: ModelHolder
+    keys: KeyStore
+    rules: Rules
+    metrics: Metrics
+    limiter: RateLimiter
+    store: Any = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: the key's public id, its role and (for managers) the manager's name."""
+
+    key_id: str
+    role: str
+    manager: str | None = None
+
+
+async def get_state(request: Request) -> ServingState:
+    # Dependencies are async on purpose: FastAPI runs plain functions in the thread pool.
+    return request.app.state.serving
+
+
+State = Annotated[ServingState, Depends(get_state)]
+
+
+async def current_model(request: Request) -> LoadedModel | None:
+    """The serving model at the start of this request (None: rule-based scores only)."""
+    return request.app.state.serving.holder.current
+
+
+CurrentModel = Annotated[LoadedModel | None, Depends(current_model)]
+
+
+def _unauthorized(detail: str, error: str | None = None) -> Problem:
+    challenge = 'Bearer realm="churn"' + (f', error="{error}"' if error else "")
+    return Problem(401, detail, headers={"WWW-Authenticate": challenge})
+
+
+async def current_principal(
+    request: Request,
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The caller's key, authenticated and charged one request of its rate limit."""
+    if credentials is None:
+        hint = (
+            ""
+            if state.keys.has_keys()
+            else " No keys exist yet: create one with `churn keys add --role crm`."
+        )
+        raise _unauthorized(f"Send an API key as 'Authorization: Bearer <key>'.{hint}")
+    key = state.keys.authenticate(credentials.credentials)
+    if key is None:
+        raise _unauthorized("The API key is unknown, wrong or revoked.", "invalid_token")
+    request.state.key_id = key.key_id
+    request.state.role = key.role
+    wait = state.limiter.take(key.key_id)
+    if wait > 0:
+        state.metrics.rate_limited.inc()
+        per_minute = state.settings.serve.rate_limit_per_minute
+        raise Problem(
+            429,
+            f"This key may make {per_minute} requests a minute; retry in {math.ceil(wait)} s.",
+            headers={"Retry-After": str(math.ceil(wait))},
+        )
+    return Principal(key.key_id, key.role, key.manager)
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def require_roles(*roles: str) -> Callable[..., Principal]:
+    """A dependency admitting only keys of ``roles`` (403 for the others)."""
+
+    async def dependency(principal: CurrentPrincipal) -> Principal:
+        if principal.role not in roles:
+            raise Problem(
+                403,
+                f"A {principal.role} key cannot use this route; it needs the "
+                f"{' or '.join(roles)} role.",
+            )
+        return principal
+
+    return dependency
+
+
+ANY_ROLE = ("crm", "manager", "admin")
+
+
+async def require_json(request: Request) -> None:
+    """415 unless the body is sent as JSON (``application/json`` or ``...+json``)."""
+    content_type = request.headers.get("content-type", "")
+    media = content_type.split(";", 1)[0].strip().lower()
+    if not media:
+        raise Problem(415, "Send the body as JSON with 'Content-Type: application/json'.")
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise Problem(415, f"Send the body as application/json, not {media[:60]}.")

@@ -1,0 +1,198 @@
+"""The retention playbook: from an account's risk drivers and escalations to next steps.
+
+The mapping lives in the versioned ``configs/playbook.yaml``, validated on load into
+:class:`Playbook`. :func:`recommend` turns one account's escalation codes and model drivers
+(feature, signed impact) into a short, de-duplicated, deterministic list of :class:`Action`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from churn.errors import ConfigError
+from churn.settings import PROJECT_ROOT
+from features.health import ESCALATION_CODES, format_validation_error, read_yaml_mapping
+
+DEFAULT_PLAYBOOK = PROJECT_ROOT / "configs" / "playbook.yaml"
+
+Owner = Literal["account manager", "partner", "delivery lead"]
+Priority = Literal["critical", "high", "medium", "low"]
+Stage = Literal["new", "established", "long_term"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Variant(_Strict):
+    """Wording of an action for one lifecycle stage; unset fields keep the general wording."""
+
+    title: str | None = None
+    steps: str | None = None
+    due: str | None = None
+
+
+class ActionSpec(_Strict):
+    """One playbook entry: what to do, who, by when, and what triggers it."""
+
+    id: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    title: str = Field(min_length=1)
+    steps: str = Field(min_length=1)
+    owner: Owner
+    due: str = Field(min_length=1)
+    priority: Priority
+    drivers: list[str] = Field(default_factory=list)
+    escalations: list[str] = Field(default_factory=list)
+    variants: dict[Stage, Variant] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _has_trigger(self) -> ActionSpec:
+        if not self.drivers and not self.escalations:
+            raise ValueError(f"action {self.id} has no drivers and no escalations")
+        unknown = sorted(set(self.escalations) - set(ESCALATION_CODES))
+        if unknown:
+            raise ValueError(
+                f"action {self.id}: unknown escalation codes {unknown}; "
+                f"known: {list(ESCALATION_CODES)}"
+            )
+        return self
+
+
+class Action(_Strict):
+    """A recommended next step for one account; ``because`` names what triggered it."""
+
+    id: str
+    title: str
+    steps: str
+    owner: Owner
+    due: str
+    priority: Priority
+    because: str = Field(description="the driver feature or escalation code behind the action")
+    source: Literal["escalation", "driver"]
+
+
+class Playbook(_Strict):
+    """The validated content of ``configs/playbook.yaml``."""
+
+    version: int = Field(ge=1)
+    actions: list[ActionSpec] = Field(min_length=1)
+
+    _by_driver: dict[str, ActionSpec] = PrivateAttr(default_factory=dict)
+    _by_escalation: dict[str, ActionSpec] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _unambiguous(self) -> Playbook:
+        ids = [a.id for a in self.actions]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(f"action ids repeat: {repeated}")
+        by_driver: dict[str, ActionSpec] = {}
+        by_escalation: dict[str, ActionSpec] = {}
+        for action in self.actions:
+            for feature in action.drivers:
+                if feature in by_driver:
+                    raise ValueError(
+                        f"driver {feature} triggers both {by_driver[feature].id} and {action.id}"
+                    )
+                by_driver[feature] = action
+            for code in action.escalations:
+                if code in by_escalation:
+                    raise ValueError(
+                        f"escalation {code} triggers both {by_escalation[code].id} and {action.id}"
+                    )
+                by_escalation[code] = action
+        uncovered = [c for c in ESCALATION_CODES if c not in by_escalation]
+        if uncovered:
+            raise ValueError(f"escalations without an action: {uncovered}")
+        self._by_driver = by_driver
+        self._by_escalation = by_escalation
+        return self
+
+    def driver_features(self) -> list[str]:
+        """Every feature that triggers an action."""
+        return list(self._by_driver)
+
+
+def load_playbook(
+    path: Path | None = None, known_features: Iterable[str] | None = None
+) -> Playbook:
+    """Load and validate the playbook (default ``configs/playbook.yaml``).
+
+    With ``known_features`` every driver must be one of them (a misspelt feature would
+    otherwise never trigger its action).
+    """
+    path = Path(path) if path is not None else DEFAULT_PLAYBOOK
+    data = read_yaml_mapping(path, "playbook config")
+    try:
+        playbook = Playbook.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(
+            f"{path}: {format_validation_error(exc)}",
+            hint="see the comments at the top of configs/playbook.yaml for the expected layout",
+        ) from exc
+    if known_features is not None:
+        known = set(known_features)
+        for i, action in enumerate(playbook.actions):
+            unknown = [f for f in action.drivers if f not in known]
+            if unknown:
+                raise ConfigError(
+                    f"{path}: actions.{i} ({action.id}).drivers: unknown features {unknown}",
+                    hint="use feature names from the feature catalogue",
+                )
+    return playbook
+
+
+def _render(spec: ActionSpec, because: str, source: str, stage: str | None) -> Action:
+    variant = spec.variants.get(stage) if stage is not None else None  # type: ignore[call-overload]
+    return Action(
+        id=spec.id,
+        title=(variant and variant.title) or spec.title,
+        steps=(variant and variant.steps) or spec.steps,
+        owner=spec.owner,
+        due=(variant and variant.due) or spec.due,
+        priority=spec.priority,
+        because=because,
+        source=source,  # type: ignore[arg-type]
+    )
+
+
+def recommend(
+    playbook: Playbook,
+    drivers: Sequence[tuple[str, float]],
+    escalations: Sequence[str],
+    max_actions: int = 5,
+    lifecycle_stage: str | None = None,
+) -> list[Action]:
+    """Next steps for one account, at most ``max_actions``, each action once.
+
+    Escalation actions come first, most severe first (``ESCALATION_CODES`` order); then the
+    actions of drivers with a positive impact (pushing risk up), largest impact first (ties
+    keep the given order). An action triggered twice keeps its first trigger as ``because``.
+    ``lifecycle_stage`` (new / established / long_term) picks stage-specific wording.
+    Unknown codes and features trigger nothing.
+    """
+    if max_actions <= 0:
+        return []
+    out: list[Action] = []
+    seen: set[str] = set()
+
+    def add(spec: ActionSpec | None, because: str, source: str) -> None:
+        if spec is None or spec.id in seen:
+            return
+        seen.add(spec.id)
+        out.append(_render(spec, because, source, lifecycle_stage))
+
+    fired = set(escalations)
+    for code in ESCALATION_CODES:
+        if code in fired:
+            add(playbook._by_escalation.get(code), code, "escalation")
+
+    rising = [(f, float(v)) for f, v in drivers if math.isfinite(float(v)) and float(v) > 0]
+    for feature, _ in sorted(rising, key=lambda d: -d[1]):
+        add(playbook._by_driver.get(feature), feature, "driver")
+    return out[:max_actions]

@@ -1,0 +1,95 @@
+"""``POST /v1/predict``: score, explain and recommend for up to 1,000 accounts per request."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+
+from serving.deps import ANY_ROLE, Principal, State, require_json, require_roles
+from serving.problems import Problem
+from serving.schemas import PredictRequest, PredictResponse, problem_responses
+from serving.scoring import AccountInput, score_accounts
+
+router = APIRouter(prefix="/v1", tags=["predict"])
+
+
+def _check_manager(principal: Principal, body: PredictRequest) -> None:
+    """A manager key scores only accounts that name the key's manager as account_manager."""
+    for i, account in enumerate(body.accounts):
+        if account.account_manager != principal.manager:
+            raise Problem(
+                403,
+                f"accounts[{i}].account_manager: a manager key scores only accounts whose "
+                "account_manager is the key's own manager name.",
+            )
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    summary="Score accounts: probability, reasons, health, escalations, actions",
+    responses=problem_responses(400, 401, 403, 413, 415, 422, 429, 503),
+)
+async def predict(
+    request: Request,
+    body: PredictRequest,
+    state: State,
+    principal: Annotated[Principal, Depends(require_roles(*ANY_ROLE))],
+    _json: Annotated[None, Depends(require_json)],
+    top_reasons: Annotated[
+        int | None,
+        Query(ge=0, le=50, description="How many reasons per account (default 5)."),
+    ] = None,
+) -> JSONResponse:
+    """Each account gets the calibrated churn probability and its risk band, the impacts of
+    its top factors in probability points (they add up with ``other_impact_pts`` and the
+    base rate to the probability), the rule-based health and service scores, the escalations
+    that fired and the playbook's next steps.
+
+    Without a loaded model ``churn_probability`` is null, ``probability_unavailable_reason``
+    says why, the risk band follows the health band and the actions come from escalations.
+    A ``manager`` key may score only accounts whose ``account_manager`` is its manager.
+    """
+    serve = state.settings.serve
+    n = len(body.accounts)
+    request.state.accounts = n
+    if n > serve.max_accounts_per_request:
+        raise Problem(
+            422,
+            f"accounts: {n} accounts in one request; the limit is "
+            f"{serve.max_accounts_per_request} (serve.max_accounts_per_request). "
+            "Split the accounts over several requests.",
+        )
+    if principal.role == "manager":
+        _check_manager(principal, body)
+    model = state.holder.current  # this request uses this model throughout
+    accounts = [
+        AccountInput(a.account_id, a.features, a.health_score_30d_ago, a.revenue)
+        for a in body.accounts
+    ]
+    k = serve.top_reasons if top_reasons is None else top_reasons
+    predictions = None
+    with anyio.move_on_after(serve.request_timeout_seconds):
+        predictions = await anyio.to_thread.run_sync(
+            score_accounts, accounts, model, state.rules, k, abandon_on_cancel=True
+        )
+    if predictions is None:
+        raise Problem(
+            503,
+            f"Scoring took longer than {serve.request_timeout_seconds:g} s "
+            "(serve.request_timeout_seconds); retry with fewer accounts.",
+            headers={"Retry-After": "1"},
+        )
+    state.metrics.count_predictions(
+        [p["risk_band"] for p in predictions], "model" if model else "rules"
+    )
+    return JSONResponse(
+        {
+            "model_version": model.version if model else None,
+            "probability_unavailable_reason": None if model else state.holder.unavailable_reason(),
+            "predictions": predictions,
+        }
+    )

@@ -1,0 +1,380 @@
+"""Request and response bodies of the API (pydantic), with the examples shown at ``/docs``.
+
+The accepted features are generated from the feature catalogue (``features.catalog``): one
+optional member per feature, typed by its kind, so an unknown name or a wrong type is a 422
+naming ``accounts[i].features.<name>``:
+
+- number: a finite JSON number (no strings, no booleans, no NaN/Infinity);
+- flag: ``0``/``1`` or ``true``/``false``;
+- category: one of its levels (``lifecycle_stage``: new, established, long_term;
+  ``revenue_segment``: A, B, C).
+
+``null`` or a missing feature means unknown: the model treats it as missing and the health
+rules give it their neutral share.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, get_args
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from typing_extensions import TypedDict
+
+from features.catalog import CATALOG, Feature
+from features.health import Segment
+from features.signals.lifecycle import STAGES
+
+RiskBand = Literal["high", "medium", "low"]
+HealthBand = Literal["healthy", "at_risk", "critical"]
+
+CATEGORY_LEVELS: dict[str, tuple[str, ...]] = {
+    "lifecycle_stage": tuple(STAGES),
+    "revenue_segment": tuple(get_args(Segment)),
+}
+
+_Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+
+def _flag_value(value: bool | float) -> float:
+    number = float(value)
+    if number not in (0.0, 1.0):
+        raise ValueError("a flag is 0 or 1 (or false/true)")
+    return number
+
+
+_Flag = Annotated[
+    StrictBool | Annotated[float, Field(strict=True, ge=0, le=1)], AfterValidator(_flag_value)
+]
+
+
+def _feature_type(feature: Feature) -> Any:
+    if feature.kind == "category":
+        levels = CATEGORY_LEVELS.get(feature.name)
+        base: Any = Literal[levels] if levels else Annotated[str, Field(max_length=100)]  # type: ignore[valid-type]
+    elif feature.kind == "flag":
+        base = _Flag
+    else:
+        base = _Number
+    unit = "" if feature.unit in ("flag", "category") else f" Unit: {feature.unit}."
+    return Annotated[base | None, Field(description=f"{feature.description}.{unit}")]
+
+
+FeatureValues = TypedDict(  # type: ignore[misc]
+    "FeatureValues", {f.name: _feature_type(f) for f in CATALOG}, total=False
+)
+FeatureValues.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
+FeatureValues.__doc__ = "Feature values named as in the catalogue (GET /v1/model); all optional."
+
+_Strict = ConfigDict(extra="forbid")
+
+EXAMPLE_ACCOUNT: dict[str, Any] = {
+    "account_id": "A-1042",
+    "account_manager": "Dana Reyes",
+    "features": {
+        "days_since_last_contact": 74,
+        "silent_60d": 1,
+        "interactions_90d": 1,
+        "meetings_180d": 0,
+        "client_contacts_active": 1,
+        "single_threaded": 1,
+        "overdue_days": 12,
+        "revenue_365d": 180000,
+        "last_survey_score": 6,
+        "lifecycle_stage": "established",
+        "revenue_segment": "A",
+    },
+    "health_score_30d_ago": 61.5,
+}
+
+
+class AccountIn(BaseModel):
+    """One account to score: its id, optional manager, and its feature values."""
+
+    model_config = _Strict
+
+    account_id: str = Field(min_length=1, max_length=128, strict=True)
+    account_manager: str | None = Field(
+        None,
+        max_length=200,
+        strict=True,
+        description="Required with a manager key: must be the key's manager.",
+    )
+    features: FeatureValues = Field(default_factory=dict)  # type: ignore[valid-type]
+    health_score_30d_ago: float | None = Field(
+        None,
+        ge=0,
+        le=100,
+        strict=True,
+        allow_inf_nan=False,
+        description="Health score 30 days ago, for the 15-point-drop escalation.",
+    )
+    revenue: float | None = Field(
+        None,
+        ge=0,
+        strict=True,
+        allow_inf_nan=False,
+        description="Annual revenue for revenue_at_risk; default revenue_365d, "
+        "else contract_value.",
+    )
+
+
+class PredictRequest(BaseModel):
+    """Accounts to score, at most ``serve.max_accounts_per_request`` (default 1,000)."""
+
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"accounts": [EXAMPLE_ACCOUNT]}]}
+    )
+
+    accounts: list[AccountIn] = Field(min_length=1)
+
+
+class HealthComponents(BaseModel):
+    engagement: float = Field(description="0-30")
+    relationship: float = Field(description="0-25")
+    financial: float = Field(description="0-25")
+    satisfaction: float = Field(description="0-20")
+
+
+class ServiceComponents(BaseModel):
+    client_contacts: int = Field(description="1 when more than one client contact")
+    firm_contacts: int = Field(description="1 when the client knows more than one of us")
+    meetings: int = Field(description="1 with two or more meetings in six months")
+    seniority: int = Field(description="0 junior, 1 middle, 2 senior or executive")
+    survey: int = Field(description="1 when the last survey score is above 8")
+
+
+class EscalationOut(BaseModel):
+    code: str
+    rule: str = Field(description="The rule that fired.")
+    action: str = Field(description="What the firm does about it.")
+    severity: int = Field(description="1 is the most severe.")
+
+
+class Reason(BaseModel):
+    feature: str
+    family: str
+    value: float | None = Field(description="The feature's value; null when unknown.")
+    impact_pts: float = Field(
+        description="Signed impact on the churn probability in percentage points "
+        "(+9.0 = nine points more likely to churn)."
+    )
+    sentence: str = Field(examples=["No contact for 74 days (+9 pts)"])
+
+
+class ActionOut(BaseModel):
+    id: str
+    title: str
+    steps: str
+    owner: str
+    due: str
+    priority: str
+    because: str = Field(description="The driver feature or escalation code behind the action.")
+    because_text: str = Field(description="That driver's sentence or the escalation's rule.")
+    source: Literal["escalation", "driver"]
+
+
+class Prediction(BaseModel):
+    """One account's scores, explanation and next steps.
+
+    ``base_rate + sum(reasons.impact_pts) / 100 + other_impact_pts / 100 ==
+    churn_probability`` (the impacts of every feature add up to the probability).
+    """
+
+    account_id: str
+    churn_probability: float | None = Field(
+        description="Calibrated probability of churn within the horizon; null without a model."
+    )
+    risk_band: RiskBand = Field(
+        description="high (p >= 0.30), medium (p >= 0.15), low; without a model from the "
+        "health band (critical -> high, at_risk -> medium, healthy -> low)."
+    )
+    base_rate: float | None = Field(
+        description="The model's probability for an account with average features: the "
+        "starting point the impacts add to."
+    )
+    health_score: float = Field(description="Rule-based health score 0-100.")
+    health_components: HealthComponents
+    health_band: HealthBand
+    health_drop_30d: float | None = Field(
+        description="health_score_30d_ago minus health_score (null without an earlier score)."
+    )
+    service_score: int = Field(description="Client service score 0-6.")
+    service_components: ServiceComponents
+    escalations: list[EscalationOut]
+    reasons: list[Reason] = Field(description="Top factors by size of impact, largest first.")
+    other_impact_pts: float | None = Field(
+        description="Summed impact of every feature not listed in reasons (points)."
+    )
+    actions: list[ActionOut]
+    revenue_at_risk: float | None = Field(description="churn_probability x revenue.")
+    model_version: str | None
+
+
+def _reason(feature: str, family: str, value: float, pts: float, sentence: str) -> dict:
+    return {
+        "feature": feature,
+        "family": family,
+        "value": value,
+        "impact_pts": pts,
+        "sentence": sentence,
+    }
+
+
+EXAMPLE_PREDICTION: dict[str, Any] = {
+    "account_id": "A-1042",
+    "churn_probability": 0.34,
+    "risk_band": "high",
+    "base_rate": 0.08,
+    "health_score": 47.5,
+    "health_components": {
+        "engagement": 9.0,
+        "relationship": 12.5,
+        "financial": 16.0,
+        "satisfaction": 10.0,
+    },
+    "health_band": "at_risk",
+    "health_drop_30d": 14.0,
+    "service_score": 1,
+    "service_components": {
+        "client_contacts": 0,
+        "firm_contacts": 0,
+        "meetings": 0,
+        "seniority": 1,
+        "survey": 0,
+    },
+    "escalations": [
+        {
+            "code": "esc_below_60",
+            "rule": "health score below 60",
+            "action": "account review meeting within one week",
+            "severity": 3,
+        }
+    ],
+    "reasons": [
+        _reason(
+            "days_since_last_contact", "behavioural", 74, 9.1, "No contact for 74 days (+9 pts)"
+        ),
+        _reason(
+            "single_threaded",
+            "relationship",
+            1,
+            6.2,
+            "Single-threaded: only one client contact (+6 pts)",
+        ),
+        _reason(
+            "overdue_days", "financial", 12, 3.4, "Oldest unpaid invoice 12 days past due (+3 pts)"
+        ),
+        _reason(
+            "meetings_180d", "behavioural", 0, 2.9, "No meetings in the last 180 days (+3 pts)"
+        ),
+        _reason(
+            "last_survey_score", "satisfaction", 6, 2.1, "Last survey score 6.0 out of 10 (+2 pts)"
+        ),
+    ],
+    "other_impact_pts": 2.3,
+    "actions": [
+        {
+            "id": "account_review_meeting",
+            "title": "Account review meeting",
+            "steps": "Review the account with the team: health components, recent warning "
+            "signals, open issues and upcoming milestones.",
+            "owner": "account manager",
+            "due": "within one week",
+            "priority": "high",
+            "because": "esc_below_60",
+            "because_text": "health score below 60",
+            "source": "escalation",
+        },
+        {
+            "id": "checkin_call",
+            "title": "Schedule a check-in call",
+            "steps": "Call the main contact without a sales agenda: ask about their priorities.",
+            "owner": "account manager",
+            "due": "this week",
+            "priority": "high",
+            "because": "days_since_last_contact",
+            "because_text": "No contact for 74 days (+9 pts)",
+            "source": "driver",
+        },
+    ],
+    "revenue_at_risk": 61200.0,
+    "model_version": "2024-06-01-a1b2c3",
+}
+
+
+class PredictResponse(BaseModel):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "model_version": "2024-06-01-a1b2c3",
+                    "probability_unavailable_reason": None,
+                    "predictions": [EXAMPLE_PREDICTION],
+                }
+            ]
+        }
+    )
+
+    model_version: str | None = Field(description="null when no model is loaded.")
+    probability_unavailable_reason: str | None = Field(
+        description="Why churn_probability is null (no model loaded); null otherwise."
+    )
+    predictions: list[Prediction]
+
+
+class ValidationIssue(BaseModel):
+    field: str = Field(examples=["accounts[0].features.foo"])
+    loc: list[str | int]
+    message: str
+    type: str
+
+
+class ProblemDetail(BaseModel):
+    """RFC 9457 problem details (``application/problem+json``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[ValidationIssue] | None = None
+
+
+class LiveResponse(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class ReadyResponse(BaseModel):
+    status: Literal["ready"] = "ready"
+    model_version: str
+    loaded_at: str
+    reload_error: str | None = Field(
+        None, description="Why the last reload failed (the model above keeps serving)."
+    )
+
+
+class ModelInfo(BaseModel):
+    available: bool
+    model_version: str | None
+    unavailable_reason: str | None
+    trained_at: str | None
+    loaded_at: str | None
+    base_rate: float | None = Field(description="Churn rate of the training data.")
+    horizon_days: int | None
+    metrics: dict[str, Any]
+    model_features: list[str] = Field(description="The model's inputs, in order.")
+    features: list[dict[str, Any]] = Field(description="The feature catalogue.")
+
+
+class ReloadResponse(BaseModel):
+    outcome: Literal["reloaded"]
+    model_version: str
+    previous_version: str | None
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for problem+json errors."""
+    return {
+        s: {"model": ProblemDetail, "content": {"application/problem+json": {}}} for s in statuses
+    }

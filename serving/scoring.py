@@ -1,0 +1,236 @@
+"""Score a request's accounts: rule-based scores always, model probability and reasons when a
+model is loaded, escalations and playbook actions on top.
+
+The per-request path avoids pandas: the accounts become one float matrix in the model's
+feature order, scored and explained in one LightGBM call; the health rules run on the plain
+feature dicts (``features.health.score_health_records``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from features.catalog import FEATURES
+from features.health import (
+    ESCALATION_CODES,
+    Escalation,
+    HealthConfig,
+    escalations,
+    fired_escalations,
+    load_health_config,
+    score_health_records,
+)
+from serving.explain import reasons_for_row, risk_band, top_factors
+from serving.model_holder import LoadedModel
+from serving.playbook import Playbook, load_playbook, recommend
+
+MAX_ACTIONS = 5
+# Below this many accounts the per-row escalation check beats building three pandas Series.
+_VECTOR_ESCALATIONS_FROM = 32
+_ACTION_CACHE_SIZE = 4096
+
+
+@dataclass(frozen=True)
+class Rules:
+    """The validated health rules and playbook the service scores with."""
+
+    health: HealthConfig
+    escalations: Mapping[str, Escalation]
+    playbook: Playbook
+    _actions: dict[tuple, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+
+    def actions(
+        self, codes: Sequence[str], drivers: Sequence[tuple[str, float]], stage: str | None
+    ) -> list[dict[str, Any]]:
+        """The playbook's actions as dicts (without ``because_text``), memoised.
+
+        The answer depends only on the escalation codes, the order of the drivers that push
+        risk up, and the stage, and few such combinations occur, so a batch of a thousand
+        accounts renders a handful of distinct action lists.
+        """
+        rising = tuple(f for f, v in sorted(drivers, key=lambda d: -d[1]) if v > 0)
+        key = (tuple(codes), rising, stage)
+        cached = self._actions.get(key)
+        if cached is None:
+            ranked = [(f, float(len(rising) - i)) for i, f in enumerate(rising)]
+            actions = recommend(
+                self.playbook, ranked, codes, max_actions=MAX_ACTIONS, lifecycle_stage=stage
+            )
+            cached = [a.model_dump() for a in actions]
+            if len(self._actions) >= _ACTION_CACHE_SIZE:
+                self._actions.clear()
+            self._actions[key] = cached
+        return cached
+
+
+def load_rules(health_config: Any = None, playbook_config: Any = None) -> Rules:
+    """Load ``configs/health.yaml`` and ``configs/playbook.yaml`` (or the given paths)."""
+    health = load_health_config(health_config, known_features=FEATURES)
+    playbook = load_playbook(playbook_config, known_features=FEATURES)
+    return Rules(health, {e.code: e for e in health.escalation_rules()}, playbook)
+
+
+@dataclass(frozen=True)
+class AccountInput:
+    """What scoring needs of one account (the API's validated ``AccountIn``)."""
+
+    account_id: str
+    features: Mapping[str, float | str | None]
+    health_score_30d_ago: float | None = None
+    revenue: float | None = None
+
+
+def _revenue(account: AccountInput) -> float | None:
+    if account.revenue is not None:
+        return account.revenue
+    for name in ("revenue_365d", "contract_value"):
+        value = account.features.get(name)
+        if isinstance(value, float | int) and not math.isnan(value):
+            return float(value)
+    return None
+
+
+def _matrix(accounts: Sequence[AccountInput], model: LoadedModel) -> np.ndarray:
+    explainer = model.explainer
+    x = explainer.empty_rows(len(accounts))
+    index = explainer.index
+    for i, account in enumerate(accounts):
+        for name, value in account.features.items():
+            j = index.get(name)
+            if j is not None and value is not None:
+                x[i, j] = value
+    return x
+
+
+def score_accounts(
+    accounts: Sequence[AccountInput],
+    model: LoadedModel | None,
+    rules: Rules,
+    top_reasons: int = 5,
+) -> list[dict[str, Any]]:
+    """One prediction dict per account, shaped like ``serving.schemas.Prediction``.
+
+    Without ``model``: churn_probability, base_rate, revenue_at_risk and the impacts are
+    None, reasons are empty, the risk band follows the health band and the actions come from
+    the escalations alone.
+    """
+    health = score_health_records([a.features for a in accounts], rules.health)
+    probability: list[float | None] = [None] * len(accounts)
+    reasons: list[list[dict[str, Any]]] = [[] for _ in accounts]
+    other: list[float | None] = [None] * len(accounts)
+    base_rate = None
+    version = None
+    if model is not None:
+        explainer = model.explainer
+        explanation = explainer.explain(_matrix(accounts, model))
+        columns = top_factors(explanation, top_reasons)
+        # Everything not listed: the total minus the listed ones, so the sums stay exact.
+        listed = np.take_along_axis(explanation.impacts, columns, axis=1).sum(axis=1)
+        rest = (explanation.impacts.sum(axis=1) - listed) * 100.0
+        probability = explanation.probability.tolist()
+        other = rest.tolist()
+        reasons = [
+            reasons_for_row(explanation, i, columns[i], explainer.features)
+            for i in range(len(accounts))
+        ]
+        base_rate = explanation.base_rate
+        version = model.version
+
+    fired = _fired_escalations(accounts, health, rules.health)
+    out = []
+    for i, account in enumerate(accounts):
+        h = health[i]
+        features = account.features
+        codes = fired[i]
+        escalation_list = [
+            {
+                "code": c,
+                "rule": rules.escalations[c].rule,
+                "action": rules.escalations[c].action,
+                "severity": rules.escalations[c].severity,
+            }
+            for c in codes
+        ]
+        sentences = {r["feature"]: r["sentence"] for r in reasons[i]}
+        stage = features.get("lifecycle_stage")
+        actions = rules.actions(
+            codes,
+            [(r["feature"], r["impact_pts"]) for r in reasons[i]],
+            stage if isinstance(stage, str) else None,
+        )
+        p = probability[i]
+        revenue = _revenue(account)
+        ago = account.health_score_30d_ago
+        out.append(
+            {
+                "account_id": account.account_id,
+                "churn_probability": p,
+                "risk_band": risk_band(p, h["health_band"]),
+                "base_rate": base_rate,
+                "health_score": h["health_score"],
+                "health_components": {
+                    "engagement": h["health_engagement"],
+                    "relationship": h["health_relationship"],
+                    "financial": h["health_financial"],
+                    "satisfaction": h["health_satisfaction"],
+                },
+                "health_band": h["health_band"],
+                "health_drop_30d": None if ago is None else round(ago - h["health_score"], 6),
+                "service_score": h["service_score"],
+                "service_components": {
+                    "client_contacts": h["service_client_contacts"],
+                    "firm_contacts": h["service_firm_contacts"],
+                    "meetings": h["service_meetings"],
+                    "seniority": h["service_seniority"],
+                    "survey": h["service_survey"],
+                },
+                "escalations": escalation_list,
+                "reasons": reasons[i],
+                "other_impact_pts": other[i],
+                "actions": [
+                    {**a, "because_text": _because_text(a["because"], sentences, rules)}
+                    for a in actions
+                ],
+                "revenue_at_risk": None if p is None or revenue is None else p * revenue,
+                "model_version": version,
+            }
+        )
+    return out
+
+
+def _because_text(because: str, sentences: Mapping[str, str], rules: Rules) -> str:
+    if because in sentences:
+        return sentences[because]
+    if because in rules.escalations:
+        return rules.escalations[because].rule
+    return because
+
+
+def _fired_escalations(
+    accounts: Sequence[AccountInput], health: Sequence[Mapping[str, Any]], cfg: HealthConfig
+) -> list[list[str]]:
+    """Codes of the escalations fired per account, most severe first."""
+    ago = [a.health_score_30d_ago for a in accounts]
+    overdue = [a.features.get("overdue_days") for a in accounts]
+    if len(accounts) < _VECTOR_ESCALATIONS_FROM:
+        return [
+            fired_escalations(
+                {"health_score": h["health_score"], "health_score_30d_ago": a, "overdue_days": o},
+                cfg,
+            )
+            for h, a, o in zip(health, ago, overdue, strict=True)
+        ]
+    import pandas as pd  # only for large batches, where its fixed cost is amortised
+
+    def series(values: list[Any]) -> pd.Series:
+        return pd.Series(np.array([np.nan if v is None else v for v in values], dtype=float))
+
+    flags = escalations(
+        series([h["health_score"] for h in health]), series(ago), series(overdue), cfg
+    )[list(ESCALATION_CODES)].to_numpy(dtype=bool)
+    return [[c for c, hit in zip(ESCALATION_CODES, row, strict=True) if hit] for row in flags]
