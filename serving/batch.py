@@ -1,0 +1,362 @@
+"""Batch scoring (SPEC 7): every active account of one or more dates, scored, explained and
+shaped like the score store's tables.
+
+For each date: the point-in-time snapshot with health scores and escalations
+(``features.snapshots.build_snapshots``, so ``health_score_30d_ago`` comes from the account's
+own history), the calibrated churn probability and its explanation from the model bundle
+(``serving.explain``, the same code the API uses) over the whole matrix at once, the top
+reasons as sentences, the escalations that fired and the playbook's actions. Without a model
+the rule-based scores are stored and the probability is null.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from features.health import COMPONENT_COLUMNS, ESCALATION_CODES, SERVICE_PARTS, HealthConfig
+from serving.playbook import Playbook
+
+if TYPE_CHECKING:
+    from churn.bundle import Bundle
+    from churn.settings import Settings
+    from features.contract import Tables
+
+ACTION_COLUMNS: tuple[str, ...] = (
+    "account_id",
+    "rank",
+    "action_id",
+    "title",
+    "steps",
+    "owner",
+    "due",
+    "priority",
+    "because",
+    "because_text",
+    "source",
+)
+
+
+@dataclass
+class ScoredBatch:
+    """One scored date: frames shaped like the store's tables (``serving.store.STORE_SCHEMA``)."""
+
+    as_of: date
+    scores: pd.DataFrame
+    reasons: pd.DataFrame
+    escalations: pd.DataFrame
+    actions: pd.DataFrame
+    model_version: str | None = None
+
+
+# -- the playbook, over every account at once ------------------------------------------------
+
+
+def _playbook_triggers(playbook: Playbook) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trigger table, wording table) of the playbook: which feature or escalation code calls
+    for which action, and each action's title / steps / due per lifecycle stage."""
+    triggers, wording = [], []
+    for spec in playbook.actions:
+        for code in spec.escalations:
+            triggers.append({"source": "escalation", "key": code, "action_id": spec.id})
+        for feature in spec.drivers:
+            triggers.append({"source": "driver", "key": feature, "action_id": spec.id})
+        wording.append(
+            {
+                "action_id": spec.id,
+                "stage": pd.NA,
+                "title": spec.title,
+                "steps": spec.steps,
+                "due": spec.due,
+                "owner": spec.owner,
+                "priority": spec.priority,
+            }
+        )
+        for stage, variant in spec.variants.items():
+            wording.append(
+                {
+                    "action_id": spec.id,
+                    "stage": stage,
+                    "title": variant.title or spec.title,
+                    "steps": variant.steps or spec.steps,
+                    "due": variant.due or spec.due,
+                    "owner": spec.owner,
+                    "priority": spec.priority,
+                }
+            )
+    return pd.DataFrame(triggers), pd.DataFrame(wording)
+
+
+def recommend_frame(
+    playbook: Playbook,
+    reasons: pd.DataFrame,
+    escalations: pd.DataFrame,
+    stages: pd.Series,
+    max_actions: int = 5,
+) -> pd.DataFrame:
+    """``serving.playbook.recommend`` for every account at once.
+
+    ``reasons``: account_id, rank, feature, impact_pts, sentence (the drivers, in rank order);
+    ``escalations``: account_id, code, rule; ``stages``: lifecycle stage by account_id.
+    Returns ``ACTION_COLUMNS``: per account at most ``max_actions`` actions, escalations first
+    (most severe first), then drivers with a positive impact (largest first, ties in rank
+    order), each action once with its first trigger as ``because``.
+    """
+    triggers, wording = _playbook_triggers(playbook)
+    severity = {code: i for i, code in enumerate(ESCALATION_CODES)}
+    esc = escalations.rename(columns={"code": "key", "rule": "because_text"})
+    esc = esc.merge(triggers[triggers["source"] == "escalation"], on="key")
+    esc["k1"], esc["k2"], esc["k3"] = 0, esc["key"].map(severity).astype(float), 0.0
+
+    impact = pd.to_numeric(reasons["impact_pts"], errors="coerce")
+    rising = reasons[np.isfinite(impact) & (impact > 0)]
+    drv = rising.rename(columns={"feature": "key", "sentence": "because_text"})
+    drv = drv.merge(triggers[triggers["source"] == "driver"], on="key")
+    drv["k1"], drv["k2"], drv["k3"] = 1, -drv["impact_pts"].astype(float), drv["rank"]
+
+    cols = ["account_id", "action_id", "key", "because_text", "source", "k1", "k2", "k3"]
+    cand = pd.concat([esc[cols], drv[cols]], ignore_index=True)
+    if cand.empty or max_actions <= 0:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in ACTION_COLUMNS})
+    cand["stage"] = cand["account_id"].map(stages).astype(object)
+    general = wording[wording["stage"].isna()].drop(columns="stage")
+    cand = cand.sort_values(["account_id", "k1", "k2", "k3"], kind="stable")
+    cand = cand.drop_duplicates(["account_id", "action_id"], keep="first")
+    cand["rank"] = cand.groupby("account_id").cumcount() + 1
+    cand = cand[cand["rank"] <= max_actions]
+
+    staged = wording[wording["stage"].notna()]
+    out = cand.merge(general, on="action_id", how="left")
+    variant = cand[["account_id", "action_id", "stage"]].merge(
+        staged, on=["action_id", "stage"], how="left"
+    )
+    has_variant = variant["title"].notna().to_numpy()
+    for col in ("title", "steps", "due"):
+        out.loc[has_variant, col] = variant.loc[has_variant, col].to_numpy()
+    out = out.rename(columns={"key": "because"})
+    return out[list(ACTION_COLUMNS)].reset_index(drop=True)
+
+
+# -- escalations -----------------------------------------------------------------------------
+
+
+def escalations_frame(snapshot: pd.DataFrame, cfg: HealthConfig) -> pd.DataFrame:
+    """One row per (account, escalation that fired): as_of, account_id, code, rule, action,
+    severity (1 = most severe)."""
+    rules = {e.code: e for e in cfg.escalation_rules()}
+    flags = snapshot[["as_of", "account_id", *ESCALATION_CODES]]
+    long = flags.melt(id_vars=["as_of", "account_id"], var_name="code", value_name="fired")
+    long = long[long["fired"].fillna(False).astype(bool)].drop(columns="fired")
+    long["rule"] = long["code"].map({c: r.rule for c, r in rules.items()})
+    long["action"] = long["code"].map({c: r.action for c, r in rules.items()})
+    long["severity"] = long["code"].map({c: r.severity for c, r in rules.items()}).astype(int)
+    return long.sort_values(["as_of", "account_id", "severity"]).reset_index(drop=True)
+
+
+def load_champion(settings: Settings) -> Bundle | None:
+    """The champion bundle under ``settings.models_dir``, loaded and test-predicted exactly as
+    the API loads it (``serving.model_holder.load_model``); None when there is none yet.
+
+    A bundle that exists but fails its checks is an error, never silently skipped.
+    """
+    from churn.bundle import CHAMPION_DIR
+    from serving.model_holder import load_model
+
+    folder = Path(settings.models_dir) / CHAMPION_DIR
+    if not folder.exists():
+        return None
+    return load_model(folder).bundle
+
+
+def risk_bands(probability: np.ndarray, health_band: pd.Series) -> np.ndarray:
+    """``serving.explain.risk_band`` over whole columns: from the probability, or from the
+    health band where there is none."""
+    from serving.explain import HEALTH_TO_RISK, RISK_BANDS
+
+    p = np.asarray(probability, dtype=float)
+    from_health = health_band.astype(object).map(HEALTH_TO_RISK).to_numpy(dtype=object)
+    known = ~np.isnan(p)
+    conditions = [known & (p >= lower) for _, lower in RISK_BANDS]
+    return np.select(conditions, [band for band, _ in RISK_BANDS], default=from_health)
+
+
+def default_as_of(tables: Tables) -> date:
+    """The date ``churn score`` scores by default: the last day the data records anything.
+
+    A snapshot uses records stamped strictly before its as_of, so this covers every complete
+    day of the data and leaves out the last day, which an extract may have caught half-way.
+    """
+    from features.snapshots import observed_end
+
+    return observed_end(tables).date()
+
+
+def history_dates(as_of: date, months: int) -> list[date]:
+    """The ``months`` dates one calendar month apart before ``as_of``, then ``as_of``."""
+    stamp = pd.Timestamp(as_of)
+    return [(stamp - pd.DateOffset(months=k)).date() for k in range(months, -1, -1)]
+
+
+SCORE_COLUMNS: tuple[str, ...] = (
+    "account_id",
+    "account_manager",
+    *COMPONENT_COLUMNS,
+    "health_score",
+    "health_band",
+    "health_score_30d_ago",
+    "health_drop_30d",
+    "service_score",
+    *SERVICE_PARTS,
+    "revenue_segment",
+    "lifecycle_stage",
+    "tenure_months",
+    "revenue_365d",
+    "contract_value",
+    "days_to_renewal",
+)
+
+
+REASON_COLUMNS = (
+    "as_of",
+    "account_id",
+    "rank",
+    "feature",
+    "family",
+    "value",
+    "impact_pts",
+    "sentence",
+)
+
+
+def explained_reasons(
+    snapshot: pd.DataFrame, bundle: Bundle, top: int
+) -> tuple[np.ndarray, pd.DataFrame]:
+    """Churn probability of every row and its ``top`` reasons, exactly as the API gives them
+    (``serving.explain``: one LightGBM call over the whole matrix; the same factors, values,
+    impacts and sentences as ``reasons_for_row``)."""
+    from serving.explain import Explainer, format_pts, top_factors
+
+    explainer = Explainer(bundle)
+    names = np.asarray(explainer.feature_names)
+    x = snapshot.reindex(columns=list(names)).to_numpy(dtype=float, na_value=np.nan)
+    explanation = explainer.explain(x)
+    columns = top_factors(explanation, top)
+    n, k = columns.shape
+    rows = np.repeat(np.arange(n), k)
+    cols = columns.ravel()
+    values = explanation.values[rows, cols]
+    impacts = explanation.impacts[rows, cols] * 100.0
+    out = pd.DataFrame(
+        {
+            "as_of": snapshot["as_of"].to_numpy()[rows],
+            "account_id": snapshot["account_id"].to_numpy()[rows],
+            "rank": np.tile(np.arange(1, k + 1), n),
+            "feature": names[cols],
+            "value": values,
+            "impact_pts": impacts,
+        }
+    )
+    out["family"] = out["feature"].map({f.name: f.family for f in explainer.features})
+    # One catalogue sentence per distinct (feature, value), not one call per reason; NaN (an
+    # unknown value) becomes None so that equal keys compare equal.
+    by_name = {f.name: f for f in explainer.features}
+    keys = [
+        (f, None if np.isnan(v) else float(v))
+        for f, v in zip(out["feature"], out["value"], strict=True)
+    ]
+    sentences = {key: by_name[key[0]].sentence(key[1]) for key in set(keys)}
+    out["sentence"] = [
+        f"{sentences[key]} ({format_pts(pts)})"
+        for key, pts in zip(keys, out["impact_pts"], strict=True)
+    ]
+    return explanation.probability, out[list(REASON_COLUMNS)]
+
+
+def score_batches(
+    tables: Tables,
+    dates: Sequence[date],
+    bundle: Bundle | None,
+    settings: Settings,
+    *,
+    health: HealthConfig | None = None,
+    playbook: Playbook | None = None,
+) -> list[ScoredBatch]:
+    """Score every active account at each of ``dates`` in one vectorised pass; one batch per
+    date, oldest first (a date without active accounts gives an empty batch)."""
+    from features.catalog import FEATURES
+    from features.health import load_health_config
+    from features.snapshots import build_snapshots
+    from serving.playbook import load_playbook
+
+    health = health or load_health_config(settings.health_config)
+    playbook = playbook or load_playbook(settings.playbook_config, known_features=FEATURES)
+    snapshot = build_snapshots(tables, list(dates), settings.snapshots, health=health)
+    snapshot = snapshot.reset_index(drop=True)
+
+    scores = snapshot[list(SCORE_COLUMNS)].copy()
+    scores.insert(0, "as_of", snapshot["as_of"])
+    if bundle is not None and len(snapshot):
+        probability, reasons = explained_reasons(snapshot, bundle, settings.serve.top_reasons)
+        # The API's revenue: revenue_365d, else contract_value (sources without invoices).
+        basis = snapshot["revenue_365d"].fillna(snapshot["contract_value"])
+        scores["revenue_at_risk"] = probability * basis.to_numpy(dtype=float, na_value=np.nan)
+        scores["model_version"] = bundle.version
+    else:
+        probability = np.full(len(snapshot), np.nan)
+        reasons = pd.DataFrame({c: pd.Series(dtype=object) for c in REASON_COLUMNS})
+        scores["revenue_at_risk"] = np.nan
+        scores["model_version"] = pd.NA
+    scores["churn_probability"] = probability
+    scores["risk_band"] = risk_bands(probability, snapshot["health_band"])
+
+    escalations = escalations_frame(snapshot, health)
+    stages = snapshot.set_index(["as_of", "account_id"])["lifecycle_stage"]
+    actions = _actions_by_date(playbook, reasons, escalations, stages)
+    version = bundle.version if bundle is not None else None
+    batches = []
+    for day in sorted({pd.Timestamp(d).normalize() for d in dates}):
+        batches.append(
+            ScoredBatch(
+                as_of=day.date(),
+                scores=scores[scores["as_of"] == day].drop(columns="as_of"),
+                reasons=reasons[reasons["as_of"] == day].drop(columns="as_of"),
+                escalations=escalations[escalations["as_of"] == day].drop(columns="as_of"),
+                actions=actions[actions["as_of"] == day].drop(columns="as_of"),
+                model_version=version,
+            )
+        )
+    return batches
+
+
+def _actions_by_date(
+    playbook: Playbook, reasons: pd.DataFrame, escalations: pd.DataFrame, stages: pd.Series
+) -> pd.DataFrame:
+    """``recommend_frame`` over (as_of, account) pairs, keyed by one combined id."""
+
+    def key(frame: pd.DataFrame) -> pd.Series:
+        return frame["as_of"].astype("int64").astype(str) + "|" + frame["account_id"].astype(str)
+
+    r = reasons.assign(account_id=key(reasons))
+    e = escalations.assign(account_id=key(escalations))
+    index = stages.index.to_frame(index=False)
+    s = pd.Series(stages.to_numpy(dtype=object), index=key(index))
+    actions = recommend_frame(playbook, r, e, s)
+    parts = actions["account_id"].str.split("|", n=1, expand=True)
+    if actions.empty:
+        return actions.assign(as_of=pd.Series(dtype="datetime64[ns]"))
+    actions["as_of"] = pd.to_datetime(parts[0].astype("int64"))
+    actions["account_id"] = parts[1]
+    return actions
+
+
+def score_batch(
+    tables: Tables, as_of: date, bundle: Bundle | None, settings: Settings
+) -> ScoredBatch:
+    """Score every account active at ``as_of`` (see :func:`score_batches`)."""
+    return score_batches(tables, [as_of], bundle, settings)[0]
