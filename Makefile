@@ -67,4 +67,4 @@ format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff format .
 
 clean: ## remove generated data, runs and models (keeps .venv)
-	rm -rf data mlruns models/*/ test-output bench/results.json
+	rm -rf data mlruns models/*/ models/champion test-output bench/results.json

@@ -53,6 +53,15 @@ def _register() -> None:
         pass
     else:
         serving_commands.register(app)
+    try:
+        from serving import batch_commands
+    except ImportError:  # pragma: no cover - package not built yet
+        pass
+    else:
+        batch_commands.register(app)
+    from churn import quickstart
+
+    quickstart.register(app)
 
 
 _register()
@@ -65,9 +74,9 @@ def main() -> None:
     except ChurnError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         if exc.hint:
-            err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False)
+            err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -84,6 +93,6 @@ def main() -> None:
             sys.exit(1)
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False)
-        err_console.print("[dim]hint:[/] run again with --debug for the full traceback")
+        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+        err_console.print("[dim]hint:[/] run again with --debug for the full traceback", soft_wrap=True)
         sys.exit(1)

@@ -50,7 +50,7 @@ class SnapshotSettings(BaseModel):
 class ServeSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=1, le=65535)
-    max_body_bytes: int = Field(1_000_000, ge=1024)
+    max_body_bytes: int = Field(4_000_000, ge=1024)
     max_accounts_per_request: int = Field(1000, ge=1)
     rate_limit_per_minute: int = Field(600, ge=1)
     top_reasons: int = Field(5, ge=1, le=50)
