@@ -108,3 +108,28 @@ def pg_schema_url(postgres_url: str, pg_schema: str) -> str:
     """``postgres_url`` reading and writing in ``pg_schema`` (through its search_path)."""
     sep = "&" if "?" in postgres_url else "?"
     return f"{postgres_url}{sep}options=-csearch_path%3D{pg_schema}"
+
+
+# -- reliability figures (tests/reliability): cleared at the start, one table at the end --------
+
+
+def _is_controller(config: pytest.Config) -> bool:
+    return not hasattr(config, "workerinput")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if _is_controller(session.config):
+        from tests.reliability import figures
+
+        figures.clear()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    from tests.reliability import figures
+
+    rows = figures.collected()
+    if not rows or not _is_controller(config):
+        return
+    terminalreporter.section("reliability figures")
+    for line in figures.table_lines(rows):
+        terminalreporter.write_line(line)

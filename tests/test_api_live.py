@@ -8,14 +8,9 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -26,75 +21,18 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.generation.modes import GenerationMode
 
-from serving.keys import KeyStore
-from tests.bundle_factory import make_bundle, make_models_dir, promote
+from tests.bundle_factory import make_bundle, promote
+from tests.live_server import Server, live_server
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@dataclass
-class Server:
-    url: str
-    models: Path
-    crm: str
-    admin: str
-    process: subprocess.Popen
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("live")
-    models = make_models_dir(tmp / "models", "v1")
-    keys_file = tmp / "keys.json"
-    store = KeyStore(keys_file, "live-secret")
-    crm, admin = store.add("crm")[1], store.add("admin")[1]
-    port = _free_port()
-    env = {
-        **os.environ,
-        "CHURN_MODELS_DIR": str(models),
-        "CHURN_KEYS_FILE": str(keys_file),
-        "CHURN_SECRET_KEY": "live-secret",
-        "CHURN_STORE_URL": str(tmp / "store.duckdb"),
-        "CHURN_SERVE__RELOAD_INTERVAL_SECONDS": "0",
-        "CHURN_SERVE__RATE_LIMIT_PER_MINUTE": "1000000",
-        "PYTHONPATH": str(ROOT),
-    }
-    env.pop("CHURN_CONFIG", None)
-    log = (tmp / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from churn.cli import main; main()", "serve", "--port", str(port)],
-        cwd=tmp,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"churn serve did not become ready:\n{(tmp / 'server.log').read_text()}")
-        time.sleep(0.1)
-    yield Server(url, models, crm, admin, process)
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with live_server(tmp_path_factory.mktemp("live")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
