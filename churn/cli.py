@@ -93,6 +93,10 @@ def main() -> None:
             sys.exit(1)
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
-        err_console.print("[dim]hint:[/] run again with --debug for the full traceback", soft_wrap=True)
+        err_console.print(
+            f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True
+        )
+        err_console.print(
+            "[dim]hint:[/] run again with --debug for the full traceback", soft_wrap=True
+        )
         sys.exit(1)

@@ -79,8 +79,16 @@ def quickstart(
         console.print(f"[dim]model:[/] using the champion bundle in {champion}")
     else:
         console.rule("1/3 train")
-        train(data=data, label_mode=None, horizon_days=None, config=None, as_json=False,
-              force=False, seed=None, trials=None)
+        train(
+            data=data,
+            label_mode=None,
+            horizon_days=None,
+            config=None,
+            as_json=False,
+            force=False,
+            seed=None,
+            trials=None,
+        )
 
     store = Store(settings.store_url)
     try:

@@ -25,7 +25,9 @@ def demo_data(
 
 
 def validate(
-    data: str = typer.Option(None, "--data", help="Source: folder, .duckdb file or SQLAlchemy URL."),
+    data: str = typer.Option(
+        None, "--data", help="Source: folder, .duckdb file or SQLAlchemy URL."
+    ),
     profile: bool = typer.Option(
         True, "--profile/--no-profile", help="Also print churn by stage, reasons, concentration."
     ),
@@ -44,7 +46,9 @@ def validate(
 
 
 def features(
-    data: str = typer.Option(None, "--data", help="Source: folder, .duckdb file or SQLAlchemy URL."),
+    data: str = typer.Option(
+        None, "--data", help="Source: folder, .duckdb file or SQLAlchemy URL."
+    ),
     as_of: str = typer.Option(None, "--as-of", help="Snapshot date YYYY-MM-DD."),
     out: Path = typer.Option(None, "--out", help="Output file: .parquet or .csv."),
     catalog: bool = typer.Option(False, "--catalog", help="Print the feature catalogue and exit."),
@@ -63,12 +67,15 @@ def features(
     except ValueError as exc:
         raise ChurnError(f"--as-of {as_of!r} is not a date", hint="use YYYY-MM-DD") from exc
     from churn.settings import get_settings
-    from features.snapshots import build_snapshots, write_frame
+    from features.health import load_health_config
+    from features.snapshots import build_snapshots, output_format, write_frame
     from features.validate import load_validated
 
+    output_format(out)  # a wrong extension fails now, not after the snapshot is built
     settings = get_settings()
+    health = load_health_config(settings.health_config)
     result = load_validated(data or settings.data, settings)
-    frame = build_snapshots(result.tables, [as_of_date], settings.snapshots)
+    frame = build_snapshots(result.tables, [as_of_date], settings.snapshots, health=health)
     write_frame(frame, out)
     console.print(f"wrote {len(frame)} accounts x {frame.shape[1]} columns to {out}")
 

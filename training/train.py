@@ -305,6 +305,7 @@ def train(
     import lightgbm as lgb
 
     from features.catalog import MODEL_FEATURES
+    from features.health import load_health_config
     from features.snapshots import absent_families, as_of_grid, build_snapshots
     from features.validate import load_validated
 
@@ -328,7 +329,8 @@ def train(
             "interactions)",
         )
     with ui.step("building labeled snapshots"):
-        frame = build_snapshots(tables, as_of_grid(tables, snap), snap)
+        health = load_health_config(settings.health_config)
+        frame = build_snapshots(tables, as_of_grid(tables, snap), snap, health=health)
     with ui.step("splitting by time"):
         split = time_split(frame, cfg.split, snap.horizon_days)
         train_df, valid_df, test_df = split.frames(frame)
