@@ -12,6 +12,8 @@ from typing import Literal
 
 import pandas as pd
 
+from churn.errors import DataContractError
+
 Kind = Literal["str", "date", "timestamp", "float", "bool"]
 
 SENIORITY_LEVELS: tuple[str, ...] = ("junior", "middle", "senior", "executive")
@@ -275,17 +277,23 @@ class Tables:
         return [name for name in TABLE_NAMES if getattr(self, name) is None]
 
     def data_end(self) -> pd.Timestamp:
-        """The last instant any table records something: labels need their window before it."""
+        """The last day the source recorded something: the latest record stamp
+        (``Table.stamp``, or an account's start). Other dates are left out: due dates,
+        planned ends and renewals may lie in the future. Label windows end on or before it."""
         stamps = []
         for name, frame in self:
-            for col in TABLES[name].date_columns:
-                if col in frame and len(frame):
-                    value = frame[col].max()
-                    if pd.notna(value):
-                        stamps.append(value)
+            stamp = TABLES[name].stamp
+            if stamp is not None and stamp in frame and len(frame):
+                stamps.append(pd.to_datetime(frame[stamp]).max())
+        if len(self.accounts):
+            stamps.append(pd.to_datetime(self.accounts["started_at"]).max())
+        stamps = [s for s in stamps if pd.notna(s)]
         if not stamps:
-            raise ValueError("the source holds no dated records")
-        return max(stamps).normalize()
+            raise DataContractError(
+                "the source holds no dated records",
+                hint="check that accounts.started_at is filled",
+            )
+        return pd.Timestamp(max(stamps)).tz_localize(None).normalize()
 
 
 def contract_markdown() -> str:

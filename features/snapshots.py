@@ -118,19 +118,10 @@ def _stamp_bounds(tables: Tables) -> tuple[list[pd.Timestamp], list[pd.Timestamp
 
 
 def observed_end(tables: Tables) -> pd.Timestamp:
-    """The last day the source recorded something: the latest record stamp (``Table.stamp``,
-    or an account's start). Other dates are left out: due dates, planned ends and renewals
-    may lie in the future, and a payment or closure is only known with the next extract.
-    Label windows must end on or before it."""
-    _, highs = _stamp_bounds(tables)
-    started = pd.to_datetime(tables.accounts["started_at"])
-    if started.notna().any():
-        highs.append(started.max())
-    if not highs:
-        raise DataContractError(
-            "the source holds no dated records", hint="check that accounts.started_at is filled"
-        )
-    return pd.Timestamp(max(highs)).tz_localize(None).normalize()
+    """The last day the source recorded something (:meth:`Tables.data_end`: record stamps
+    only, since due dates, planned ends and renewals may lie in the future). Label windows
+    must end on or before it."""
+    return tables.data_end()
 
 
 def _observed_start(tables: Tables) -> pd.Timestamp:

@@ -41,3 +41,21 @@ def test_tables_report_present_and_missing_and_the_end_of_the_data():
     assert tables.present == ["accounts", "surveys"]
     assert "invoices" in tables.missing and "accounts" not in tables.missing
     assert str(tables.data_end().date()) == "2024-06-30"
+
+
+def test_the_end_of_the_data_ignores_dates_planned_in_the_future():
+    accounts = empty_table("accounts")
+    accounts.loc[0, ["account_id", "started_at"]] = ["A-1", "2024-01-01"]
+    accounts["started_at"] = accounts["started_at"].astype("datetime64[ns]")
+    invoices = empty_table("invoices")
+    invoices.loc[0, ["account_id", "invoice_id", "issued_at", "due_at"]] = [
+        "A-1",
+        "I-1",
+        "2024-03-31",
+        "2024-05-30",
+    ]
+    for col in ("issued_at", "due_at"):
+        invoices[col] = invoices[col].astype("datetime64[ns]")
+    tables = Tables(accounts=accounts, invoices=invoices)
+    # the invoice was issued on the last observed day; its due date lies after the extract
+    assert str(tables.data_end().date()) == "2024-03-31"
