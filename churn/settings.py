@@ -137,10 +137,10 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        from churn.config_files import format_validation_error
+
         raise ConfigError(
-            f"invalid setting {where}: {first['msg']}",
+            f"invalid setting {format_validation_error(exc, limit=1)}",
             hint="check churn.yaml and CHURN_* environment variables",
         ) from exc
 

@@ -18,9 +18,9 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from churn.config_files import format_validation_error, read_yaml_mapping
 from churn.errors import ConfigError
 from churn.settings import PROJECT_ROOT
 
@@ -253,40 +253,6 @@ class HealthConfig(_Strict):
                 )
             )
         return tuple(out)
-
-
-def format_validation_error(exc: ValidationError) -> str:
-    """One line naming each invalid field of a config file (dotted path) and what is wrong."""
-    parts = []
-    for err in exc.errors()[:5]:
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        parts.append(f"{where}: {msg}")
-    return "; ".join(parts)
-
-
-def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
-    """Read a YAML file that must hold a mapping; problems become a ConfigError naming it."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot read {what} {path}: {exc.strerror or exc}",
-            hint=f"check the path (setting {what.replace(' ', '_')})",
-        ) from exc
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ConfigError(
-            f"{path} is not valid YAML{where}", hint="fix the YAML syntax of the file"
-        ) from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of keys, got {type(data).__name__}")
-    return data
 
 
 def load_health_config(

@@ -14,9 +14,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from churn.config_files import format_validation_error, read_yaml_mapping
 from churn.errors import ConfigError
 from churn.settings import PROJECT_ROOT
-from features.health import ESCALATION_CODES, format_validation_error, read_yaml_mapping
+from features.health import ESCALATION_CODES
 
 DEFAULT_PLAYBOOK = PROJECT_ROOT / "configs" / "playbook.yaml"
 

@@ -102,7 +102,7 @@ class TrainConfig(_Strict):
 
 def load_train_config(path: Path | str) -> TrainConfig:
     """Read and validate a training config; any problem is a ConfigError naming the file."""
-    from features.health import format_validation_error, read_yaml_mapping
+    from churn.config_files import format_validation_error, read_yaml_mapping
 
     path = Path(path)
     if not path.is_file():
