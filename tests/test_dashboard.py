@@ -10,26 +10,20 @@ go to test-output/screenshots/.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from churn.settings import load_settings
 from serving.batch import default_as_of, history_dates, load_champion, score_batches
-from serving.keys import KeyStore
 from serving.retention import RetentionBase
 from serving.routes.dashboard import fmt_num
 from serving.store import Store
 from tests.bundle_factory import make_models_dir
+from tests.live_server import live_server
 from tests.test_batch import small_firm
 
 pytestmark = pytest.mark.slow
@@ -56,21 +50,10 @@ class Site:
     admin_key: str
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def site(tmp_path_factory) -> Iterator[Site]:
     tmp = tmp_path_factory.mktemp("dashboard")
-    settings = load_settings(
-        models_dir=tmp / "models",
-        store_url=str(tmp / "store.duckdb"),
-        keys_file=tmp / "keys.json",
-        secret_key="dashboard-test-secret",
-    )
+    settings = load_settings(models_dir=tmp / "models", store_url=str(tmp / "store.duckdb"))
     tables = small_firm(120, seed=5)
     make_models_dir(settings.models_dir, "demo-v1")
     batches = score_batches(
@@ -83,47 +66,13 @@ def site(tmp_path_factory) -> Iterator[Site]:
     # The manager with the most revenue at risk, so their riskiest account has a story.
     latest = store.portfolio()
     manager = latest.groupby("account_manager")["revenue_at_risk"].sum().idxmax()
-    keys = KeyStore.from_settings(settings)
-    manager_key, admin_key = keys.add("manager", manager)[1], keys.add("admin")[1]
-
-    port = _free_port()
-    env = {
-        **os.environ,
-        "CHURN_MODELS_DIR": str(settings.models_dir),
-        "CHURN_KEYS_FILE": str(settings.keys_file),
-        "CHURN_SECRET_KEY": settings.secret_key,
-        "CHURN_STORE_URL": settings.store_url,
-        "CHURN_SERVE__RELOAD_INTERVAL_SECONDS": "0",
-        "PYTHONPATH": str(ROOT),
-    }
-    env.pop("CHURN_CONFIG", None)
-    log = (tmp / "server.log").open("w")
-    process = subprocess.Popen(
-        [sys.executable, "-c", "from churn.cli import main; main()", "serve", "--port", str(port)],
-        cwd=tmp,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"churn serve did not become ready:\n{(tmp / 'server.log').read_text()}")
-        time.sleep(0.1)
-    yield Site(url, store, manager, manager_key, admin_key)
-    process.terminate()
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        process.kill()
-    log.close()
+    with live_server(
+        tmp,
+        {"CHURN_STORE_URL": settings.store_url},
+        models=settings.models_dir,
+        manager_name=manager,
+    ) as server:
+        yield Site(server.url, store, manager, server.manager, server.admin)
 
 
 @pytest.fixture(scope="module")
