@@ -11,8 +11,14 @@ DATA ?= data/demo
 STAMP := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 PYTEST_ARGS ?=
+MLFLOW_BACKEND ?= postgresql+psycopg://postgres@127.0.0.1:5432/mlflow
+MLFLOW_ARTIFACTS ?= mlartifacts
+MLFLOW_HOST ?= 127.0.0.1
+MLFLOW_PORT ?= 5000
+MLFLOW_WORKERS ?= 2
+MLFLOW_SERVER_ARGS ?=
 
-.PHONY: help install run data train score serve test bench lint format browser reliability clean
+.PHONY: help install run data train score serve test bench lint format browser reliability clean mlflow-server
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -65,6 +71,12 @@ lint: $(STAMP) ## ruff lint and format check
 format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+mlflow-server: $(STAMP) ## team MLflow server on PostgreSQL (MLFLOW_BACKEND), see docs/mlflow-team.md
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true $(BIN)/mlflow server \
+	  --backend-store-uri '$(MLFLOW_BACKEND)' \
+	  --serve-artifacts --artifacts-destination '$(if $(findstring ://,$(MLFLOW_ARTIFACTS)),$(MLFLOW_ARTIFACTS),$(abspath $(MLFLOW_ARTIFACTS)))' \
+	  --host $(MLFLOW_HOST) --port $(MLFLOW_PORT) --workers $(MLFLOW_WORKERS) $(MLFLOW_SERVER_ARGS)
 
 clean: ## remove generated data, runs and models (keeps .venv)
 	rm -rf data mlruns models/*/ models/champion test-output bench/results.json

@@ -134,5 +134,36 @@ TRAIN_HELP = (
 )
 
 
+def export_champion() -> None:
+    """Fetch the registry's champion bundle into models/ and point models/champion at it."""
+    from churn.console import console
+    from churn.settings import get_settings
+    from training import registry
+
+    settings = get_settings()
+    registry.quiet_mlflow()  # before MLflow's first import: telemetry and log levels
+    from mlflow import MlflowClient
+
+    uri = settings.tracking_uri()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    version, link = registry.export_champion(
+        client, settings.registered_model_name, Path(settings.models_dir)
+    )
+    console.print(
+        f"[green]{version.name}/{version.version}[/] (run {version.run_id}) exported: "
+        f"{link} -> {link.resolve().name}"
+    )
+
+
+EXPORT_CHAMPION_HELP = (
+    "Fetch the champion bundle from the MLflow registry into models/ (for serving hosts).\n\n"
+    "Reads the registered model's `champion` alias from the tracking store "
+    "(MLFLOW_TRACKING_URI, else the mlflow_tracking_uri setting), downloads the bundle logged "
+    "with its run, verifies it and points models/champion at it; a running `churn serve` "
+    "picks it up at its next reload check. Nothing is unpickled."
+)
+
+
 def register(app: typer.Typer) -> None:
     app.command("train", help=TRAIN_HELP)(train)
+    app.command("export-champion", help=EXPORT_CHAMPION_HELP)(export_champion)

@@ -265,38 +265,88 @@ def set_champion(client: MlflowClient, name: str, version: int | str) -> None:
         client.set_registered_model_alias(name, CHAMPION_ALIAS, str(version))
 
 
-def restore_champion(client: MlflowClient, name: str, models_dir: Path) -> Path | None:
-    """Re-export the registry champion's bundle (from its MLflow run) into ``models_dir`` and
-    point ``champion`` at it; None when there is no champion or its bundle cannot be found."""
+def export_champion(client: MlflowClient, name: str, models_dir: Path) -> tuple[Any, Path]:
+    """Fetch the registry champion's bundle (logged with its MLflow run) into
+    ``models_dir/<name>-v<N>`` and point ``models_dir/champion`` at it; returns the champion
+    ModelVersion and the ``champion`` link. A folder already holding that version (manifest
+    verified) is kept as it is. Raises ChurnError with a hint when there is no champion, the
+    store cannot be read or the downloaded bundle does not load."""
     import shutil
 
-    import mlflow
+    from mlflow.exceptions import MlflowException
 
     from churn.bundle import load_bundle
+    from features.sources import mask_url
     from training.export import folder_name, promote_folder
 
-    current = champion_version(client, name)
-    if current is None:
-        return None
+    uri = mask_url(client.tracking_uri)
+    try:
+        with no_warnings():
+            current = client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise ChurnError(
+                f"the MLflow registry at {uri} has no {name}@{CHAMPION_ALIAS}",
+                hint="train a model against this tracking store (churn train), or point "
+                "MLFLOW_TRACKING_URI at the team server",
+            ) from exc
+        first = mask_url(
+            str(exc.message).strip().splitlines()[0] if str(exc.message).strip() else ""
+        )
+        raise ChurnError(
+            f"cannot read {name}@{CHAMPION_ALIAS} from the MLflow registry at {uri}: {first}",
+            hint="check MLFLOW_TRACKING_URI / the mlflow_tracking_uri setting and that the "
+            "server is up",
+        ) from exc
+    wanted = f"{name}/{current.version}"
     models_dir = Path(models_dir)
     models_dir.mkdir(parents=True, exist_ok=True)
     folder = folder_name(name, current.version)
+    target = models_dir / folder
+    if target.is_dir() and not target.is_symlink():
+        try:
+            if load_bundle(target).version == wanted:
+                return current, promote_folder(models_dir, folder)
+        except ChurnError:
+            pass  # damaged or another store's version: replaced below
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.", dir=models_dir))
     try:
-        with no_warnings():
-            path = Path(
-                mlflow.artifacts.download_artifacts(
-                    run_id=current.run_id, artifact_path=BUNDLE_ARTIFACT_DIR, dst_path=str(tmp)
+        try:
+            with no_warnings():
+                path = Path(
+                    client.download_artifacts(current.run_id, BUNDLE_ARTIFACT_DIR, str(tmp))
                 )
+        except Exception as exc:  # a missing artifact surfaces as one of several MLflow errors
+            detail = mask_url(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
+            raise ChurnError(
+                f"cannot download the bundle of {wanted} (run {current.run_id}) from {uri}: "
+                f"{type(exc).__name__}: {detail}",
+                hint="check that the server serves artifacts (--serve-artifacts); if the run "
+                "has no bundle/ artifact, retrain with --force to replace the champion",
+            ) from exc
+        got = load_bundle(path).version
+        if got != wanted:
+            raise ChurnError(
+                f"the bundle logged with run {current.run_id} is {got}, not {wanted}",
+                hint="the registry and its runs disagree; retrain with --force",
             )
-        load_bundle(path)
-        target = models_dir / folder
-        if target.exists():
+        if target.is_symlink() or target.is_file():
+            target.unlink()
+        elif target.exists():
             shutil.rmtree(target)
         os.replace(path, target)
-    except Exception as exc:  # a missing artifact surfaces as one of several MLflow errors
-        log.warning("could not restore the champion %s/%s: %s", name, current.version, exc)
-        return None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return promote_folder(models_dir, folder)
+    return current, promote_folder(models_dir, folder)
+
+
+def restore_champion(client: MlflowClient, name: str, models_dir: Path) -> Path | None:
+    """Re-export the registry champion's bundle (from its MLflow run) into ``models_dir`` and
+    point ``champion`` at it; None when there is no champion or its bundle cannot be found."""
+    if champion_version(client, name) is None:
+        return None
+    try:
+        return export_champion(client, name, models_dir)[1]
+    except Exception as exc:  # a lost champion must not fail the training run that noticed it
+        log.warning("could not restore the champion of %s: %s", name, exc)
+        return None
