@@ -307,6 +307,8 @@ def contract_markdown() -> str:
         "SQLAlchemy URL. Only `accounts` is required; a missing table makes the features that",
         "need it absent (not zero). Dates are `YYYY-MM-DD`, timestamps `YYYY-MM-DD HH:MM:SS`,",
         "booleans `true`/`false`. Rows that break a rule go to the rejects file with the reason.",
+        "A source whose tables or columns have other names is mapped to these in `churn.yaml`",
+        "([own-data.md](own-data.md)).",
         "",
     ]
     for table in TABLES.values():

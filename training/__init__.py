@@ -1,1 +1,68 @@
-"""training package."""
+"""Snapshots in, a calibrated, registered and exported model out: the second stage.
+
+``training.train`` is the whole pipeline behind ``churn train``: load and validate a source,
+build labeled snapshots (``features``), split them by time, fit LightGBM with early stopping,
+calibrate on the validation period, evaluate against the health-score and logistic baselines
+on the same test rows, track the run in MLflow, register a ``churn-model`` version, move the
+``champion`` alias through the promotion gate, and export the serving bundle under
+``models/``. ``training.evaluate`` computes the test-period metrics (docs/metrics.md).
+
+Names are imported on first use, so ``churn --help`` does not load LightGBM, scikit-learn or
+MLflow. Serving never imports this package: it reads only the exported bundle.
+
+``train`` and ``evaluate`` are also the names of the modules defining them. Python binds a
+submodule to its parent package's attribute when it is first imported, which would turn
+``training.train`` into the module whenever ``from training.train import ...`` ran first; the
+package's ``__setattr__`` below keeps the function there instead. Reach the modules
+themselves with ``from training.train import ...`` or ``importlib.import_module``.
+"""
+
+from __future__ import annotations
+
+import sys
+from importlib import import_module
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from training.evaluate import METRICS, evaluate
+    from training.train import TrainResult, train
+
+# Public name -> the module that defines it.
+_EXPORTS: dict[str, str] = {
+    "train": "training.train",
+    "TrainResult": "training.train",
+    "evaluate": "training.evaluate",
+    "METRICS": "training.evaluate",
+}
+
+__all__ = ["METRICS", "TrainResult", "evaluate", "train"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+class _Package(ModuleType):
+    """This package's module type: a submodule named like a public function (``train``,
+    ``evaluate``) never replaces that function as the package's attribute."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if (
+            isinstance(value, ModuleType)
+            and _EXPORTS.get(name) == value.__name__ == f"{__name__}.{name}"
+        ):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -1,0 +1,176 @@
+"""The documentation says what the code does: its links resolve, the commands it names exist,
+the generated pages match their generators, and the public API it lists is the packages' own.
+
+Checked documents: README.md and every docs/*.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+DOC_IDS = [str(p.relative_to(ROOT)) for p in DOCS]
+
+_FENCE = re.compile(r"^(```|~~~)([\w+-]*).*?^\1[ \t]*$", re.MULTILINE | re.DOTALL)
+# Fenced blocks read for commands: shell sessions and unlabelled blocks (not text, yaml...).
+_SHELL_BLOCKS = frozenset({"", "bash", "sh", "shell", "console", "zsh", "ini"})
+_INLINE_CODE = re.compile(r"`[^`\n]+`")
+_LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+# A `churn` invocation: the console script (maybe as .../bin/churn), the global --debug
+# option, a subcommand and, for a command group, its subcommand. Same line only, so that
+# "job_name: churn" followed by a YAML key on the next line is not read as a command.
+_COMMAND = re.compile(
+    r"(?:^|(?<=[\s`(=])|(?<=bin/))churn(?:[ \t]+--debug)?[ \t]+([a-z][\w-]*)"
+    r"(?:[ \t]+([a-z][\w-]*))?",
+    re.MULTILINE,
+)
+
+
+def _code(text: str) -> list[str]:
+    """The shell and unlabelled code blocks and the inline code spans of a Markdown text."""
+    blocks = [m.group(0) for m in _FENCE.finditer(text) if m.group(2).lower() in _SHELL_BLOCKS]
+    prose = _FENCE.sub("", text)
+    return blocks + _INLINE_CODE.findall(prose)
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"`", "", heading.strip().lower())
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    text = _FENCE.sub("", path.read_text(encoding="utf-8"))
+    return {_slug(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.M)}
+
+
+def _links(path: Path) -> list[str]:
+    text = _FENCE.sub("", path.read_text(encoding="utf-8"))
+    text = _INLINE_CODE.sub("", text)
+    return _LINK.findall(text)
+
+
+def test_the_documentation_pages_exist():
+    names = {p.name for p in DOCS}
+    for page in (
+        "architecture.md",
+        "data-contract.md",
+        "own-data.md",
+        "metrics.md",
+        "model-card-template.md",
+        "runbook.md",
+        "security.md",
+    ):
+        assert page in names, f"docs/{page} is missing"
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=DOC_IDS)
+def test_every_relative_link_resolves_to_a_file_and_anchor(doc: Path):
+    broken = []
+    for target in _links(doc):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target, re.IGNORECASE):
+            continue  # http(s):, mailto: and other absolute URLs
+        path_part, _, anchor = target.partition("#")
+        resolved = (doc.parent / path_part).resolve() if path_part else doc
+        if not resolved.exists():
+            broken.append(f"{target} (no file {resolved})")
+            continue
+        if anchor and resolved.suffix == ".md" and anchor not in _anchors(resolved):
+            broken.append(f"{target} (no heading #{anchor} in {resolved.name})")
+    assert not broken, f"{doc.relative_to(ROOT)} has broken links: {broken}"
+
+
+def _cli_commands() -> dict[str, set[str] | None]:
+    """Registered `churn` subcommands; a command group maps to its own subcommands."""
+    import typer.main
+
+    from churn.cli import app
+
+    group = typer.main.get_command(app)  # a click group (typer may vendor its own click)
+    return {
+        name: set(cmd.commands) if hasattr(cmd, "commands") else None
+        for name, cmd in group.commands.items()
+    }
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=DOC_IDS)
+def test_every_churn_command_named_in_the_docs_exists(doc: Path):
+    commands = _cli_commands()
+    unknown = []
+    for snippet in _code(doc.read_text(encoding="utf-8")):
+        for name, sub in _COMMAND.findall(snippet):
+            if name not in commands:
+                unknown.append(f"churn {name}")
+            elif commands[name] is not None and sub and sub not in commands[name]:
+                unknown.append(f"churn {name} {sub}")
+    assert not unknown, (
+        f"{doc.relative_to(ROOT)} names commands the CLI does not have: {sorted(set(unknown))}; "
+        f"it has {sorted(commands)}"
+    )
+
+
+def test_the_command_finder_sees_commands_and_ignores_look_alikes():
+    text = (
+        "Run `churn keys add --role crm` or `.venv/bin/churn --debug train`.\n"
+        "```bash\nKEY=$(churn keys revoke ID)\njournalctl -u churn -o cat\n```\n"
+        "```yaml\njob_name: churn\nscheme: https\n```\n"
+        "```text\nclient churn within 90 days\n```\n"
+        "```bash\npg_dump --file=x postgresql://churn@db/churn store.dump\n```\n"
+        "The churn rate and `churn-model` and `churn.yaml` are not commands."
+    )
+    found = [m for snippet in _code(text) for m in _COMMAND.findall(snippet)]
+    assert sorted(found) == [("keys", "add"), ("keys", "revoke"), ("train", "")]
+
+
+def test_the_data_contract_page_is_the_generators_output():
+    from features.contract import contract_markdown
+
+    page = ROOT / "docs" / "data-contract.md"
+    assert page.read_text(encoding="utf-8") == contract_markdown(), (
+        f"regenerate it: python -m features.contract > {page.relative_to(ROOT)}"
+    )
+
+
+@pytest.mark.parametrize("package", ["features", "training", "serving"])
+def test_each_public_name_resolves_and_is_listed_in_the_architecture_page(package: str):
+    module = importlib.import_module(package)
+    page = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    section = page.split(f"### `{package}`", 1)[1].split("\n### ", 1)[0]
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+        assert f"`{name}" in section, f"{package}.{name} is public but not in architecture.md"
+
+
+def test_a_public_function_stays_public_when_its_module_is_imported_first():
+    """``training.evaluate`` (and ``training.train``) name both a module and the function the
+    package exports; importing the module first must not replace the function."""
+    saved = {k: m for k, m in sys.modules.items() if k == "training" or k.startswith("training.")}
+    for name in saved:
+        del sys.modules[name]
+    try:
+        from training.evaluate import evaluate as defined  # first import of the module
+
+        training = sys.modules["training"]
+        assert training.evaluate is defined and callable(training.evaluate)
+    finally:
+        for name in [k for k in sys.modules if k == "training" or k.startswith("training.")]:
+            del sys.modules[name]
+        sys.modules.update(saved)
+
+
+def test_every_health_rule_feature_is_named_in_the_metrics_page():
+    from features.health import load_health_config
+
+    page = (ROOT / "docs" / "metrics.md").read_text(encoding="utf-8")
+    cfg = load_health_config()
+    for name, component in cfg.components.items():
+        assert f"| {name} | {component.max_points:g} |" in page
+        for rule in component.rules:
+            assert f"`{rule.feature}`" in page, f"health rule {rule.name} missing in metrics.md"
