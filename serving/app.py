@@ -7,10 +7,17 @@ every ``serve.reload_interval_seconds`` (0 turns it off); ``POST /v1/admin/reloa
 on demand. See ``serving.model_holder`` for the atomic swap.
 
 One pure-ASGI middleware (:class:`ServingMiddleware`) does what must wrap every request:
-a request id, the body-size limit on the bytes actually received (413), a cap on requests in
-flight (503), the latency and status metrics, and one JSON log line per request (method,
-route template, status, duration, key id, role, number of accounts - never names or feature
-values).
+a request id, the body-size limit on the bytes actually received (413, also for a chunked
+body without Content-Length), a cap on requests in flight (503), a deadline per request
+(``serve.request_timeout_seconds``: 408 when the client has not sent its body by then, 504
+when the answer is not ready - the work goes on in the background and still counts against
+the cap until it ends), security headers on every response, the latency and status
+metrics, and one JSON log line per request (method, route template, status, duration, key
+id, role, number of accounts - never names or feature values).
+
+The serving process never unpickles: :func:`disable_pickle_deserialization` switches off
+MLflow's pickle loading (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``) whatever the
+environment says, and the model loader refuses bundles holding pickles.
 
 Extending the app: routers listed in ``serving.routes.OPTIONAL_ROUTERS`` are picked up when
 their module exists, and ``include_routers`` adds more; both may use ``app.state.serving``
@@ -23,11 +30,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -52,6 +60,31 @@ API_VERSION = "1"
 UNLIMITED_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+PICKLE_SWITCH = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
+
+#: Sent with every response unless the route set its own (the dashboard sets a CSP allowing
+#: its own stylesheet; ``/docs`` gets :data:`DOCS_CSP`). JSON needs no sources at all.
+SECURITY_HEADERS: Mapping[str, str] = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Content-Security-Policy": (
+        "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
+    ),
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+#: Responses that carry account data are not to be kept by browsers or proxies.
+NO_STORE = {"Cache-Control": "no-store"}
+#: Swagger UI at /docs: its script, stylesheet and favicon are served by the service itself
+#: under :data:`DOCS_ASSETS` (no CDN: the page works offline), and it starts with one inline
+#: script, allowed by its hash (filled in by ``create_app``).
+DOCS_URL = "/docs"
+DOCS_ASSETS = "/static/docs"
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' {inline}; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
 
 DESCRIPTION = """\
 Churn risk of client accounts: a calibrated probability with its reasons, the rule-based
@@ -74,7 +107,9 @@ class ServingMiddleware:
         metrics: Metrics,
         max_body_bytes: int,
         max_concurrency: int,
+        request_timeout: float | None = None,
         fixed_paths: frozenset[str] = frozenset(),
+        path_headers: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.app = app
         # Paths FastAPI answers outside its routes (the OpenAPI document, /docs).
@@ -82,7 +117,10 @@ class ServingMiddleware:
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.max_concurrency = max_concurrency
+        self.request_timeout = request_timeout
         self.in_flight = 0
+        # Default headers per path (e.g. /docs' CSP), on top of SECURITY_HEADERS.
+        self.path_headers = path_headers or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -95,19 +133,30 @@ class ServingMiddleware:
         status = 500
         responded = False
 
+        defaults = self._default_headers(scope["path"])
+        timed_out = False
+
         async def send_with_id(message: Message) -> None:
+            if not timed_out:  # else the client has had its 504; the late answer goes nowhere
+                await send_direct(message)
+
+        async def send_direct(message: Message) -> None:
             nonlocal status, responded
             if message["type"] == "http.response.start":
                 status, responded = message["status"], True
+                given = {name.lower() for name, _ in message.get("headers", [])}
                 message["headers"] = [
                     *message.get("headers", []),
+                    *((k, v) for k, v in defaults if k not in given),
                     (b"x-request-id", request_id.encode()),
                 ]
             await send(message)
 
         limited = scope["path"] not in UNLIMITED_PATHS
+        deadline = self.request_timeout if limited else None
         if limited:
             self.in_flight += 1
+        release = limited  # handed over to a timed-out handler that is still running
         try:
             if limited and self.in_flight > self.max_concurrency:
                 await problem_response(
@@ -118,13 +167,36 @@ class ServingMiddleware:
                 )(scope, receive, send_with_id)
                 return
             if scope["method"] in _BODY_METHODS:
-                body = await self._read_body(headers, receive)
+                try:
+                    body = await asyncio.wait_for(self._read_body(headers, receive), deadline)
+                except TimeoutError:
+                    await self._timeout(408)(scope, receive, send_with_id)
+                    return
                 if isinstance(body, int):
                     if body:
                         await self._too_large(body)(scope, receive, send_with_id)
                     return
                 receive = _replay(body, receive)
-            await self.app(scope, receive, send_with_id)
+            if deadline is None:
+                await self.app(scope, receive, send_with_id)
+                return
+            elapsed = time.perf_counter() - started
+            handler = asyncio.ensure_future(self.app(scope, receive, send_with_id))
+            try:
+                done, _ = await asyncio.wait({handler}, timeout=max(deadline - elapsed, 0))
+            except asyncio.CancelledError:
+                handler.cancel()
+                raise
+            if not done and not responded:
+                timed_out = True
+                await self._timeout(504)(scope, receive, send_direct)
+                if release:
+                    release = False
+                    handler.add_done_callback(self._handler_ended)
+                # Not cancelled: its thread would run on unseen and unaccounted for. It ends
+                # on its own (every route finishes its work), then frees its place.
+                return
+            await handler  # done, or answering already: let it finish (re-raises its error)
         except Exception as exc:
             # Caught here, not by Starlette's outermost handler, which re-raises for the
             # server to log the message - and a message may hold request data.
@@ -133,9 +205,39 @@ class ServingMiddleware:
             response = unhandled_problem(self._route(scope), exc)
             await response(scope, receive, send_with_id)
         finally:
-            if limited:
+            if release:
                 self.in_flight -= 1
             self._record(scope, request_id, status, time.perf_counter() - started)
+
+    def _handler_ended(self, handler: asyncio.Future) -> None:
+        """A handler that outlived its deadline has ended: free its place, drop its result."""
+        self.in_flight -= 1
+        if not handler.cancelled() and handler.exception() is not None:
+            log.warning(
+                "a request that timed out then failed",
+                extra={"event": "late_failure", "error": type(handler.exception()).__name__},
+            )
+
+    def _default_headers(self, path: str) -> list[tuple[bytes, bytes]]:
+        headers = {**SECURITY_HEADERS, **self.path_headers.get(path, {})}
+        if not path.startswith("/static/"):
+            headers = {**NO_STORE, **headers}
+        return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+
+    def _timeout(self, status: int) -> Any:
+        timeout = self.request_timeout or 0
+        if status == 408:
+            detail = (
+                f"The request body did not arrive within {timeout:g} s "
+                "(serve.request_timeout_seconds)."
+            )
+        else:
+            detail = (
+                f"The answer was not ready within {timeout:g} s (serve.request_timeout_seconds); "
+                "retry with fewer accounts per request."
+            )
+        headers = {"Retry-After": "1"} if status == 504 else {"Connection": "close"}
+        return problem_response(status, detail, headers=headers)
 
     async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes | int:
         """The whole body, or the size that broke the limit (0: the client went away)."""
@@ -273,6 +375,7 @@ def create_app(
     """
     from serving.routes import core_routers, optional_routers
 
+    disable_pickle_deserialization()
     settings = settings or get_settings()
     metrics = Metrics()
     holder = ModelHolder(bundle_dir or settings.models_dir / CHAMPION_DIR)
@@ -297,9 +400,10 @@ def create_app(
         version=API_VERSION,
         description=DESCRIPTION,
         lifespan=_lifespan,
-        docs_url="/docs",
+        docs_url=None,  # served by _add_docs from the service's own copy of Swagger UI
         redoc_url=None,
     )
+    docs_csp = _add_docs(app)
     app.state.serving = state
     # Short names for routers that need only one piece (dashboard, accounts).
     app.state.settings = settings
@@ -313,8 +417,55 @@ def create_app(
         metrics=metrics,
         max_body_bytes=settings.serve.max_body_bytes,
         max_concurrency=settings.serve.max_concurrency,
-        fixed_paths=frozenset(
-            p for p in (app.openapi_url, app.docs_url, app.swagger_ui_oauth2_redirect_url) if p
-        ),
+        request_timeout=settings.serve.request_timeout_seconds,
+        fixed_paths=frozenset(p for p in (app.openapi_url,) if p),
+        path_headers={DOCS_URL: {"Content-Security-Policy": docs_csp}},
     )
     return app
+
+
+def disable_pickle_deserialization() -> None:
+    """Switch off MLflow's pickle loading in this process, whatever the environment says.
+
+    Serving loads LightGBM text and JSON only; should any code path reach an MLflow flavour
+    that unpickles (sklearn, pyfunc python_model, ...), MLflow raises instead of running the
+    pickle's code.
+    """
+    os.environ[PICKLE_SWITCH] = "false"
+
+
+def _add_docs(app: FastAPI) -> str:
+    """Serve Swagger UI at ``/docs`` with assets from the installed fastapi-offline package
+    (FastAPI's default page loads them from a CDN, which is blank offline); returns the page's
+    Content-Security-Policy, which allows its one inline script by hash."""
+    import base64
+    import hashlib
+    from pathlib import Path
+
+    import fastapi_offline
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+    from fastapi.staticfiles import StaticFiles
+
+    assets = Path(fastapi_offline.__file__).resolve().parent / "static"
+    # Mounted before the dashboard's /static, so that this more specific prefix wins.
+    app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+    html = get_swagger_ui_html(
+        openapi_url=app.openapi_url or "/openapi.json",
+        title=f"{app.title} - API documentation",
+        swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+        swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+        swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+        oauth2_redirect_url=None,
+        swagger_ui_parameters=app.swagger_ui_parameters,
+    ).body
+
+    @app.get(DOCS_URL, include_in_schema=False)
+    async def swagger_ui() -> HTMLResponse:
+        return HTMLResponse(html)
+
+    hashes = [
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in re.findall(r"<script>(.*?)</script>", html.decode(), flags=re.S)
+    ]
+    return DOCS_CSP.format(inline=" ".join(hashes))

@@ -24,10 +24,11 @@ def serve(
     import uvicorn
 
     from churn.settings import get_settings
-    from serving.app import configure_logging, create_app
+    from serving.app import configure_logging, create_app, disable_pickle_deserialization
     from serving.keys import KeyStore
 
     settings = get_settings()
+    disable_pickle_deserialization()  # before anything can import an MLflow flavour
     host = host or settings.serve.host
     port = port or settings.serve.port
     configure_logging()
@@ -48,6 +49,7 @@ def serve(
         workers=1,
         access_log=False,  # our own JSON access log leaves personal data out
         log_level="warning",
+        server_header=False,  # do not tell the world which server (and version) answers
         timeout_graceful_shutdown=10,
     )
 
@@ -58,16 +60,24 @@ def keys_add(
     manager: str = typer.Option(
         None, "--manager", help="With --role manager: the name as in accounts.account_manager."
     ),
+    expires_days: int = typer.Option(
+        None,
+        "--expires-days",
+        min=1,
+        max=3650,
+        help="The key stops working this many days from now (default: never).",
+    ),
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
     from churn.settings import get_settings
     from serving.keys import KeyStore
 
     settings = get_settings()
-    record, token = KeyStore.from_settings(settings).add(role, manager)
+    record, token = KeyStore.from_settings(settings).add(role, manager, expires_days)
     err_console.print(
         f"Created {record.role} key {record.key_id}"
         + (" for its manager" if record.manager else "")
+        + (f", valid until {record.expires_at}," if record.expires_at else "")
         + f" in {settings.keys_file}. It is shown only this once:"
     )
     # The key alone on stdout, so scripts can capture it: KEY=$(churn keys add --role crm)
@@ -76,7 +86,7 @@ def keys_add(
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """List the keys: id, role, manager, created, revoked (never the keys themselves)."""
+    """List the keys: id, role, manager, created, expires, revoked (never the keys themselves)."""
     from rich.table import Table
 
     from churn.settings import get_settings
@@ -86,9 +96,10 @@ def keys_list() -> None:
     if not keys:
         console.print("No API keys. Create one with: churn keys add --role crm")
         return
-    table = Table("key id", "role", "manager", "created", "revoked")
+    table = Table("key id", "role", "manager", "created", "expires", "revoked")
     for k in keys:
-        table.add_row(k.key_id, k.role, k.manager or "", k.created_at, k.revoked_at or "")
+        expires = (k.expires_at or "") + (" (expired)" if k.expired else "")
+        table.add_row(k.key_id, k.role, k.manager or "", k.created_at, expires, k.revoked_at or "")
     console.print(table)
 
 

@@ -115,7 +115,7 @@ async def current_principal(
         raise _unauthorized(f"Send an API key as 'Authorization: Bearer <key>'.{hint}")
     key = state.keys.authenticate(credentials.credentials)
     if key is None:
-        raise _unauthorized("The API key is unknown, wrong or revoked.", "invalid_token")
+        raise _unauthorized("The API key is unknown, wrong, expired or revoked.", "invalid_token")
     request.state.key_id = key.key_id
     request.state.role = key.role
     wait = state.limiter.take(key.key_id)

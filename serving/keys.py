@@ -14,6 +14,9 @@ without a restart.
 
 Roles: ``crm`` (score any account, read all), ``manager`` (only the accounts whose
 ``account_manager`` is the key's manager name), ``admin`` (everything, incl. model reload).
+
+A key may expire (``churn keys add --expires-days N``): from ``expires_at`` on it is refused
+like a revoked one, and the dashboard sessions it opened end with it.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Literal, get_args
 
@@ -52,10 +55,23 @@ class ApiKey:
     digest: str
     created_at: str
     revoked_at: str | None = None
+    expires_at: str | None = None
+
+    @property
+    def expired(self) -> bool:
+        if self.expires_at is None:
+            return False
+        try:
+            until = datetime.fromisoformat(self.expires_at)
+        except ValueError:
+            return True  # an unreadable date: refuse rather than trust
+        if until.tzinfo is None:
+            until = until.replace(tzinfo=UTC)
+        return datetime.now(UTC) >= until
 
     @property
     def active(self) -> bool:
-        return self.revoked_at is None
+        return self.revoked_at is None and not self.expired
 
 
 def secret_file_for(keys_file: Path) -> Path:
@@ -187,8 +203,18 @@ class KeyStore:
         return self._keys
 
     # -------------------------------------------------------------------------------- API
-    def add(self, role: str, manager: str | None = None) -> tuple[ApiKey, str]:
-        """Create a key; returns the stored record and the key (shown once, never stored)."""
+    def add(
+        self, role: str, manager: str | None = None, expires_days: float | None = None
+    ) -> tuple[ApiKey, str]:
+        """Create a key; returns the stored record and the key (shown once, never stored).
+
+        ``expires_days``: the key stops working that many days from now (None: never).
+        """
+        if expires_days is not None and not 0 < expires_days <= 3650:
+            raise ConfigError(
+                f"--expires-days must be between 1 and 3650, not {expires_days:g}",
+                hint="leave it out for a key that does not expire",
+            )
         if role not in ROLES:
             raise ConfigError(f"unknown role {role!r}", hint=f"use one of {', '.join(ROLES)}")
         manager = manager.strip() if manager else None
@@ -209,7 +235,16 @@ class KeyStore:
             while key_id in keys:
                 key_id = secrets.token_hex(_ID_BYTES)
             token = f"{KEY_PREFIX}_{key_id}_{secrets.token_urlsafe(32)}"
-            record = ApiKey(key_id, role, manager, self._digest(token, secret), _now())  # type: ignore[arg-type]
+            now = datetime.now(UTC).replace(microsecond=0)
+            expires = (now + timedelta(days=expires_days)).isoformat() if expires_days else None
+            record = ApiKey(
+                key_id,
+                role,  # type: ignore[arg-type]
+                manager,
+                self._digest(token, secret),
+                now.isoformat(),
+                expires_at=expires,
+            )
             keys[key_id] = record
         return record, token
 
@@ -226,13 +261,13 @@ class KeyStore:
                     hint="`churn keys list` shows the ids",
                 )
             record = keys[key_id]
-            if record.active:
+            if record.revoked_at is None:
                 record = replace(record, revoked_at=_now())
                 keys[key_id] = record
         return record
 
     def authenticate(self, token: str) -> ApiKey | None:
-        """The active key matching ``token``, else None (unknown, wrong or revoked)."""
+        """The active key matching ``token``, else None (unknown, wrong, revoked, expired)."""
         key_id = parse_key_id(token)
         if key_id is None:
             return None

@@ -32,6 +32,7 @@ _TITLES: dict[int, str] = {
     404: "Not found",
     405: "Method not allowed",
     406: "Not acceptable",
+    408: "Request timeout",
     409: "Conflict",
     413: "Request too large",
     415: "Unsupported media type",
@@ -39,6 +40,7 @@ _TITLES: dict[int, str] = {
     429: "Too many requests",
     500: "Internal error",
     503: "Service unavailable",
+    504: "Answer timed out",
 }
 
 

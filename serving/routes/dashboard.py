@@ -1,7 +1,10 @@
 """The dashboard (SPEC 7): server-rendered pages for account managers and the retention lead.
 
 Pages: ``/login`` (an API key, exchanged for a signed session cookie: HttpOnly,
-SameSite=Strict), ``/logout``, ``/`` (the portfolio), ``/accounts/{id}`` (one account) and
+SameSite=Strict; it names the key and a random session id), ``/logout`` (revokes that session
+id, so a copied cookie stops working too; revocations are kept in
+``<keys file stem>.sessions`` beside the keys file until the cookie would have expired
+anyway), ``/`` (the portfolio), ``/accounts/{id}`` (one account) and
 ``/retention`` (retention metrics). A manager sees only the accounts they manage, everywhere.
 Charts are inline SVG from ``serving.charts``; the only other files are the stylesheet and the
 favicon under ``/static``, so it works offline with ``Content-Security-Policy: default-src
@@ -11,11 +14,17 @@ self-contained HTML file for ``churn report``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import json
 import logging
 import math
+import os
 import re
 import secrets
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -593,19 +602,108 @@ def _serializer(request: Request) -> Any:
     return URLSafeTimedSerializer(secret, salt=SESSION_SALT)
 
 
-def _viewer(request: Request) -> Viewer | None:
-    """The logged-in viewer from the session cookie, re-checked against the key store so a
-    revoked key ends its sessions at once."""
+class SessionRevocations:
+    """Session ids ended by logging out, each kept until its cookie would have expired.
+
+    A JSON file ``{session id: expiry (epoch seconds)}`` written atomically under a lock and
+    re-read when it changes, so revocations survive a restart.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int, int] | None = None
+        self._revoked: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def beside(cls, keys_file: Path) -> SessionRevocations:
+        keys_file = Path(keys_file)
+        return cls(keys_file.with_name(f"{keys_file.stem}.sessions"))
+
+    def _read(self) -> dict[str, float]:
+        try:
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError):
+            log.warning("session revocations unreadable; sessions stay valid until they expire")
+            return {}
+        return {str(k): float(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+    def _current(self) -> dict[str, float]:
+        try:
+            st = self.path.stat()
+            stamp: tuple[int, int, int] | None = (st.st_mtime_ns, st.st_size, st.st_ino)
+        except FileNotFoundError:
+            stamp = None
+        with self._lock:
+            if stamp != self._stamp:
+                self._revoked = self._read() if stamp is not None else {}
+                self._stamp = stamp
+            return self._revoked
+
+    def is_revoked(self, session_id: str) -> bool:
+        return session_id in self._current()
+
+    def revoke(self, session_id: str, until: float) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path.with_name(f".{self.path.name}.lock")
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            now = time.time()
+            revoked = {k: v for k, v in self._read().items() if v > now}
+            revoked[session_id] = until
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+            try:
+                os.fchmod(fd, 0o600)
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(revoked, fh)
+                os.replace(tmp, self.path)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
+
+
+def _revocations(request: Request) -> SessionRevocations:
+    state = request.app.state
+    revocations = getattr(state, "session_revocations", None)
+    if revocations is None:
+        revocations = SessionRevocations.beside(state.serving.settings.keys_file)
+        state.session_revocations = revocations
+    return revocations
+
+
+def _session(request: Request) -> tuple[str, str, float] | None:
+    """(key id, session id, signed at) of a validly signed, unexpired, unrevoked cookie."""
     from itsdangerous import BadSignature
 
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
     try:
-        data = _serializer(request).loads(token, max_age=SESSION_MAX_AGE)
+        data, signed = _serializer(request).loads(
+            token, max_age=SESSION_MAX_AGE, return_timestamp=True
+        )
     except BadSignature:
         return None
-    key_id = data.get("k") if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        return None
+    key_id, session_id = data.get("k"), data.get("s")
+    if not isinstance(key_id, str) or not isinstance(session_id, str):
+        return None  # includes cookies from before sessions had ids: log in again
+    if _revocations(request).is_revoked(session_id):
+        return None
+    return key_id, session_id, signed.timestamp()
+
+
+def _viewer(request: Request) -> Viewer | None:
+    """The logged-in viewer from the session cookie, re-checked against the key store so a
+    revoked or expired key ends its sessions at once, and against the logged-out sessions."""
+    session = _session(request)
+    if session is None:
+        return None
+    key_id = session[0]
     keys = request.app.state.serving.keys
     record = next((k for k in keys.list() if k.key_id == key_id), None)
     if record is None or not record.active:
@@ -686,7 +784,7 @@ def login(request: Request, api_key: str = Form(""), next: str = Form("/")) -> R
     response = _redirect(_safe_next(next))
     response.set_cookie(
         SESSION_COOKIE,
-        _serializer(request).dumps({"k": key.key_id}),
+        _serializer(request).dumps({"k": key.key_id, "s": secrets.token_urlsafe(18)}),
         max_age=SESSION_MAX_AGE,
         httponly=True,
         samesite="strict",
@@ -697,7 +795,10 @@ def login(request: Request, api_key: str = Form(""), next: str = Form("/")) -> R
 
 
 @router.api_route("/logout", methods=["GET", "POST"])
-def logout() -> Response:
+def logout(request: Request) -> Response:
+    session = _session(request)
+    if session is not None:  # end it for good, not only in this browser
+        _revocations(request).revoke(session[1], until=session[2] + SESSION_MAX_AGE)
     response = _redirect("/login")
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
     return response

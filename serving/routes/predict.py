@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated
 
 import anyio
@@ -14,6 +15,44 @@ from serving.schemas import PredictRequest, PredictResponse, problem_responses
 from serving.scoring import AccountInput, score_accounts
 
 router = APIRouter(prefix="/v1", tags=["predict"])
+
+
+# C0 and C1 control characters, DEL, and the bidirectional overrides/isolates that make a
+# string display differently from what it is (an id is shown in logs, CSVs and the dashboard).
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+#: No feature (days, counts, amounts in currency units) or revenue is anywhere near this; a
+#: number beyond it is a mistake or a probe for overflow, not a client's data.
+MAX_MAGNITUDE = 1e12
+
+
+def _invalid(field: str, loc: list[str | int], message: str, kind: str) -> Problem:
+    entry = {"field": field, "loc": ["body", *loc], "message": message, "type": kind}
+    return Problem(422, f"{field}: {message}.", errors=[entry])
+
+
+def _check_values(body: PredictRequest) -> None:
+    """422 for ids and names holding control or text-direction characters, and for numbers
+    beyond any plausible magnitude (the schema already refuses NaN and infinity)."""
+    for i, account in enumerate(body.accounts):
+        for name in ("account_id", "account_manager"):
+            value = getattr(account, name)
+            if value is not None and _UNPRINTABLE.search(value):
+                raise _invalid(
+                    f"accounts[{i}].{name}",
+                    ["accounts", i, name],
+                    "control and text-direction characters are not allowed in ids and names",
+                    "string_pattern_mismatch",
+                )
+        numbers = [(f"features.{k}", ["features", k], v) for k, v in account.features.items()]
+        numbers.append(("revenue", ["revenue"], account.revenue))
+        for field, loc, value in numbers:
+            if isinstance(value, float) and abs(value) > MAX_MAGNITUDE:
+                raise _invalid(
+                    f"accounts[{i}].{field}",
+                    ["accounts", i, *loc],
+                    f"beyond any plausible value (the magnitude is at most {MAX_MAGNITUDE:.0e})",
+                    "less_than_equal",
+                )
 
 
 def _check_manager(principal: Principal, body: PredictRequest) -> None:
@@ -31,7 +70,7 @@ def _check_manager(principal: Principal, body: PredictRequest) -> None:
     "/predict",
     response_model=PredictResponse,
     summary="Score accounts: probability, reasons, health, escalations, actions",
-    responses=problem_responses(400, 401, 403, 413, 415, 422, 429, 503),
+    responses=problem_responses(400, 401, 403, 408, 413, 415, 422, 429, 503, 504),
 )
 async def predict(
     request: Request,
@@ -63,6 +102,7 @@ async def predict(
             f"{serve.max_accounts_per_request} (serve.max_accounts_per_request). "
             "Split the accounts over several requests.",
         )
+    _check_values(body)
     if principal.role == "manager":
         _check_manager(principal, body)
     model = state.holder.current  # this request uses this model throughout
@@ -71,18 +111,9 @@ async def predict(
         for a in body.accounts
     ]
     k = serve.top_reasons if top_reasons is None else top_reasons
-    predictions = None
-    with anyio.move_on_after(serve.request_timeout_seconds):
-        predictions = await anyio.to_thread.run_sync(
-            score_accounts, accounts, model, state.rules, k, abandon_on_cancel=True
-        )
-    if predictions is None:
-        raise Problem(
-            503,
-            f"Scoring took longer than {serve.request_timeout_seconds:g} s "
-            "(serve.request_timeout_seconds); retry with fewer accounts.",
-            headers={"Retry-After": "1"},
-        )
+    # Past serve.request_timeout_seconds the middleware answers 504; the thread finishes its
+    # batch and keeps its place in the concurrency cap until then (not abandoned).
+    predictions = await anyio.to_thread.run_sync(score_accounts, accounts, model, state.rules, k)
     state.metrics.count_predictions(
         [p["risk_band"] for p in predictions], "model" if model else "rules"
     )
