@@ -192,3 +192,24 @@ def test_logging_out_ends_the_session(page: Page, site: Site):
     page.fill("#api_key", "ck_000000000000_wrong")
     page.click("button[type=submit]")
     assert "not valid" in page.inner_text("[role=alert]")
+
+
+def test_the_api_documentation_renders_with_no_request_leaving_the_service(page: Page, site: Site):
+    outside: list[str] = []
+
+    def only_the_service(route) -> None:
+        if route.request.url.startswith(site.url):
+            route.continue_()
+        else:  # a CDN or any other host: the page must not need it
+            outside.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_the_service)
+    page.goto(site.url + "/docs")
+    page.wait_for_selector("#swagger-ui .opblock")
+    listed = page.inner_text("#swagger-ui")
+    for path in ("/v1/predict", "/v1/accounts", "/v1/model", "/readyz"):
+        assert path in listed
+    assert outside == []
+    assert page.console_errors == []  # type: ignore[attr-defined]
+    _shot(page, "api-docs.png")
