@@ -2,9 +2,9 @@
 
 One interface, two backends sharing the same SQL text: a DuckDB file (the default,
 ``data/store.duckdb``) through DuckDB's own Python API, and PostgreSQL (``postgresql://...``)
-through SQLAlchemy and psycopg. Writing a date is one transaction (delete that ``as_of``,
-insert the new rows, commit), so re-running a date replaces it and a run killed half-way
-leaves the store exactly as it was.
+through SQLAlchemy and psycopg. Writing is one transaction per run, whatever the number of
+dates (delete each ``as_of``, insert the new rows, commit), so re-running a date replaces it
+and a run killed or cut off half-way leaves the store exactly as it was.
 
 Tables (``STORE_SCHEMA`` is the one definition):
 
@@ -26,7 +26,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -203,6 +203,11 @@ def _to_python(value: Any) -> Any:
     return value
 
 
+def _one_line(exc: BaseException) -> str:
+    """A driver's message on one line (psycopg's span several, with tabs)."""
+    return " ".join(str(exc).split())
+
+
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: _to_python(v) for k, v in (params or {}).items()}
 
@@ -274,7 +279,7 @@ class _DuckDBBackend:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise StoreError(
-                    f"cannot create the folder of the score store {self.path}: {exc}",
+                    f"cannot create the folder of the score store {self.path}: {_one_line(exc)}",
                     hint="set store_url (CHURN_STORE_URL) to a writable path",
                 ) from exc
         deadline = time.monotonic() + self.lock_timeout
@@ -283,17 +288,20 @@ class _DuckDBBackend:
             try:
                 return duckdb.connect(str(self.path), read_only=read_only)
             except duckdb.IOException as exc:
-                # Another process holds the file's write lock (a score run or the server).
-                if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                # Another process holds the file's write lock (a score run or the server)...
+                locked = "lock" in str(exc).lower()
+                if not locked or time.monotonic() > deadline:
                     raise StoreError(
-                        f"cannot open the score store {self.path}: {exc}",
-                        hint="another process may be writing it; try again when it has finished",
+                        f"cannot open the score store {self.path}: {_one_line(exc)}",
+                        hint="another process may be writing it; try again when it has finished"
+                        if locked  # ... or the file cannot be opened at all
+                        else "set store_url (CHURN_STORE_URL) to a readable and writable path",
                     ) from exc
                 time.sleep(delay)
                 delay = min(delay * 2, 0.5)
             except duckdb.Error as exc:
                 raise StoreError(
-                    f"cannot open the score store {self.path}: {exc}",
+                    f"cannot open the score store {self.path}: {_one_line(exc)}",
                     hint="the file is not a DuckDB database; point store_url at another path",
                 ) from exc
 
@@ -327,7 +335,7 @@ class _DuckDBBackend:
                 con.execute("ROLLBACK")
             if isinstance(exc, duckdb.Error):
                 raise StoreError(
-                    f"writing the score store {self.path} failed: {exc}",
+                    f"writing the score store {self.path} failed: {_one_line(exc)}",
                     hint="nothing was changed; fix the cause and run again",
                 ) from exc
             raise
@@ -368,12 +376,12 @@ class _SQLAlchemyBackend:
             yield
         except sa.exc.OperationalError as exc:
             raise StoreError(
-                f"cannot reach the score store at {self.display}: {exc.orig}",
+                f"cannot reach the score store at {self.display}: {_one_line(exc.orig)}",
                 hint="check that the database server runs and store_url (CHURN_STORE_URL) is right",
             ) from exc
         except sa.exc.DBAPIError as exc:
             raise StoreError(
-                f"the score store at {self.display} refused a statement: {exc.orig}",
+                f"the score store at {self.display} refused a statement: {_one_line(exc.orig)}",
                 hint="check the database user's rights on its tables",
             ) from exc
 
@@ -504,45 +512,60 @@ class Store:
         With ``base`` the account facts and monthly revenue used by the retention metrics are
         replaced in the same transaction.
         """
+        return self.write_batches([batch], base=base)[0]
+
+    def write_batches(
+        self, batches: Sequence[ScoredBatch], base: RetentionBase | None = None
+    ) -> list[str]:
+        """Replace every batch's date with its rows in ONE transaction; return the run ids.
+
+        A run that scores several dates (history back-fill) is all or nothing: killed or cut
+        off half-way, it leaves every stored date exactly as it was, not some dates replaced.
+        """
         self.ensure_schema()
-        run_id = uuid.uuid4().hex
         started = datetime.now()
-        as_of = pd.Timestamp(batch.as_of).date()
-        frames = {
-            "scores": batch.scores.assign(run_id=run_id, scored_at=started),
-            "reasons": batch.reasons,
-            "escalations": batch.escalations,
-            "actions": batch.actions,
-        }
-        prepared = {
-            name: _conform(name, frame.assign(as_of=pd.Timestamp(as_of)))
-            for name, frame in frames.items()
-        }
+        prepared = []
+        for batch in batches:
+            run_id = uuid.uuid4().hex
+            as_of = pd.Timestamp(batch.as_of).date()
+            frames = {
+                "scores": batch.scores.assign(run_id=run_id, scored_at=started),
+                "reasons": batch.reasons,
+                "escalations": batch.escalations,
+                "actions": batch.actions,
+            }
+            tables = {
+                name: _conform(name, frame.assign(as_of=pd.Timestamp(as_of)))
+                for name, frame in frames.items()
+            }
+            prepared.append((run_id, as_of, batch, tables))
         with self._backend.transaction() as tx:
-            for table in _DATED_TABLES:
-                tx.execute(f"DELETE FROM {table} WHERE as_of = :as_of", {"as_of": as_of})
-            for table, frame in prepared.items():
-                tx.insert(table, frame)
+            for run_id, as_of, batch, tables in prepared:
+                for table in _DATED_TABLES:
+                    tx.execute(f"DELETE FROM {table} WHERE as_of = :as_of", {"as_of": as_of})
+                for table, frame in tables.items():
+                    tx.insert(table, frame)
+                run = pd.DataFrame(
+                    [
+                        {
+                            "run_id": run_id,
+                            "as_of": pd.Timestamp(as_of),
+                            "started_at": started,
+                            "finished_at": datetime.now(),
+                            "accounts_scored": len(batch.scores),
+                            "model_version": batch.model_version,
+                        }
+                    ]
+                )
+                tx.insert("runs", _conform("runs", run))
             if base is not None:
                 tx.execute("DELETE FROM accounts")
                 tx.insert("accounts", _conform("accounts", base.accounts))
                 tx.execute("DELETE FROM revenue_monthly")
                 tx.insert("revenue_monthly", _conform("revenue_monthly", base.revenue))
-            run = pd.DataFrame(
-                [
-                    {
-                        "run_id": run_id,
-                        "as_of": pd.Timestamp(as_of),
-                        "started_at": started,
-                        "finished_at": datetime.now(),
-                        "accounts_scored": len(batch.scores),
-                        "model_version": batch.model_version,
-                    }
-                ]
-            )
-            tx.insert("runs", _conform("runs", run))
-        log.info("stored %d scores for %s (run %s)", len(batch.scores), as_of, run_id)
-        return run_id
+        for run_id, as_of, batch, _ in prepared:
+            log.info("stored %d scores for %s (run %s)", len(batch.scores), as_of, run_id)
+        return [run_id for run_id, *_ in prepared]
 
     # -- reading ------------------------------------------------------------------------
 

@@ -117,6 +117,14 @@ def _is_controller(config: pytest.Config) -> bool:
     return not hasattr(config, "workerinput")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    if _is_controller(config):
+        from tests.reliability import figures
+
+        # Before the xdist workers start, so that they inherit it.
+        os.environ[figures.SESSION_VAR] = uuid.uuid4().hex[:12]
+
+
 def pytest_sessionstart(session: pytest.Session) -> None:
     if _is_controller(session.config):
         from tests.reliability import figures

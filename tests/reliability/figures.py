@@ -1,9 +1,11 @@
 """Figures of the reliability checks, collected across pytest-xdist workers.
 
 Each check calls :func:`record` with what it measured; every process appends JSON lines to
-its own file under ``test-output/reliability/``. The controller clears the folder at the start
-of the session and prints one table at the end (``tests/conftest.py`` hooks), which is the
-table ``make reliability`` shows.
+its own file under ``test-output/reliability/``, named after the session (``SESSION_VAR``, set
+by the controller before the workers start, so they inherit it). The controller removes stale
+files at the start of the session and prints one table of its own session's rows at the end
+(``tests/conftest.py`` hooks), which is the table ``make reliability`` shows; another pytest
+session running in the same checkout at the same time neither clears nor joins it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,18 @@ from __future__ import annotations
 import json
 import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 FIGURES_DIR = Path("test-output/reliability")
+SESSION_VAR = "CHURN_FIGURES_SESSION"
+STALE_SECONDS = 6 * 3600  # older files are left-overs of finished sessions
+
+
+def _prefix() -> str:
+    return f"figures-{os.environ.get(SESSION_VAR, 'local')}-"
+
 
 #: The table's columns, in order: (key, heading).
 COLUMNS: tuple[tuple[str, str], ...] = (
@@ -36,18 +46,24 @@ def record(check: str, **figures: Any) -> None:
         raise ValueError(f"unknown reliability figure(s) {sorted(unknown)}")
     FIGURES_DIR.mkdir(parents=True, exist_ok=True)
     row = {"check": check, **figures}
-    with (FIGURES_DIR / f"figures-{os.getpid()}.jsonl").open("a", encoding="utf-8") as fh:
+    with (FIGURES_DIR / f"{_prefix()}{os.getpid()}.jsonl").open("a", encoding="utf-8") as fh:
         fh.write(json.dumps(row, allow_nan=False) + "\n")
 
 
 def clear() -> None:
+    """Remove this session's files and those of sessions long finished."""
     for path in FIGURES_DIR.glob("figures-*.jsonl"):
-        path.unlink()
+        try:
+            stale = time.time() - path.stat().st_mtime > STALE_SECONDS
+        except FileNotFoundError:  # removed by another session meanwhile
+            continue
+        if stale or path.name.startswith(_prefix()):
+            path.unlink(missing_ok=True)
 
 
 def collected() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    for path in sorted(FIGURES_DIR.glob("figures-*.jsonl")):
+    for path in sorted(FIGURES_DIR.glob(f"{_prefix()}*.jsonl")):
         rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     return sorted(rows, key=lambda r: r["check"])
 
