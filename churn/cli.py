@@ -35,6 +35,10 @@ def _main(
         level=logging.DEBUG if debug else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
+    if not debug:
+        # psycopg warns about the pipeline it drops when a connection is lost, on top of the
+        # one-line StoreError the command then prints.
+        logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 
 def _register() -> None:
