@@ -59,6 +59,33 @@ def format_pts(impact_pts: float) -> str:
     return f"{impact_pts:+.1f} pts"
 
 
+def format_pts_array(impacts_pts: np.ndarray) -> np.ndarray:
+    """:func:`format_pts` of every value (an object array of str), with one Python call per
+    distinct rounded value rather than per value (batch scoring formats ~200k impacts).
+
+    ``np.rint`` rounds half to even on the exact binary value, as ``format`` does, so whole
+    points round identically; a tenth whose computed ``10 x`` lies within 1e-6 of a tie (where
+    the product's own rounding could tip it) and any non-finite value go through
+    :func:`format_pts` itself.
+    """
+    pts = np.asarray(impacts_pts, dtype=float)
+    out = np.full(pts.shape, "0 pts", dtype=object)
+    size = np.abs(pts)
+    finite = np.isfinite(pts)
+    whole = finite & (size >= 0.95)
+    tenth = finite & (size >= 0.05) & ~whole
+    scaled = np.where(tenth, pts, 0.0) * 10.0  # only tenths: no overflow, no inf - inf
+    near_tie = tenth & (np.abs(scaled - np.floor(scaled) - 0.5) < 1e-6)
+    slow = ~finite | near_tie
+    fast = (whole | tenth) & ~slow
+    rounded = np.where(whole, np.rint(pts), np.rint(scaled) / 10.0)[fast]
+    distinct, inverse = np.unique(rounded, return_inverse=True)
+    texts = np.array([format_pts(v) for v in distinct.tolist()], dtype=object)
+    out[fast] = texts[inverse.reshape(-1)]
+    out[slow] = [format_pts(v) for v in pts[slow].tolist()]
+    return out
+
+
 @dataclass(frozen=True)
 class Explanation:
     """Probabilities and impacts for ``n`` rows of ``F`` features.
