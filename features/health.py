@@ -3,11 +3,13 @@
 The health rules (sub-rule points, step thresholds, bands, escalation thresholds and their
 action text) live in the versioned ``configs/health.yaml``, validated on load into
 :class:`HealthConfig`. The client service score is the fixed six-point worksheet of SPEC 4.
-Everything here is vectorised over rows: the API calls it per request with one row.
+Everything here is vectorised over rows; the API's few-account requests take a plain-float
+path (``score_health_records``, ``fired_escalations``) that gives the same values.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
@@ -406,6 +408,119 @@ def _to_float(value: object) -> float:
         return math.nan
 
 
+def _round(value: float, scale: float) -> float:
+    """``np.round(value, decimals)`` for one float (``scale`` = 10**decimals): numpy scales,
+    rounds half to even (``rint``, keeping the sign of zero) and scales back; so does this."""
+    scaled = value * scale
+    if not math.isfinite(scaled):  # NaN and infinity stay as they are, as in numpy
+        return scaled / scale
+    return math.copysign(float(round(scaled)), value) / scale
+
+
+@dataclass(frozen=True)
+class _RulePlan:
+    feature: str
+    relative_to_cadence: bool
+    thresholds: tuple[float, ...]
+    points: tuple[float, ...]
+    below: float
+    neutral: float
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """A config's rules as plain tuples, for scoring a few records without numpy."""
+
+    components: tuple[tuple[str, tuple[_RulePlan, ...]], ...]
+    segment_feature: str
+    expected: Mapping[object, float]
+    default_expected: float
+    healthy: float
+    at_risk: float
+
+
+# Config -> plan; keyed by id() with the config kept alive alongside (configs are few).
+_PLANS: dict[int, tuple[HealthConfig, _Plan]] = {}
+
+
+def _plan(cfg: HealthConfig) -> _Plan:
+    cached = _PLANS.get(id(cfg))
+    if cached is not None and cached[0] is cfg:
+        return cached[1]
+    components = []
+    for name, component in cfg.components.items():
+        rules = []
+        for rule in component.rules:
+            share = cfg.missing_share if rule.missing_share is None else rule.missing_share
+            rules.append(
+                _RulePlan(
+                    feature=rule.feature,
+                    relative_to_cadence=rule.relative_to_cadence,
+                    thresholds=tuple(float(t) for t, _ in rule.steps),
+                    points=tuple(float(p) for _, p in rule.steps),
+                    below=float(rule.below),
+                    neutral=float(rule.points * share),
+                )
+            )
+        components.append((f"health_{name}", tuple(rules)))
+    cadence = cfg.cadence
+    plan = _Plan(
+        components=tuple(components),
+        segment_feature=cadence.segment_feature,
+        expected=dict(cadence.expected),
+        default_expected=cadence.expected[cadence.default_segment],
+        healthy=cfg.bands.healthy,
+        at_risk=cfg.bands.at_risk,
+    )
+    if len(_PLANS) >= 16:
+        _PLANS.clear()
+    _PLANS[id(cfg)] = (cfg, plan)
+    return plan
+
+
+def _score_record(record: Mapping[str, object], plan: _Plan) -> dict[str, object]:
+    """:func:`_score_arrays` for one record in plain floats: the same operations in the same
+    order (IEEE float64 either way), so the same values to the last bit."""
+    expected = plan.expected.get(record.get(plan.segment_feature), plan.default_expected)  # type: ignore[call-overload]
+    out: dict[str, object] = {}
+    total = 0.0
+    for key, rules in plan.components:
+        pts = 0.0
+        for rule in rules:
+            value = _to_float(record.get(rule.feature))
+            if rule.relative_to_cadence:
+                value = value / expected
+            if math.isfinite(value):
+                idx = bisect.bisect_right(rule.thresholds, value) - 1
+                pts += rule.points[idx] if idx >= 0 else rule.below
+            else:  # NaN and +-inf are not measurements: they earn the neutral share.
+                pts += rule.neutral
+        pts = _round(pts, 10.0)
+        out[key] = pts
+        total += pts
+    score = _round(total, 10.0)
+    out["health_score"] = score
+    out["health_band"] = (
+        "healthy" if score >= plan.healthy else "at_risk" if score >= plan.at_risk else "critical"
+    )
+    # Service score (SPEC 4): unknown inputs count 0 (NaN compares False).
+    level = _to_float(record.get("most_senior_client_level"))
+    parts = (
+        int(_to_float(record.get("client_contacts_active")) > 1),
+        int(_to_float(record.get("firm_contacts_active")) > 1),
+        int(_to_float(record.get("meetings_180d")) >= 2),
+        2 if level >= 2 else 1 if level >= 1 else 0,
+        int(_to_float(record.get("last_survey_score")) > 8),
+    )
+    out["service_score"] = sum(parts)
+    out.update(zip(SERVICE_PARTS, parts, strict=True))
+    return {k: out[k] for k in HEALTH_COLUMNS}
+
+
+# Below this many records scoring each in plain Python beats numpy's per-call overhead.
+_VECTOR_RECORDS_FROM = 16
+
+
 def score_health_records(
     records: list[Mapping[str, object]], cfg: HealthConfig
 ) -> list[dict[str, object]]:
@@ -414,6 +529,9 @@ def score_health_records(
     Returns one plain dict per record (floats, ints and the band string).
     """
     n = len(records)
+    if n < _VECTOR_RECORDS_FROM:
+        plan = _plan(cfg)
+        return [_score_record(r, plan) for r in records]
 
     def column(name: str) -> np.ndarray:
         return np.fromiter((_to_float(r.get(name)) for r in records), float, n)
@@ -447,6 +565,18 @@ def _escalation_arrays(
             "esc_below_40": now < rules.esc_below_40.threshold,
             "esc_invoice_30d_late": overdue >= rules.esc_invoice_30d_late.threshold,
         }
+
+
+def _escalation_flags(now: float, ago: float, overdue: float, cfg: HealthConfig) -> dict[str, bool]:
+    """:func:`_escalation_arrays`' flags for one row, in plain floats (NaN never fires)."""
+    rules = cfg.escalations
+    drop = _round(ago - now, 1e6)
+    return {
+        "esc_health_drop": drop >= rules.esc_health_drop.threshold,
+        "esc_below_60": now < rules.esc_below_60.threshold,
+        "esc_below_40": now < rules.esc_below_40.threshold,
+        "esc_invoice_30d_late": overdue >= rules.esc_invoice_30d_late.threshold,
+    }
 
 
 def _as_float_array(values: pd.Series | np.ndarray | float) -> np.ndarray:
@@ -494,7 +624,7 @@ def fired_escalations(row: Mapping[str, object], cfg: HealthConfig | None = None
     ``overdue_days`` with ``cfg`` (default: the shipped config).
     """
     fired: list[str] = []
-    computed: dict[str, np.ndarray] | None = None
+    computed: dict[str, bool] | None = None
     for code in ESCALATION_CODES:
         if code in row:
             hit = _truthy(row[code])
@@ -505,13 +635,10 @@ def fired_escalations(row: Mapping[str, object], cfg: HealthConfig | None = None
                 drop = _to_float(row.get("health_drop_30d"))
                 if math.isnan(ago) and not math.isnan(drop):
                     ago = now + drop
-                computed = _escalation_arrays(
-                    np.array([now]),
-                    np.array([ago]),
-                    np.array([_to_float(row.get("overdue_days"))]),
-                    cfg or _default_config(),
+                computed = _escalation_flags(
+                    now, ago, _to_float(row.get("overdue_days")), cfg or _default_config()
                 )
-            hit = bool(computed[code][0])
+            hit = computed[code]
         if hit:
             fired.append(code)
     return fired

@@ -130,7 +130,9 @@ def score_accounts(
         explanation = explainer.explain(_matrix(accounts, model))
         columns = top_factors(explanation, top_reasons)
         # Everything not listed: the total minus the listed ones, so the sums stay exact.
-        listed = np.take_along_axis(explanation.impacts, columns, axis=1).sum(axis=1)
+        # (Fancy indexing is what np.take_along_axis does, without its checks and set-up.)
+        rows = np.arange(len(accounts))[:, None]
+        listed = explanation.impacts[rows, columns].sum(axis=1)
         rest = (explanation.impacts.sum(axis=1) - listed) * 100.0
         probability = explanation.probability.tolist()
         other = rest.tolist()
