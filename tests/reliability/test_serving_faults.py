@@ -396,10 +396,11 @@ def test_the_serving_process_refuses_to_unpickle_an_mlflow_model(tmp_path):
 
 @pytest.fixture(scope="module")
 def tight(tmp_path_factory) -> Iterator[Server]:
-    """One request at a time, a one-second deadline, and room for very large requests."""
+    """One request at a time, a quarter-second deadline, and room for very large requests
+    (explaining 8,000 accounts takes over a second: SHAP alone costs ~150 µs a row)."""
     env = {
         "CHURN_SERVE__MAX_CONCURRENCY": "1",
-        "CHURN_SERVE__REQUEST_TIMEOUT_SECONDS": "1",
+        "CHURN_SERVE__REQUEST_TIMEOUT_SECONDS": "0.25",
         "CHURN_SERVE__MAX_ACCOUNTS_PER_REQUEST": "20000",
         "CHURN_SERVE__MAX_BODY_BYTES": "40000000",
     }
@@ -419,7 +420,7 @@ def _wait_until_free(server: Server, deadline_s: float = 180) -> bool:
 
 
 def test_past_the_deadline_is_504_and_the_late_work_holds_its_place_503(tight: Server):
-    """8,000 accounts cannot be scored within one second: 504, never a hang. The scoring
+    """8,000 accounts cannot be scored within the deadline: 504, never a hang. The scoring
     thread still runs, so with a cap of one request the next one is 503 (probes answer)."""
     assert _wait_until_free(tight)
     body = _accounts(8000)
