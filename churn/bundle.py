@@ -173,8 +173,12 @@ def _read_json(folder: Path, name: str) -> Any:
 
 
 def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
-    """Load a bundle with LightGBM and JSON only (no unpickling), checking its manifest."""
+    """Load a bundle with LightGBM and JSON only (no unpickling). With ``verify`` (the default)
+    a bundle holding a pickle, failing its sha256 manifest or with a ``model.txt`` that is not
+    a whole LightGBM model is refused before LightGBM reads anything."""
     import lightgbm as lgb
+
+    from churn.bundle_checks import check_model_text, refuse_pickles
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -182,7 +186,9 @@ def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
             f"no model bundle at {folder}", hint="train one with `make train`"
         )
     if verify:
+        refuse_pickles(folder)
         verify_manifest(folder)
+        check_model_text(folder / MODEL_FILE)  # LightGBM crashes on some broken files
     metadata = _read_json(folder, METADATA_FILE)
     try:
         calibration = Calibration.from_dict(_read_json(folder, CALIBRATION_FILE))
