@@ -40,6 +40,7 @@ class CardInputs:
     promotion: str = ""
     seed: int = 0
     search_trials: int = 0
+    ece_bins: int = 10
     extra_limitations: list[str] = field(default_factory=list)
 
 
@@ -134,7 +135,8 @@ def render_model_card(card: CardInputs) -> str:
         "",
         "The health score baseline ranks by 100 minus the rule-based health score; its "
         "probability-scale metrics (Brier, calibration error) are shown for completeness, "
-        "it is not meant as a probability. ECE uses 10 equal-frequency bins. Revenue at risk "
+        f"it is not meant as a probability. ECE uses {card.ece_bins} equal-frequency bins. "
+        "Revenue at risk "
         "captured = revenue (last 365 days, else contract value) of the churners in the top "
         "decile / that of all churners.",
         "",

@@ -1,0 +1,59 @@
+"""The model card states what this training actually did (its own settings, not defaults)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from training.evaluate import METRICS, SCORERS
+from training.model_card import CardInputs, render_model_card
+
+
+def _card(**overrides) -> CardInputs:
+    period = {
+        "start": "2025-01-01",
+        "end": "2025-03-01",
+        "as_of_dates": 3,
+        "rows": 300,
+        "positives": 12,
+    }
+    values = {
+        "model_version": "churn-model/7",
+        "trained_at": "2026-11-30T10:00:00+00:00",
+        "source": "data/demo",
+        "label_mode": "events",
+        "horizon_days": 90,
+        "periods": {
+            "train": period,
+            "validation": period,
+            "test": period,
+            "gap_days": 90,
+            "purged_rows": 4,
+        },
+        "metrics": {s: dict.fromkeys(METRICS, 0.5) for s in SCORERS},
+        "drivers": pd.DataFrame(
+            {
+                "feature": ["days_since_last_contact"],
+                "mean_abs_shap": [0.2],
+                "direction": ["higher raises risk"],
+            }
+        ),
+        "calibration_note": "isotonic on 300 validation rows",
+        "best_iteration": 120,
+        "tables_present": ["accounts", "invoices"],
+        "absent_families": {},
+        "snapshot_hash": "abc123",
+        "run_id": "r1",
+    }
+    return CardInputs(**{**values, **overrides})
+
+
+def test_the_card_names_the_calibration_bins_the_run_used():
+    assert "ECE uses 15 equal-frequency bins" in render_model_card(_card(ece_bins=15))
+    assert "ECE uses 10 equal-frequency bins" in render_model_card(_card())
+
+
+def test_the_card_names_version_horizon_and_test_period():
+    card = render_model_card(_card())
+    assert card.startswith("# Model card: churn-model/7")
+    assert "within 90 days" in card
+    assert "| test | 2025-01-01 | 2025-03-01 | 3 | 300 | 12 | 4.0% |" in card
