@@ -16,15 +16,14 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from typing import TYPE_CHECKING, Any
-
-import numpy as np
-import pandas as pd
 
 from churn.errors import ChurnError, ConfigError
 
 if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
     from distributed import Client
 
     from churn.settings import Settings
@@ -116,8 +115,8 @@ def dask_client(
     processes started here (and closed on exit)."""
     from distributed import Client, LocalCluster
 
-    cluster = None
-    try:
+    with ExitStack() as stack:
+        stack.enter_context(_distributed_logs_at_warning())
         if address:
             try:
                 client = Client(address, timeout=f"{CONNECT_TIMEOUT_SECONDS}s")
@@ -127,26 +126,57 @@ def dask_client(
                     hint="start one with `dask scheduler` (and workers with `dask worker "
                     "ADDRESS`), or drop --scheduler/CHURN_DASK_SCHEDULER for a local cluster",
                 ) from exc
+            stack.callback(client.close)
         else:
             cluster = LocalCluster(
                 n_workers=n_workers,
                 threads_per_worker=threads_per_worker,
                 processes=True,
-                dashboard_address=None,
-                silence_logs=logging.ERROR,
+                dashboard_address=":0",  # a free port: runs side by side never clash
+                silence_logs=logging.CRITICAL,
             )
+            stack.callback(cluster.close)
             client = Client(cluster)
-    except BaseException:
-        if cluster is not None:
-            cluster.close()
-        raise
-    try:
+            stack.callback(client.close)  # closed before the cluster (callbacks run reversed)
+            client.register_plugin(_quiet_stdout_plugin(), name="churn-quiet-stdout")
         _check_workers(client, address)
         yield client
+
+
+@contextmanager
+def _distributed_logs_at_warning() -> Iterator[None]:
+    """Dask's own loggers say INFO about every connection, which the command's log handler
+    would print: keep them at WARNING for the run (everything with ``--debug``)."""
+    logger = logging.getLogger("distributed")
+    old = logger.level
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
     finally:
-        client.close()
-        if cluster is not None:
-            cluster.close()
+        logger.setLevel(old)
+
+
+def _quiet_stdout_plugin() -> Any:
+    """A worker plugin that points a local worker's stdout at /dev/null.
+
+    The local cluster's workers inherit the command's stdout, where LightGBM's native code
+    prints its network set-up during a Dask fit; the command's own output (``--json``) must stay
+    clean. Worker logs and errors go to stderr and back to the client as before.
+    """
+    from distributed import WorkerPlugin
+
+    class QuietStdout(WorkerPlugin):
+        def setup(self, worker: Any) -> None:
+            import os
+            import sys
+
+            sys.stdout.flush()
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 1)
+            os.close(devnull)
+
+    return QuietStdout()
 
 
 def _installed_version() -> str:
@@ -195,18 +225,26 @@ def partition_count(n_accounts: int, n_workers: int) -> int:
 
 def partition_of(account_ids: pd.Series | np.ndarray, n_partitions: int) -> np.ndarray:
     """The partition (0 to ``n_partitions - 1``) of each account id: a keyed hash of the id's
-    text, the same on every machine and in every run."""
-    values = pd.Series(account_ids).astype("string").fillna("").to_numpy(dtype=object)
-    return (pd.util.hash_array(values) % np.uint64(n_partitions)).astype(np.int64)
+    text, the same on every machine and in every run (each distinct id is hashed once)."""
+    import numpy as np
+    import pandas as pd
+
+    codes, uniques = pd.factorize(pd.Series(account_ids).astype("string"))
+    hashed = pd.util.hash_array(np.asarray(uniques, dtype=object)) % np.uint64(n_partitions)
+    # A missing id (never in a validated source) goes to partition 0.
+    return np.append(hashed.astype(np.int64), 0)[codes]
 
 
 def partition_tables(tables: Tables, n_partitions: int) -> list[Tables]:
     """Split a source into partitions of whole accounts (each account's rows in every table in
-    one partition, in their original order); partitions without accounts are left out.
+    one partition, in their original order); partitions without accounts are left out (all of
+    them, for a source without accounts: then the source is its one partition).
 
     A table present in the source is present (possibly empty) in every partition, so a partition
     has the same absent features as the whole source.
     """
+    import numpy as np
+
     from features.contract import Tables
 
     split: dict[str, list[pd.DataFrame]] = {}
@@ -224,7 +262,7 @@ def partition_tables(tables: Tables, n_partitions: int) -> list[Tables]:
             continue
         frames = {name: parts[i] for name, parts in split.items()}
         out.append(Tables(**frames, source=tables.source, meta=dict(tables.meta)))
-    return out
+    return out or [tables]  # a source without accounts stays one (empty) partition
 
 
 __all__ = [

@@ -11,6 +11,7 @@ the rule-based scores are stored and the probability is null.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -26,6 +27,7 @@ from serving.playbook import Playbook
 if TYPE_CHECKING:
     from churn.bundle import Bundle
     from churn.settings import Settings
+    from features.catalog import Feature
     from features.contract import Tables
 
 ACTION_COLUMNS: tuple[str, ...] = (
@@ -240,7 +242,7 @@ def explained_reasons(
     """Churn probability of every row and its ``top`` reasons, exactly as the API gives them
     (``serving.explain``: one LightGBM call over the whole matrix; the same factors, values,
     impacts and sentences as ``reasons_for_row``)."""
-    from serving.explain import Explainer, format_pts, top_factors
+    from serving.explain import Explainer, format_pts_array, top_factors
 
     explainer = Explainer(bundle)
     names = np.asarray(explainer.feature_names)
@@ -252,30 +254,38 @@ def explained_reasons(
     cols = columns.ravel()
     values = explanation.values[rows, cols]
     impacts = explanation.impacts[rows, cols] * 100.0
+    families = np.asarray([f.family for f in explainer.features])
+    sentences = _sentences(explainer.features, cols, values)
     out = pd.DataFrame(
         {
             "as_of": snapshot["as_of"].to_numpy()[rows],
             "account_id": snapshot["account_id"].to_numpy()[rows],
             "rank": np.tile(np.arange(1, k + 1), n),
             "feature": names[cols],
+            "family": families[cols],
             "value": values,
             "impact_pts": impacts,
+            "sentence": sentences + " (" + format_pts_array(impacts) + ")",
         }
     )
-    out["family"] = out["feature"].map({f.name: f.family for f in explainer.features})
-    # One catalogue sentence per distinct (feature, value), not one call per reason; NaN (an
-    # unknown value) becomes None so that equal keys compare equal.
-    by_name = {f.name: f for f in explainer.features}
-    keys = [
-        (f, None if np.isnan(v) else float(v))
-        for f, v in zip(out["feature"], out["value"], strict=True)
-    ]
-    sentences = {key: by_name[key[0]].sentence(key[1]) for key in set(keys)}
-    out["sentence"] = [
-        f"{sentences[key]} ({format_pts(pts)})"
-        for key, pts in zip(keys, out["impact_pts"], strict=True)
-    ]
     return explanation.probability, out[list(REASON_COLUMNS)]
+
+
+def _sentences(features: Sequence[Feature], cols: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``features[c].sentence(v)`` for every pair of ``cols`` and ``values`` (an object array),
+    with one catalogue call per distinct (feature, value): pairs are keyed by the value's bits,
+    so every NaN reads "unknown" and each value keeps its own sentence."""
+    if not len(cols):
+        return np.empty(0, dtype=object)
+    bits, distinct_bits = pd.factorize(np.ascontiguousarray(values).view(np.int64))
+    pair, distinct = pd.factorize(cols.astype(np.int64) * len(distinct_bits) + bits)
+    example = np.empty(len(distinct), dtype=np.intp)
+    example[pair] = np.arange(len(pair))  # any row of a pair stands for it: all are equal
+    texts = [
+        features[c].sentence(None if math.isnan(v) else v)
+        for c, v in zip(cols[example].tolist(), values[example].tolist(), strict=True)
+    ]
+    return np.asarray(texts, dtype=object)[pair]
 
 
 def score_batches(
@@ -297,12 +307,30 @@ def score_batches(
     health = health or load_health_config(settings.health_config)
     playbook = playbook or load_playbook(settings.playbook_config, known_features=FEATURES)
     snapshot = build_snapshots(tables, list(dates), settings.snapshots, health=health)
+    return score_snapshot(
+        snapshot, dates, bundle, health=health, playbook=playbook, top=settings.serve.top_reasons
+    )
+
+
+# Split out of score_batches for the dask engine (issue 7): everything below reads only an
+# account's own snapshot rows, so serving.distributed runs it per partition of accounts.
+def score_snapshot(
+    snapshot: pd.DataFrame,
+    dates: Sequence[date],
+    bundle: Bundle | None,
+    *,
+    health: HealthConfig,
+    playbook: Playbook,
+    top: int,
+) -> list[ScoredBatch]:
+    """Scores, reasons, escalations and actions of the rows of a snapshot frame (with health
+    scores); one batch per date of ``dates``, oldest first."""
     snapshot = snapshot.reset_index(drop=True)
 
     scores = snapshot[list(SCORE_COLUMNS)].copy()
     scores.insert(0, "as_of", snapshot["as_of"])
     if bundle is not None and len(snapshot):
-        probability, reasons = explained_reasons(snapshot, bundle, settings.serve.top_reasons)
+        probability, reasons = explained_reasons(snapshot, bundle, top)
         # The API's revenue: revenue_365d, else contract_value (sources without invoices).
         basis = snapshot["revenue_365d"].fillna(snapshot["contract_value"])
         scores["revenue_at_risk"] = probability * basis.to_numpy(dtype=float, na_value=np.nan)

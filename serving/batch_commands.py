@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from churn.console import console, err_console
+from churn.engine import engine_client, engine_option, resolve_engine, scheduler_option
 
 
 def _parse_day(value: str | None, option: str) -> date | None:
@@ -41,16 +42,18 @@ def score(
     store_url: str = typer.Option(
         None, "--store", help="Score store: .duckdb file or postgresql:// URL (default: setting)."
     ),
+    engine: str = engine_option(),
+    scheduler: str = scheduler_option(),
 ) -> None:
     """Score and explain every active account into the store; re-running a date replaces it."""
-    from churn.console import step, track
+    from churn.console import step
     from churn.settings import get_settings
     from features.validate import load_validated
     from serving.batch import default_as_of, history_dates, load_champion, score_batches
     from serving.retention import RetentionBase
     from serving.store import Store
 
-    settings = get_settings()
+    settings = resolve_engine(get_settings(), engine, scheduler)  # --engine dask: issue 7
     store = Store(store_url or settings.store_url)
     store.ensure_schema()  # an unreachable store fails now, not after the scoring
     result = load_validated(data or settings.data, settings)
@@ -63,11 +66,17 @@ def score(
             "scores only (churn probability unavailable); run `churn train` first for a model"
         )
     dates = history_dates(day, history_months)
-    with step(f"scoring {len(dates)} date(s) up to {day}"):
-        batches = score_batches(tables, dates, bundle, settings)
+    with step(f"scoring {len(dates)} date(s) up to {day}"), engine_client(settings) as client:
+        if client is None:
+            batches = score_batches(tables, dates, bundle, settings)
+        else:  # the same batches, scored per partition of accounts on the Dask cluster
+            from serving import distributed
+
+            batches = distributed.score_batches(client, tables, dates, bundle, settings)
         base = RetentionBase.from_tables(tables, silence_days=settings.snapshots.min_silence_days)
-    for batch in track(batches, f"writing to {store.display}", total=len(batches)):
-        store.write_batch(batch, base=base if batch is batches[-1] else None)
+    # One transaction for every date: a run killed half-way leaves the store as it was.
+    with step(f"writing {len(batches)} date(s) to {store.display}"):
+        store.write_batches(batches, base=base)
     latest = batches[-1].scores
     at_risk = int((latest["health_band"] == "at_risk").sum())
     critical = int((latest["health_band"] == "critical").sum())

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from churn.engine import engine_option, resolve_engine, scheduler_option
+
 if TYPE_CHECKING:
     from rich.table import Table
 
@@ -100,13 +102,15 @@ def train(
         min=0,
         help="Hyperparameter search trials (Optuna); 0 = off. Default: the config's.",
     ),
+    engine: str = engine_option(),
+    scheduler: str = scheduler_option(),
 ) -> None:
     """Train, evaluate against the baselines, register in MLflow, promote and export a model."""
     from churn.console import console, err_console
     from churn.settings import get_settings
     from training.train import train as run_training
 
-    settings = get_settings()
+    settings = resolve_engine(get_settings(), engine, scheduler)  # --engine dask: issue 7
     result = run_training(
         data or settings.data,
         settings,

@@ -302,6 +302,42 @@ def train(
     """Train, evaluate, register, gate and export one model from ``source`` (see the module
     docstring). ``label_mode``/``horizon_days`` override ``settings.snapshots``; ``trials``
     overrides the config's search budget; ``seed`` overrides ``settings.seed``."""
+    # Engine (issue 7): with settings.engine "dask" the snapshots are built and the booster
+    # fitted on a Dask cluster held for the whole run (training.distributed); every other
+    # step is the code of _train, on the client.
+    from churn.engine import engine_client
+    from training.registry import check_tracking_server
+
+    check_tracking_server(settings)  # a dead server fails now, not after the training
+    with engine_client(settings) as client:
+        return _train(
+            source,
+            settings,
+            client,
+            label_mode=label_mode,
+            horizon_days=horizon_days,
+            config_path=config_path,
+            force=force,
+            trials=trials,
+            seed=seed,
+            progress=progress,
+        )
+
+
+def _train(
+    source: str,
+    settings: Settings,
+    client: Any,
+    *,
+    label_mode: str | None,
+    horizon_days: int | None,
+    config_path: Path | str | None,
+    force: bool,
+    trials: int | None,
+    seed: int | None,
+    progress: bool,
+) -> TrainResult:
+    """The pipeline of :func:`train`; ``client`` is a Dask client (engine dask) or None."""
     import lightgbm as lgb
 
     from features.catalog import MODEL_FEATURES
@@ -330,7 +366,13 @@ def train(
         )
     with ui.step("building labeled snapshots"):
         health = load_health_config(settings.health_config)
-        frame = build_snapshots(tables, as_of_grid(tables, snap), snap, health=health)
+        if client is None:
+            frame = build_snapshots(tables, as_of_grid(tables, snap), snap, health=health)
+        else:  # engine dask (issue 7): the same frame, built per partition of accounts
+            from features.distributed import snapshot_partitions
+
+            parted = snapshot_partitions(client, tables, as_of_grid(tables, snap), snap, health)
+            frame = parted.gather()
     with ui.step("splitting by time"):
         split = time_split(frame, cfg.split, snap.horizon_days)
         train_df, valid_df, test_df = split.frames(frame)
@@ -347,8 +389,16 @@ def train(
         params, search_score = search_params(
             params, (x_tr, y_tr), (x_va, y_va), features, cfg, n_trials, seed, ui
         )
-    with ui.bar("training LightGBM (early stopping)", cfg.lightgbm.num_boost_round) as advance:
-        fitted = fit_booster(params, (x_tr, y_tr), (x_va, y_va), features, cfg.lightgbm, advance)
+    if client is None:
+        with ui.bar("training LightGBM (early stopping)", cfg.lightgbm.num_boost_round) as adv:
+            fitted = fit_booster(params, (x_tr, y_tr), (x_va, y_va), features, cfg.lightgbm, adv)
+    else:  # engine dask (issue 7): lightgbm.dask on the partitioned snapshots
+        from training.distributed import fit_booster as fit_on_cluster
+
+        with ui.step("training LightGBM on the Dask cluster (early stopping)"):
+            fitted = fit_on_cluster(
+                client, parted, split.train, (x_va, y_va), params, features, cfg.lightgbm
+            )
     best_iteration = int(fitted.best_iteration or fitted.current_iteration())
     # Re-read the text exactly as the bundle will hold it, so every prediction below is the
     # bundle's own.
@@ -496,16 +546,19 @@ def _champion_metrics(
         )
     except ChurnError as exc:
         return None, label, str(exc)
-    p = bundle.predict(feature_matrix(ctx.test_df, bundle.feature_names))
-    notes = []
     meta = bundle.metadata
     if meta.get("horizon_days") not in (None, ctx.snap.horizon_days) or meta.get(
         "label_mode"
     ) not in (None, ctx.snap.label_mode):
-        notes.append(
-            f"the champion was trained for {meta.get('label_mode')} labels over "
-            f"{meta.get('horizon_days')} days"
+        # Another target is another product answer: switching it is a decision, not a score.
+        return (
+            None,
+            label,
+            f"it predicts {meta.get('label_mode')} churn within {meta.get('horizon_days')} "
+            f"days, this run {ctx.snap.label_mode} churn within {ctx.snap.horizon_days} days",
         )
+    p = bundle.predict(feature_matrix(ctx.test_df, bundle.feature_names))
+    notes = []
     test_start = ctx.split.periods["test"].start.date().isoformat()
     champ_train_end = (meta.get("periods") or {}).get("train", {}).get("end")
     if champ_train_end and champ_train_end >= test_start:
@@ -683,6 +736,7 @@ def _track_register_export(ctx: _RunContext, test_frame: pd.DataFrame) -> dict[s
                 + promotion.reason,
                 seed=ctx.seed,
                 search_trials=ctx.n_trials,
+                ece_bins=ctx.cfg.evaluation.ece_bins,
             )
         )
         bundle = export.write_bundle(
