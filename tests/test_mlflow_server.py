@@ -287,3 +287,20 @@ def test_export_champion_names_an_unreachable_tracking_server(tmp_path, monkeypa
     assert "\n" not in message
     assert "MLFLOW_TRACKING_URI" in result.exception.hint
     assert not (tmp_path / "models" / CHAMPION_DIR).exists()
+
+
+def test_training_stops_before_any_work_when_the_tracking_server_does_not_answer(tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    settings = load_settings(
+        mlflow_tracking_uri=url,
+        models_dir=tmp_path / "models",
+        rejects_dir=tmp_path / "rejects",
+    )
+    from training.train import train
+
+    # The source does not exist either: the server check comes first, so that is not reached.
+    with pytest.raises(ChurnError) as caught:
+        train(str(tmp_path / "no-such-source"), settings, progress=False)
+    assert str(caught.value).startswith(f"the MLflow tracking server {url} does not answer")
+    assert "make mlflow-server" in caught.value.hint
+    assert not (tmp_path / "models").exists()

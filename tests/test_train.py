@@ -200,6 +200,20 @@ def test_promotion_refuses_a_worse_model_and_force_overrides(first_run, demo_sou
     assert load_bundle(link).version == forced.model_version
 
 
+def test_a_model_of_another_label_mode_needs_force_to_become_champion(first_run, demo_source):
+    from mlflow import MlflowClient
+
+    _, settings, _ = first_run
+    client = MlflowClient(settings.tracking_uri())
+    before = client.get_model_version_by_alias("churn-model", "champion").version
+    other = train(str(demo_source), settings, label_mode="inactivity", progress=False)
+    assert not other.promotion.promoted
+    reason = other.promotion.reason
+    assert "use --force" in reason and "events churn within 90 days" in reason
+    assert "this run inactivity churn" in reason
+    assert client.get_model_version_by_alias("churn-model", "champion").version == before
+
+
 def test_accounts_and_invoices_only_train_in_inactivity_mode_and_name_absent_families(
     demo_source, tmp_path, monkeypatch
 ):

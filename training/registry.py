@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from churn.errors import ChurnError
+from features.sources import mask_url
 from training.config import PromotionConfig
 
 if TYPE_CHECKING:
@@ -103,9 +104,36 @@ def configure(settings: Settings, experiment: str) -> tuple[MlflowClient, str]:
             return client, client.create_experiment(experiment, artifact_location=location)
     except Exception as exc:  # MLflow raises many types for an unreachable or broken store
         raise ChurnError(
-            f"cannot use the MLflow tracking store {uri}: {type(exc).__name__}: {exc}",
+            f"cannot use the MLflow tracking store {mask_url(uri)}: {type(exc).__name__}",
             hint="check MLFLOW_TRACKING_URI / the mlflow_tracking_uri setting",
         ) from exc
+
+
+def check_tracking_server(settings: Settings, timeout: float = 5.0) -> None:
+    """Fail at once when the tracking store is an MLflow server that does not answer.
+
+    MLflow's own client retries for minutes; a training run only talks to the store at its
+    end, so without this check a wrong URL would cost the whole training and then a long wait.
+    Local and database stores are checked when they are opened (:func:`configure`).
+    """
+    import httpx
+
+    uri = settings.tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        response = httpx.get(f"{uri.rstrip('/')}/health", timeout=timeout)
+    except httpx.HTTPError as exc:
+        raise ChurnError(
+            f"the MLflow tracking server {mask_url(uri)} does not answer ({type(exc).__name__})",
+            hint="start it (make mlflow-server) or check MLFLOW_TRACKING_URI",
+        ) from exc
+    if response.status_code != 200:
+        raise ChurnError(
+            f"the MLflow tracking server {mask_url(uri)} answered /health with "
+            f"HTTP {response.status_code}",
+            hint="check that MLFLOW_TRACKING_URI names an MLflow server",
+        )
 
 
 # ------------------------------------------------------------------------------- promotion
@@ -166,8 +194,8 @@ def decide_promotion(
             return result(True, f"forced: champion {champion_version} could not be compared")
         return result(
             False,
-            f"champion {champion_version} could not be scored on this test period, so "
-            f"{new_version} was not compared; use --force to promote it anyway",
+            f"champion {champion_version} could not be compared on this test period; "
+            f"use --force to promote {new_version} anyway",
         )
     better_metric = new[metric] >= champion[metric]
     ece_ok = new["ece"] <= champion["ece"] + tol
@@ -276,7 +304,6 @@ def export_champion(client: MlflowClient, name: str, models_dir: Path) -> tuple[
     from mlflow.exceptions import MlflowException
 
     from churn.bundle import load_bundle
-    from features.sources import mask_url
     from training.export import folder_name, promote_folder
 
     uri = mask_url(client.tracking_uri)
