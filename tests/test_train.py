@@ -214,6 +214,30 @@ def test_a_model_of_another_label_mode_needs_force_to_become_champion(first_run,
     assert client.get_model_version_by_alias("churn-model", "champion").version == before
 
 
+def test_an_operator_rolls_the_champion_back_to_an_earlier_version(first_run, demo_source):
+    from mlflow import MlflowClient
+
+    from training.registry import promote_version
+
+    first, settings, _ = first_run
+    client = MlflowClient(settings.tracking_uri())
+    latest = train(str(demo_source), settings, force=True, progress=False)
+    assert latest.registered_version != first.registered_version
+
+    before, current, link = promote_version(
+        client, "churn-model", first.registered_version, settings.models_dir
+    )
+    assert before == str(latest.registered_version)
+    assert str(current.version) == str(first.registered_version)
+    champion = client.get_model_version_by_alias("churn-model", "champion")
+    assert str(champion.version) == str(first.registered_version)
+    assert load_bundle(link).version == first.model_version  # what serving loads next
+
+    with pytest.raises(ChurnError, match="no version 999 of churn-model"):
+        promote_version(client, "churn-model", 999, settings.models_dir)
+    assert load_bundle(link).version == first.model_version
+
+
 def test_accounts_and_invoices_only_train_in_inactivity_mode_and_name_absent_families(
     demo_source, tmp_path, monkeypatch
 ):

@@ -168,6 +168,36 @@ EXPORT_CHAMPION_HELP = (
 )
 
 
+def promote(
+    version: int = typer.Argument(..., min=1, help="The registered version to make champion."),
+) -> None:
+    """Make a registered version the champion (roll back or forward) and export its bundle.
+
+    Moves the `champion` alias, fetches the version's bundle into models/ and points
+    models/champion at it; a running `churn serve` picks it up at its next reload check (or
+    POST /v1/admin/reload). The promotion gate is not consulted: this is an operator's call.
+    """
+    from churn.console import console
+    from churn.settings import get_settings
+    from training import registry
+
+    settings = get_settings()
+    registry.quiet_mlflow()
+    from mlflow import MlflowClient
+
+    uri = settings.tracking_uri()
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = settings.registered_model_name
+    before, current, link = registry.promote_version(
+        client, name, version, Path(settings.models_dir)
+    )
+    was = f"was {name}/{before}" if before else "there was none"
+    console.print(
+        f"[green]{name}/{current.version}[/] is champion ({was}); {link} -> {link.resolve().name}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     app.command("train", help=TRAIN_HELP)(train)
     app.command("export-champion", help=EXPORT_CHAMPION_HELP)(export_champion)
+    app.command("promote")(promote)

@@ -367,6 +367,38 @@ def export_champion(client: MlflowClient, name: str, models_dir: Path) -> tuple[
     return current, promote_folder(models_dir, folder)
 
 
+def promote_version(
+    client: MlflowClient, name: str, version: int, models_dir: Path
+) -> tuple[str | None, Any, Path]:
+    """Make registered ``version`` the champion by hand (a roll back or forward): move the
+    alias, fetch its bundle into ``models_dir`` and point ``models/champion`` at it. If the
+    bundle cannot be fetched the alias goes back where it was. Returns (previous champion
+    version or None, the new champion ModelVersion, the ``champion`` link)."""
+    from mlflow.exceptions import MlflowException
+
+    uri = mask_url(client.tracking_uri)
+    try:
+        with no_warnings():
+            client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise ChurnError(
+            f"the MLflow registry at {uri} has no version {version} of {name}",
+            hint="list the versions in the MLflow UI or with MlflowClient().search_model_versions",
+        ) from exc
+    previous = champion_version(client, name)
+    before = None if previous is None else str(previous.version)
+    set_champion(client, name, version)
+    try:
+        current, link = export_champion(client, name, models_dir)
+    except ChurnError:
+        if before is None:
+            client.delete_registered_model_alias(name, CHAMPION_ALIAS)
+        else:
+            set_champion(client, name, before)
+        raise
+    return before, current, link
+
+
 def restore_champion(client: MlflowClient, name: str, models_dir: Path) -> Path | None:
     """Re-export the registry champion's bundle (from its MLflow run) into ``models_dir`` and
     point ``champion`` at it; None when there is no champion or its bundle cannot be found."""
