@@ -199,7 +199,8 @@ def _check_workers(client: Client, address: str | None) -> None:
         versions = client.run(_installed_version)
     except Exception as exc:  # a worker without the package, or an unpicklable environment
         raise ChurnError(
-            f"a Dask worker cannot import this project (churn-service): {type(exc).__name__}: {exc}",
+            "a Dask worker cannot import this project (churn-service): "
+            f"{type(exc).__name__}: {exc}",
             hint="install this project (same version) in every worker's Python environment",
         ) from exc
     mine = _installed_version()

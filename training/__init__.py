@@ -20,9 +20,10 @@ themselves with ``from training.train import ...`` or ``importlib.import_module`
 from __future__ import annotations
 
 import sys
-from importlib import import_module
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from churn.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from training.evaluate import METRICS, evaluate
@@ -39,17 +40,7 @@ _EXPORTS: dict[str, str] = {
 __all__ = ["METRICS", "TrainResult", "evaluate", "train"]
 
 
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _EXPORTS)
 
 
 class _Package(ModuleType):
