@@ -88,6 +88,8 @@ def quickstart(
             force=False,
             seed=None,
             trials=None,
+            engine=None,  # the engine and dask_scheduler settings decide
+            scheduler=None,
         )
 
     store = Store(settings.store_url)
@@ -99,7 +101,9 @@ def quickstart(
         console.print(f"[dim]store:[/] latest scored date {scored} in {settings.store_url}")
     else:
         console.rule("2/3 score (with 12 months of history)")
-        batch_commands.score(data=data, as_of=None, history_months=12, store_url=None)
+        batch_commands.score(
+            data=data, as_of=None, history_months=12, store_url=None, engine=None, scheduler=None
+        )
 
     keys_out = settings.data_dir / "demo-keys.txt"
     if KeyStore.from_settings(settings).has_keys():
