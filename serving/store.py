@@ -685,6 +685,12 @@ class Store:
     ) -> AccountRecord | None:
         """The account's score on ``as_of`` (default: its latest), explanation, escalations,
         actions and full history; None when unknown (or not managed by ``manager``)."""
+        with self.reading():  # one connection for its seven queries, not one each
+            return self._account(account_id, as_of, manager)
+
+    def _account(
+        self, account_id: str, as_of: date | None, manager: str | None
+    ) -> AccountRecord | None:
         history = self.history(account_id)
         if history.empty:
             return None
