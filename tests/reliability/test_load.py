@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pandas as pd
 import pytest
 
 from features.catalog import MODEL_FEATURES
@@ -142,7 +143,14 @@ def test_mixed_load_on_eight_connections_has_no_errors(scored):
         with ThreadPoolExecutor(CONNECTIONS) as executor:
             list(executor.map(worker, range(CONNECTIONS)))
         healthy = httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
-        server_errors = server.log().count("Traceback")
+        server_log = server.log()
+        server_errors = server_log.count("Traceback")
+
+    # No personal data in the logs: no client's or account manager's name of the demo firm.
+    people = pd.read_csv(scored / "data" / "accounts.csv", dtype=str)
+    personal = set(people["name"].dropna()) | set(people["account_manager"].dropna())
+    leaked = sorted(name for name in personal if name in server_log)
+    access_lines = server_log.count('"logger": "churn.access"')
 
     errors = sum(failures.values())
     p99 = float(np.percentile(latencies, 99) * 1000) if latencies else float("nan")
@@ -157,6 +165,8 @@ def test_mixed_load_on_eight_connections_has_no_errors(scored):
     assert latencies, "no request was sent"
     assert errors == 0, f"failed requests: {dict(failures)}"
     assert healthy and server_errors == 0
+    assert access_lines >= len(latencies)  # every request was logged ...
+    assert leaked == []  # ... and no name reached the log
 
 
 def test_a_burst_beyond_the_rate_limit_gets_429s_and_nothing_worse(tmp_path):
