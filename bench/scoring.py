@@ -5,11 +5,10 @@ calibrated probability, the SHAP contributions rescaled to impacts in probabilit
 top reasons and their sentences. Reference: ``booster.predict(X, pred_contrib=True)`` of the
 same booster on the same rows, the raw contributions alone. The rows are `make score`'s
 workload on the demo source: every account active at the latest date and at each of the 12
-monthly dates before it. Runs alternate between the two and the fastest round of each counts;
-the reference is the faster of LightGBM on one thread (what serving uses) and on every core.
-One-thread runs are timed in CPU seconds, which other processes on a shared machine disturb
-far less than wall seconds (both are in the results' ``extra``); the all-cores run in wall
-seconds. Issue 8 asks for at least 0.8 of the reference's rows per second.
+monthly dates before it. Runs alternate between the two and the fastest round of each counts,
+in wall seconds; both may use every core (batch scoring does, from 2,000 rows), and the
+reference is the faster of LightGBM on one thread and on every core. Issue 8 asks for at least
+0.8 of the reference's rows per second.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from bench.data import DEMO, DemoSpec, bench_settings, demo_tables, trained_mode
 from churn.console import err_console
 
 TARGET = 0.8
-ALL_CORES_ROUNDS = 2
 HISTORY_MONTHS = 12
 
 
@@ -56,21 +54,20 @@ def measure(
     runs: dict[str, list[tuple[float, float]]] = {"ours": [], "raw_1_thread": []}
     if cores > 1:
         runs["raw_all_cores"] = []
-    for i in range(repeat):
+    for _ in range(repeat):
         runs["ours"].append(_seconds(lambda: explain(snapshot, bundle, top)))
         runs["raw_1_thread"].append(
             _seconds(lambda: booster.predict(x, pred_contrib=True, num_threads=1))
         )
-        if cores > 1 and i < ALL_CORES_ROUNDS:
+        if cores > 1:
             runs["raw_all_cores"].append(
                 _seconds(lambda: booster.predict(x, pred_contrib=True, num_threads=cores))
             )
     wall = {k: min(w for w, _ in v) for k, v in runs.items()}
     cpu = {k: min(c for _, c in v) for k, v in runs.items()}
-    # One-thread runs are timed in CPU seconds (what they take on an idle core); the all-cores
-    # run in wall seconds, the only fair measure of a parallel call.
-    ours = cpu["ours"]
-    reference = min(cpu["raw_1_thread"], wall.get("raw_all_cores", np.inf))
+    # Wall seconds: both sides may run on every core, so CPU seconds would not compare.
+    ours = wall["ours"]
+    reference = min(wall["raw_1_thread"], wall.get("raw_all_cores", np.inf))
     rows = len(x)
     return Result(
         name=f"scoring: batch explained scoring, {rows:,} rows (top {top} reasons)",
@@ -87,7 +84,7 @@ def measure(
             "reference_s": reference,
             **{f"{k}_wall_s": v for k, v in wall.items()},
             **{f"{k}_cpu_s": v for k, v in cpu.items()},
-            "wall_clock_ratio": wall["raw_1_thread"] / wall["ours"],
+            "cpu_ratio": cpu["raw_1_thread"] / cpu["ours"],
             "rounds": repeat,
         },
     )

@@ -18,6 +18,7 @@ rows; the API and batch scoring share it.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,9 +33,14 @@ from features.catalog import FEATURES, Feature
 RISK_BANDS: tuple[tuple[str, float], ...] = (("high", 0.30), ("medium", 0.15), ("low", 0.0))
 HEALTH_TO_RISK: dict[str, str] = {"critical": "high", "at_risk": "medium", "healthy": "low"}
 
-# One row at a time LightGBM's OpenMP start-up costs ~8 ms; one thread answers in ~0.4 ms and
-# is as fast for a thousand rows. Concurrent requests get parallelism from the thread pool.
-_PREDICT_THREADS = 1
+# One row at a time LightGBM's OpenMP start-up costs ~8 ms; one thread answers in ~0.4 ms, and
+# concurrent API requests get their parallelism from the thread pool. A batch (churn score,
+# large requests) has rows enough to pay for the start-up: it uses every core.
+_PARALLEL_ROWS = 2000
+
+
+def _threads(rows: int) -> int:
+    return (os.cpu_count() or 1) if rows >= _PARALLEL_ROWS else 1
 
 
 def risk_band(probability: float | None, health_band: str | None = None) -> str | None:
@@ -127,7 +133,7 @@ class Explainer:
         self.base_rate = float(self.calibration.apply(np.array([_sigmoid(self.bias)]))[0])
 
     def _contributions(self, x: np.ndarray) -> np.ndarray:
-        out = self.bundle.booster.predict(x, pred_contrib=True, num_threads=_PREDICT_THREADS)
+        out = self.bundle.booster.predict(x, pred_contrib=True, num_threads=_threads(len(x)))
         return np.asarray(out, dtype=float)
 
     def empty_rows(self, n: int) -> np.ndarray:
@@ -157,7 +163,7 @@ class Explainer:
         x[2:] = rng.integers(0, 100, size=(2, x.shape[1]))
         exp = self.explain(x)
         expected = self.calibration.apply(
-            np.asarray(self.bundle.booster.predict(x, num_threads=_PREDICT_THREADS), dtype=float)
+            np.asarray(self.bundle.booster.predict(x, num_threads=1), dtype=float)
         )
         if not np.all(np.isfinite(exp.probability)) or np.any(
             (exp.probability < 0) | (exp.probability > 1)
