@@ -57,6 +57,10 @@ class ServeSettings(BaseModel):
     reload_interval_seconds: float = Field(30.0, ge=0)
     request_timeout_seconds: float = Field(10.0, gt=0)
     max_concurrency: int = Field(64, ge=1)
+    # Worker processes of `churn serve`. More than one answers more requests at once, but
+    # each process keeps its own rate-limit counts and POST /v1/admin/reload reloads only the
+    # process that answers it (the others follow at their next reload check).
+    workers: int = Field(1, ge=1, le=64)
 
 
 class Settings(BaseSettings):

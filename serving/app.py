@@ -424,6 +424,13 @@ def create_app(
     return app
 
 
+def worker_app() -> FastAPI:
+    """The app of one `churn serve` worker process (uvicorn's factory when serve.workers > 1):
+    JSON logs and the settings of this process's environment."""
+    configure_logging()
+    return create_app()
+
+
 def disable_pickle_deserialization() -> None:
     """Switch off MLflow's pickle loading in this process, whatever the environment says.
 

@@ -40,16 +40,19 @@ def serve(
             "No API keys yet: create one with [bold]churn keys add --role crm[/] "
             "(or --role admin, or --role manager --manager NAME)."
         )
-    # One worker: the model lives in process memory and scoring one account takes about a
-    # millisecond; more workers would multiply memory and split the rate limits.
+    # One worker by default: the model lives in process memory and one account takes about a
+    # millisecond. serve.workers > 1 starts that many processes on the same port (measured in
+    # `make bench`); each builds its app through serving.app.worker_app.
+    workers = settings.serve.workers
     uvicorn.run(
-        app,
+        "serving.app:worker_app" if workers > 1 else app,
+        factory=workers > 1,
         host=host,
         port=port,
-        workers=1,
+        workers=workers,
         access_log=False,  # our own JSON access log leaves personal data out
         log_level="warning",
-        server_header=False,  # do not tell the world which server (and version) answers
+        server_header=False,
         timeout_graceful_shutdown=10,
     )
 

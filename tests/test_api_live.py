@@ -122,3 +122,19 @@ def test_reload_under_load_drops_no_request_and_switches_version(server):
     after = [version for sent, _, version in results if sent > reloaded_at]
     assert after and set(after) == {"v2"}
     assert {version for _, _, version in results} == {"v1", "v2"}
+
+
+def test_two_worker_processes_each_load_the_model_and_answer(tmp_path):
+    body = {"accounts": [{"account_id": "A-1", "features": {"days_since_last_contact": 40}}]}
+    with live_server(tmp_path, {"CHURN_SERVE__WORKERS": "2"}) as server:
+        headers = {"Authorization": f"Bearer {server.crm}"}
+        with httpx.Client(base_url=server.url, headers=headers, timeout=30) as http:
+            answers = [http.post("/v1/predict", json=body) for _ in range(20)]
+        deadline = time.monotonic() + 60  # the second worker may finish loading a bit later
+        while server.log().count('"event": "model_loaded"') < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        log = server.log()
+    assert [a.status_code for a in answers] == [200] * 20
+    assert {a.json()["model_version"] for a in answers} == {"v1"}
+    assert log.count('"event": "model_loaded"') == 2  # one per worker process
+    assert "Traceback" not in log
