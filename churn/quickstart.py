@@ -15,6 +15,7 @@ from pathlib import Path
 import typer
 
 from churn.console import console
+from churn.options import data_option
 
 #: How many account managers get a demo key of their own (the busiest ones).
 DEMO_MANAGER_KEYS = 2
@@ -58,9 +59,7 @@ def create_demo_keys(settings, keys_out: Path) -> list[tuple[str, str, str]]:
 
 
 def quickstart(
-    data: str = typer.Option(
-        None, "--data", help="Source: folder, .duckdb file or SQLAlchemy URL (default: settings)."
-    ),
+    data: str = data_option(),
     serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve when everything is ready."),
 ) -> None:
     """Train if there is no model, score a year of history if the store is empty, create demo

@@ -9,6 +9,7 @@ import typer
 
 from churn.console import console
 from churn.engine import engine_client, engine_option, resolve_engine, scheduler_option
+from churn.options import data_option
 
 
 def demo_data(
@@ -35,9 +36,7 @@ def demo_data(
 
 
 def validate(
-    data: str = typer.Option(
-        None, "--data", help="Source: folder, .duckdb file or SQLAlchemy URL."
-    ),
+    data: str = data_option(),
     profile: bool = typer.Option(
         True, "--profile/--no-profile", help="Also print churn by stage, reasons, concentration."
     ),
@@ -56,9 +55,7 @@ def validate(
 
 
 def features(
-    data: str = typer.Option(
-        None, "--data", help="Source: folder, .duckdb file or SQLAlchemy URL."
-    ),
+    data: str = data_option(),
     as_of: str = typer.Option(None, "--as-of", help="Snapshot date YYYY-MM-DD."),
     out: Path = typer.Option(None, "--out", help="Output file: .parquet or .csv."),
     catalog: bool = typer.Option(False, "--catalog", help="Print the feature catalogue and exit."),

@@ -9,6 +9,7 @@ import typer
 
 from churn.console import console, err_console
 from churn.engine import engine_client, engine_option, resolve_engine, scheduler_option
+from churn.options import data_option
 
 
 def _parse_day(value: str | None, option: str) -> date | None:
@@ -23,9 +24,7 @@ def _parse_day(value: str | None, option: str) -> date | None:
 
 
 def score(
-    data: str = typer.Option(
-        None, "--data", help="Source: folder, .duckdb file or SQLAlchemy URL."
-    ),
+    data: str = data_option(),
     as_of: str = typer.Option(
         None,
         "--as-of",

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from churn.engine import engine_option, resolve_engine, scheduler_option
+from churn.options import data_option
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -71,9 +72,7 @@ def _report(result: TrainResult, out: Any) -> None:
 
 
 def train(
-    data: str = typer.Option(
-        None, "--data", help="Source: folder, .duckdb file or SQLAlchemy URL (default: settings)."
-    ),
+    data: str = data_option(),
     label_mode: str = typer.Option(
         None,
         "--label-mode",

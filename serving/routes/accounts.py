@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, FastAPI, Query
 from pydantic import BaseModel, Field
 
 from churn.errors import StoreError
+from serving.batch import ACTION_COLUMNS, REASON_COLUMNS
 from serving.deps import ANY_ROLE, Principal, State, require_roles
 from serving.problems import Problem
 from serving.schemas import (
@@ -32,18 +33,8 @@ router = APIRouter(prefix="/v1", tags=["accounts"])
 
 # Stored columns that make up the API's escalation, reason and action objects.
 _ESC = ["code", "rule", "action", "severity"]
-_REASON = ["feature", "family", "value", "impact_pts", "sentence"]
-_ACTION = [
-    "action_id",
-    "title",
-    "steps",
-    "owner",
-    "due",
-    "priority",
-    "because",
-    "because_text",
-    "source",
-]
+_REASON = [c for c in REASON_COLUMNS if c not in ("as_of", "account_id", "rank")]
+_ACTION = [c for c in ACTION_COLUMNS if c not in ("account_id", "rank")]
 
 Band = Annotated[
     str | None,
