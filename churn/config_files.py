@@ -4,12 +4,14 @@ turning pydantic's validation errors into one line that names each invalid field
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from churn.errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
 
 
 def format_validation_error(exc: ValidationError, limit: int = 5) -> str:
@@ -44,3 +46,13 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of keys, got {type(data).__name__}")
     return data
+
+
+def load_yaml_model(path: Path, model: type[M], what: str, hint: str) -> M:
+    """Read a YAML config file and validate it as ``model``; a problem is one ConfigError
+    naming the file and each invalid field, with ``hint``."""
+    data = read_yaml_mapping(path, what)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {format_validation_error(exc)}", hint=hint) from exc

@@ -20,9 +20,9 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from churn.config_files import format_validation_error, read_yaml_mapping
+from churn.config_files import load_yaml_model
 from churn.errors import ConfigError
 from churn.settings import PROJECT_ROOT
 
@@ -266,14 +266,12 @@ def load_health_config(
     name fails here instead of silently scoring every account neutral.
     """
     path = Path(path) if path is not None else DEFAULT_HEALTH_CONFIG
-    data = read_yaml_mapping(path, "health config")
-    try:
-        cfg = HealthConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"{path}: {format_validation_error(exc)}",
-            hint="see the comments at the top of configs/health.yaml for the expected layout",
-        ) from exc
+    cfg = load_yaml_model(
+        path,
+        HealthConfig,
+        "health config",
+        hint="see the comments at the top of configs/health.yaml for the expected layout",
+    )
     if known_features is not None:
         known = set(known_features)
         for name, component in cfg.components.items():

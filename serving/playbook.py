@@ -12,9 +12,9 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from churn.config_files import format_validation_error, read_yaml_mapping
+from churn.config_files import load_yaml_model
 from churn.errors import ConfigError
 from churn.settings import PROJECT_ROOT
 from features.health import ESCALATION_CODES
@@ -128,14 +128,12 @@ def load_playbook(
     otherwise never trigger its action).
     """
     path = Path(path) if path is not None else DEFAULT_PLAYBOOK
-    data = read_yaml_mapping(path, "playbook config")
-    try:
-        playbook = Playbook.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"{path}: {format_validation_error(exc)}",
-            hint="see the comments at the top of configs/playbook.yaml for the expected layout",
-        ) from exc
+    playbook = load_yaml_model(
+        path,
+        Playbook,
+        "playbook config",
+        hint="see the comments at the top of configs/playbook.yaml for the expected layout",
+    )
     if known_features is not None:
         known = set(known_features)
         for i, action in enumerate(playbook.actions):

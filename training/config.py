@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from churn.errors import ConfigError
 
@@ -102,7 +102,7 @@ class TrainConfig(_Strict):
 
 def load_train_config(path: Path | str) -> TrainConfig:
     """Read and validate a training config; any problem is a ConfigError naming the file."""
-    from churn.config_files import format_validation_error, read_yaml_mapping
+    from churn.config_files import load_yaml_model
 
     path = Path(path)
     if not path.is_file():
@@ -111,11 +111,9 @@ def load_train_config(path: Path | str) -> TrainConfig:
             hint="pass an existing YAML file with --config, or drop the option to use "
             "configs/train.yaml",
         )
-    data = read_yaml_mapping(path, "train config")
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(
-            f"{path}: {format_validation_error(exc)}",
-            hint="see the comments in configs/train.yaml for the expected layout",
-        ) from exc
+    return load_yaml_model(
+        path,
+        TrainConfig,
+        "train config",
+        hint="see the comments in configs/train.yaml for the expected layout",
+    )
