@@ -19,8 +19,10 @@ The serving process never unpickles: :func:`disable_pickle_deserialization` swit
 MLflow's pickle loading (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``) whatever the
 environment says, and the model loader refuses bundles holding pickles.
 
-Extending the app: routers listed in ``serving.routes.OPTIONAL_ROUTERS`` are picked up when
-their module exists, and ``include_routers`` adds more; both may use ``app.state.serving``
+The lifespan also opens the score store (``settings.store_url``) unless one was passed in,
+and closes it at shutdown. The routers are those of ``serving.routes`` and the dashboard's
+(``serving.dashboard.views``, with its stylesheet and favicon under ``/static``);
+``include_routers`` adds more. All may use ``app.state.serving``
 (:class:`serving.deps.ServingState`) and the dependencies of ``serving.deps``.
 """
 
@@ -51,6 +53,7 @@ from serving.metrics import Metrics
 from serving.model_holder import LoadedModel, ModelHolder, ReloadResult
 from serving.problems import install_handlers, problem_response, unhandled_problem
 from serving.scoring import load_rules
+from serving.store import Store
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("churn.access")
@@ -62,8 +65,9 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 PICKLE_SWITCH = "MLFLOW_ALLOW_PICKLE_DESERIALIZATION"
 
-#: Sent with every response unless the route set its own (the dashboard sets a CSP allowing
-#: its own stylesheet; ``/docs`` gets :data:`DOCS_CSP`). JSON needs no sources at all.
+#: The security headers, sent with every response unless the route set its own (the
+#: dashboard's pages set their own CSP, ``serving.dashboard.views.PAGE_CSP``; ``/docs`` gets
+#: :data:`DOCS_CSP`). JSON needs no sources at all.
 SECURITY_HEADERS: Mapping[str, str] = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
@@ -348,6 +352,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.warning(
             "serving rule-based scores only", extra={"event": "no_model", "error": result.error}
         )
+    opened = None
+    if state.store is None:
+        opened = state.store = Store(state.settings.store_url)
     interval = state.settings.serve.reload_interval_seconds
     watcher = asyncio.create_task(state.holder.watch(interval)) if interval > 0 else None
     try:
@@ -357,6 +364,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        if opened is not None:  # a store passed to create_app is its caller's to close
+            opened.close()
 
 
 def create_app(
@@ -369,11 +378,16 @@ def create_app(
     """Build the API.
 
     ``bundle_dir`` overrides ``<settings.models_dir>/champion``; ``store`` (the score store
-    for the accounts routes and dashboard) is kept on ``app.state.serving.store``;
-    ``include_routers`` are added after the built-in and optional routers. The health rules
+    for the accounts routes and dashboard) is kept on ``app.state.serving.store``, else the
+    lifespan opens ``settings.store_url``; ``include_routers`` are added after the built-in
+    routers and the dashboard's. The health rules
     and playbook are loaded here, so a broken config stops start-up with a ConfigError.
     """
-    from serving.routes import core_routers, optional_routers
+    from fastapi.staticfiles import StaticFiles
+
+    from serving.dashboard import STATIC_DIR
+    from serving.dashboard.views import router as dashboard_router
+    from serving.routes import api_routers
 
     disable_pickle_deserialization()
     settings = settings or get_settings()
@@ -405,12 +419,10 @@ def create_app(
     )
     docs_csp = _add_docs(app)
     app.state.serving = state
-    # Short names for routers that need only one piece (dashboard, accounts).
-    app.state.settings = settings
-    app.state.store = store
-    app.state.keys = state.keys
     install_handlers(app)
-    for router in (*core_routers(), *optional_routers(app), *include_routers):
+    # After /static/docs (mounted by _add_docs), so that the more specific prefix wins.
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    for router in (*api_routers(), dashboard_router, *include_routers):
         app.include_router(router)
     app.add_middleware(
         ServingMiddleware,

@@ -101,7 +101,7 @@ def report(
     """Write the retention page (metrics of the latest scored date) as one HTML file."""
     from churn.errors import ChurnError
     from churn.settings import get_settings
-    from serving.routes.dashboard import render_report
+    from serving.report import render_report
     from serving.store import Store
 
     settings = get_settings()

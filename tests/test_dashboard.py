@@ -19,8 +19,8 @@ from playwright.sync_api import Browser, Page, sync_playwright
 
 from churn.settings import load_settings
 from serving.batch import default_as_of, history_dates, load_champion, score_batches
+from serving.dashboard.formatting import fmt_num
 from serving.retention import RetentionBase
-from serving.routes.dashboard import fmt_num
 from serving.store import Store
 from tests.bundle_factory import make_models_dir
 from tests.live_server import live_server

@@ -1,8 +1,9 @@
 """Charts as inline SVG, drawn on the server: no JavaScript, no CDN, and they survive being
 saved into a single HTML file (``churn report``).
 
-Colours come from CSS classes (``serving/static/dashboard.css``), and only SVG presentation
-attributes are used (never ``style=``), so the pages keep a strict Content-Security-Policy.
+Colours come from CSS classes (``serving/dashboard/static/dashboard.css``), and only SVG
+presentation attributes are used (never ``style=``), so the pages keep a strict
+Content-Security-Policy.
 Every chart has a ``<title>`` and ``<desc>`` for screen readers and native hover tooltips on
 its points and bars.
 """

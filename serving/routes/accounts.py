@@ -11,7 +11,7 @@ from datetime import date
 from typing import Annotated, Any
 
 import pandas as pd
-from fastapi import APIRouter, Depends, FastAPI, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from churn.errors import StoreError
@@ -111,15 +111,6 @@ class AccountDetail(BaseModel):
     actions: list[ActionOut]
     model_version: str | None
     history: list[HistoryPoint]
-
-
-def install(app: FastAPI) -> None:
-    """Give the app a score store (``settings.store_url``) unless one was passed in."""
-    state = app.state.serving
-    if state.store is None:
-        from serving.store import Store
-
-        state.store = Store(state.settings.store_url)
 
 
 def _int(value: Any) -> int | None:

@@ -33,8 +33,8 @@ import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from churn.settings import get_settings
+from serving.dashboard.sessions import SESSION_COOKIE, SESSION_SALT
 from serving.keys import KeyStore, parse_key_id
-from serving.routes.dashboard import SESSION_COOKIE, SESSION_SALT
 from serving.store import Store
 from tests.live_server import SECRET, Server, live_server
 from tests.reliability.figures import record

@@ -1,0 +1,206 @@
+"""How the dashboard words values: amounts, percentages, dates, changes and labels, as Jinja
+filters of the one template environment shared by the pages and ``churn report``."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from datetime import timedelta
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import pandas as pd
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from markupsafe import Markup
+
+from features.health import COMPONENT_MAXIMA
+from serving.dashboard import TEMPLATES_DIR
+from serving.retention import BAND_LABELS
+
+# -- score field labels -----------------------------------------------------------------------
+# The one place the dashboard maps a stored score column to the words and maximum it shows.
+
+
+class FieldLabel(NamedTuple):
+    """What the dashboard shows for one score column: its label and its maximum."""
+
+    label: str
+    maximum: float
+
+
+_COMPONENT_LABELS: Mapping[str, str] = {
+    "engagement": "Engagement",
+    "relationship": "Relationship depth",
+    "financial": "Financial health",
+    "satisfaction": "Satisfaction",
+}
+SCORE_FIELD_LABELS: Mapping[str, FieldLabel] = {
+    **{
+        f"health_{name}": FieldLabel(_COMPONENT_LABELS[name], maximum)
+        for name, maximum in COMPONENT_MAXIMA.items()
+    },
+    "service_client_contacts": FieldLabel("More than one contact at the client", 1),
+    "service_firm_contacts": FieldLabel("Client knows more than one of us", 1),
+    "service_meetings": FieldLabel("Two or more meetings in six months", 1),
+    "service_seniority": FieldLabel("Most senior contact (junior 0, middle 1, senior 2)", 2),
+    "service_survey": FieldLabel("Last survey score above 8", 1),
+}
+STAGE_NAMES: Mapping[str, str] = {
+    "new": "New",
+    "established": "Established",
+    "long_term": "Long-term",
+}
+
+
+def field_label(column: str) -> FieldLabel:
+    """The label and maximum the dashboard shows for the score column ``column``."""
+    return SCORE_FIELD_LABELS[column]
+
+
+# -- values -----------------------------------------------------------------------------------
+
+
+def is_missing(value: Any) -> bool:
+    """True for None, pandas' NA and NaT, and NaN: the values a page shows as a dash."""
+    if value is None or value is pd.NA or value is pd.NaT:
+        return True
+    try:
+        return math.isnan(float(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def fmt_money(value: Any) -> str:
+    """Compact amounts: 1.25 M, 48.2 k, 950."""
+    if is_missing(value):
+        return "—"
+    v = float(value)
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:,.2f} M"
+    if abs(v) >= 1e4:
+        return f"{v / 1e3:,.1f} k"
+    return f"{v:,.0f}"
+
+
+def fmt_pct(value: Any, digits: int = 0) -> str:
+    """A share as a percentage: 0.125 -> "13 %" (or "12.5 %" with one digit)."""
+    return "—" if is_missing(value) else f"{float(value) * 100:.{digits}f} %"
+
+
+def fmt_num(value: Any) -> str:
+    """A number without decimals when it is (nearly) whole, else with one."""
+    if is_missing(value):
+        return "—"
+    v = float(value)
+    return f"{v:,.0f}" if abs(v - round(v)) < 0.05 else f"{v:,.1f}"
+
+
+def fmt_signed(value: Any) -> str:
+    """A number with its sign and one decimal: +1.5, −2.0, 0.0."""
+    if is_missing(value):
+        return "—"
+    v = float(value)
+    return f"+{v:.1f}" if v > 0 else f"−{abs(v):.1f}" if v < 0 else "0.0"
+
+
+def fmt_change(
+    value: Any, pct_points: bool = False, higher_is_worse: bool = False, quiet: bool = False
+) -> Markup:
+    """An arrow and the change since last month, coloured better / worse (``quiet``: nothing
+    when it did not change)."""
+    if is_missing(value):
+        return Markup("")
+    v = float(value) * (100 if pct_points else 1)
+    unit = " pts" if pct_points else ""
+    if abs(v) < 0.5:
+        if quiet:
+            return Markup("")
+        return Markup(f'<span class="change flat" title="change since last month">±0{unit}</span>')
+    worse = (v > 0) == higher_is_worse
+    arrow = "▲" if v > 0 else "▼"
+    css = "worse" if worse else "better"
+    return Markup(
+        f'<span class="change {css}" title="change since last month">{arrow} '
+        f"{abs(v):.0f}{unit}</span>"
+    )
+
+
+def change_between(now: Any, before: Any, *, pct_points: bool = False, worse_up: bool) -> Markup:
+    """:func:`fmt_change` of ``now - before``; nothing when either is missing."""
+    if is_missing(now) or is_missing(before):
+        return Markup("")
+    return fmt_change(float(now) - float(before), pct_points=pct_points, higher_is_worse=worse_up)
+
+
+def fmt_day(value: Any) -> str:
+    """A date as people write it: 1 Feb 2025."""
+    if is_missing(value):
+        return "—"
+    return pd.Timestamp(value).strftime("%-d %b %Y")
+
+
+def fmt_prevday(value: Any) -> str:
+    """The day before: periods are [start, end), people read them inclusive."""
+    return "—" if is_missing(value) else fmt_day(pd.Timestamp(value) - timedelta(days=1))
+
+
+def fmt_months(value: Any) -> str:
+    """A number of months as years and months: "2 years 3 months"."""
+    if is_missing(value):
+        return "—"
+    months = int(float(value))
+    years, rest = divmod(months, 12)
+    if years == 0:
+        return f"{rest} month{'s' if rest != 1 else ''}"
+    tail = f" {rest} month{'s' if rest != 1 else ''}" if rest else ""
+    return f"{years} year{'s' if years != 1 else ''}{tail}"
+
+
+def fmt_count(value: Any) -> str:
+    """A whole count with thousands separators."""
+    return "—" if is_missing(value) else f"{int(value):,}"
+
+
+_PTS_SUFFIX = re.compile(r"\s*\([+\-−]?\d+(?:\.\d+)? pts\)$")
+
+
+def bare_sentence(text: Any) -> str:
+    """A reason's sentence without the "(+9 pts)" the API appends (the page draws the bar)."""
+    return "" if is_missing(text) else _PTS_SUFFIX.sub("", str(text))
+
+
+# -- templates --------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=1)
+def environment() -> Environment:
+    """The Jinja environment shared by the dashboard and ``churn report``."""
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES_DIR)),
+        autoescape=select_autoescape(["html"]),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(
+        money=fmt_money,
+        pct=fmt_pct,
+        pct1=lambda v: fmt_pct(v, 1),
+        num=fmt_num,
+        signed=fmt_signed,
+        change=fmt_change,
+        day=fmt_day,
+        prevday=fmt_prevday,
+        months=fmt_months,
+        count=fmt_count,
+        stage=lambda s: "—" if is_missing(s) else STAGE_NAMES.get(str(s), str(s)),
+        bare=bare_sentence,
+        capfirst=lambda t: "" if is_missing(t) else str(t)[:1].upper() + str(t)[1:],
+        bandlabel=lambda b: "—" if is_missing(b) else BAND_LABELS.get(str(b), str(b)),
+    )
+    return env
+
+
+def render(template: str, **context: Any) -> str:
+    """Render one template of ``serving/dashboard/templates`` to a string."""
+    return environment().get_template(template).render(**context)

@@ -1,0 +1,343 @@
+"""What each dashboard page shows: the template context of the portfolio, one account and
+the retention page, read from the score store for one viewer. No HTTP here: the views and
+``churn report`` call these and render the result."""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+from urllib.parse import urlencode
+
+import pandas as pd
+
+from features.health import COMPONENT_COLUMNS, COMPONENT_MAXIMA, Bands
+from serving.dashboard import charts
+from serving.dashboard.formatting import change_between, field_label, is_missing
+from serving.dashboard.sessions import Viewer
+from serving.retention import (
+    BAND_LABELS,
+    HEALTH_BANDS,
+    REVENUE_SEGMENTS,
+    SEGMENT_LABELS,
+    RetentionSummary,
+    retention_summary,
+)
+from serving.store import SERVICE_PARTS, Store
+
+PAGE_SIZE = 25
+#: The health score's maximum: the bands of ``configs/health.yaml`` are points out of it.
+HEALTH_MAX = sum(COMPONENT_MAXIMA.values())
+_SUMMARY_CACHE: dict[tuple[Any, ...], RetentionSummary] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as dicts with None for missing values (templates test ``is not none``)."""
+    clean = frame.astype(object).where(frame.notna(), None)
+    return clean.to_dict("records")
+
+
+def _health_band_options(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    options = [(b, f"Health: {BAND_LABELS[b]}") for b in HEALTH_BANDS]
+    if "risk_band" in frame:
+        risk = sorted({str(v) for v in frame["risk_band"].dropna()})
+        options += [(r, f"Risk: {r.replace('_', ' ')}") for r in risk]
+    return options
+
+
+def portfolio_context(
+    store: Store, viewer: Viewer, params: Mapping[str, str], bands: Bands, page: int = 1
+) -> dict[str, Any]:
+    """Everything ``portfolio.html`` shows for this viewer and these filters."""
+    filters = {k: (params.get(k) or None) for k in ("band", "segment", "manager", "q")}
+    if viewer.scope is not None:
+        filters["manager"] = viewer.scope
+    with store.reading():
+        as_of = store.latest_as_of()
+        everything = store.portfolio(as_of, manager=viewer.scope) if as_of else pd.DataFrame()
+        managers = [] if viewer.scope is not None or not as_of else store.managers(as_of)
+        summary = retention_for(store, viewer) if as_of else None
+        version = model_version(store, as_of)
+    frame = everything
+    if not frame.empty:
+        if filters["band"]:
+            frame = frame[
+                (frame["health_band"] == filters["band"]) | (frame["risk_band"] == filters["band"])
+            ]
+        if filters["segment"]:
+            frame = frame[frame["revenue_segment"] == filters["segment"]]
+        if filters["manager"]:
+            frame = frame[frame["account_manager"] == filters["manager"]]
+        if filters["q"]:
+            q = filters["q"].lower()
+            name = frame["name"].astype("string").str.lower().fillna("")
+            ident = frame["account_id"].astype("string").str.lower()
+            frame = frame[name.str.contains(q, regex=False) | ident.str.contains(q, regex=False)]
+    kpis: dict[str, Any] = {}
+    if not everything.empty:
+        kpis = {
+            "accounts": len(everything),
+            "at_risk": int((everything["health_band"] == "at_risk").sum()),
+            "critical": int((everything["health_band"] == "critical").sum()),
+            "revenue_at_risk": (
+                None
+                if everything["revenue_at_risk"].isna().all()
+                else float(everything["revenue_at_risk"].sum())
+            ),
+            "logo_retention": None,
+            "nrr": None,
+        }
+        if summary is not None:
+            kpis["logo_retention"] = summary.logo_12m.rate
+            kpis["nrr"] = summary.revenue_12m.nrr
+    total = len(frame)
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    rows = _records(frame.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]) if total else []
+    kept = {k: v for k, v in filters.items() if v and not (k == "manager" and viewer.scope)}
+
+    def page_url(n: int) -> str:
+        return "/?" + urlencode({**kept, "page": n})
+
+    return {
+        "active": "portfolio",
+        "as_of": as_of,
+        "model_version": version,
+        "bands": bands,
+        "kpis": kpis,
+        "rows": rows,
+        "filters": {**filters, "active": bool(kept)},
+        "options": {
+            "bands": _health_band_options(everything),
+            "segments": [(s, SEGMENT_LABELS[s]) for s in REVENUE_SEGMENTS],
+            "managers": managers,
+        },
+        "pager": {
+            "total": total,
+            "first": (page - 1) * PAGE_SIZE + 1 if total else 0,
+            "last": min(page * PAGE_SIZE, total),
+            "prev_url": page_url(page - 1) if page > 1 else None,
+            "next_url": page_url(page + 1) if page < pages else None,
+        },
+    }
+
+
+def model_version(store: Store, as_of: date | None) -> str | None:
+    """The model version that scored ``as_of`` (None without a model or a date)."""
+    if as_of is None:
+        return None
+    runs = store.runs()
+    mine = runs[runs["as_of"] == pd.Timestamp(as_of)]
+    if mine.empty or pd.isna(mine["model_version"].iloc[0]):
+        return None
+    return str(mine["model_version"].iloc[0])
+
+
+def account_context(
+    store: Store, viewer: Viewer, account_id: str, horizon_days: int, bands: Bands
+) -> dict[str, Any] | None:
+    """Everything ``account.html`` shows; None when the account is unknown to this viewer."""
+    with store.reading():
+        record = store.account(account_id, manager=viewer.scope)
+        if record is None:
+            return None
+        version = model_version(store, record.score["as_of"])
+    s = record.score
+    history = record.history
+    labels = [pd.Timestamp(d).strftime("%b %Y") for d in history["as_of"]]
+    chart = charts.line_chart(
+        labels,
+        [
+            charts.Series("Health score", history["health_score"].tolist(), "health"),
+            charts.Series(
+                "Churn probability (right axis)",
+                (history["churn_probability"] * 100).tolist(),
+                "probability",
+                right=True,
+            ),
+        ],
+        title="Churn probability and health score over time",
+        y_min=0,
+        y_max=HEALTH_MAX,
+        y2_format=lambda v: f"{v:.3g} %",
+        zones=[
+            charts.Zone(0, bands.at_risk, "critical", "critical zone"),
+            charts.Zone(bands.at_risk, bands.healthy, "at_risk", "at-risk zone"),
+        ],
+    )
+    components = []
+    for column in COMPONENT_COLUMNS:
+        label, maximum = field_label(column)
+        value = s.get(column)
+        css = _component_css(value, maximum, bands)
+        components.append(
+            {
+                "label": label,
+                "value": value,
+                "max": int(maximum),
+                "gauge": charts.gauge(value, maximum, css=css),
+            }
+        )
+    service_parts = [
+        {"label": field_label(p).label, "value": s.get(p), "max": int(field_label(p).maximum)}
+        for p in SERVICE_PARTS
+    ]
+    reasons = _records(record.reasons)
+    scale = max([abs(r["impact_pts"] or 0.0) for r in reasons] + [1.0])
+    for r in reasons:
+        r["impact_pts"] = r["impact_pts"] or 0.0
+        r["bar"] = charts.impact_bar(r["impact_pts"], scale)
+    previous = record.previous or {}
+    return {
+        "active": "portfolio",
+        "as_of": s["as_of"],
+        "model_version": version,
+        "s": s,
+        "name": record.name,
+        "history_chart": chart,
+        "history_points": len(history),
+        "components": components,
+        "service_parts": service_parts,
+        "reasons": reasons,
+        "escalations": _records(record.escalations),
+        "actions": _records(record.actions),
+        "horizon_days": horizon_days,
+        "changes": {
+            "health_score": change_between(
+                s.get("health_score"), previous.get("health_score"), worse_up=False
+            ),
+            "churn_probability": change_between(
+                s.get("churn_probability"),
+                previous.get("churn_probability"),
+                pct_points=True,
+                worse_up=True,
+            ),
+        },
+    }
+
+
+def _component_css(value: Any, maximum: float, bands: Bands) -> str:
+    """A component's colour: the health band its share of its maximum would have as a score."""
+    if is_missing(value):
+        return "primary"
+    share = float(value) / maximum
+    if share >= bands.healthy / HEALTH_MAX:
+        return "healthy"
+    return "at_risk" if share >= bands.at_risk / HEALTH_MAX else "critical"
+
+
+def retention_for(
+    store: Store, viewer: Viewer | None = None, *, manager: str | None = None
+) -> RetentionSummary | None:
+    """The retention summary of the latest stored date, for everyone or one manager."""
+    scope = manager if manager is not None else (viewer.scope if viewer else None)
+    with store.reading():
+        as_of = store.latest_as_of()
+        if as_of is None:
+            return None
+        # The summary changes only when a score run writes: cache it per store, run and scope.
+        runs = store.runs()
+        key = (store.url, str(runs["finished_at"].max()), len(runs), scope)
+        with _CACHE_LOCK:
+            if key in _SUMMARY_CACHE:
+                return _SUMMARY_CACHE[key]
+        base = store.retention_base(manager=scope)
+        if base is None:
+            return None
+        scores = store.portfolio(as_of, manager=scope)
+        reasons = store.reasons(as_of, manager=scope)
+        escalations = store.escalations(as_of, manager=scope)
+    from features.catalog import FEATURES
+
+    labels = {name: f.description for name, f in FEATURES.items()}
+    summary = retention_summary(
+        base,
+        as_of,
+        scores=scores,
+        reasons=reasons,
+        escalations=escalations,
+        driver_labels=labels,
+        scope=f"accounts of {scope}" if scope else "all accounts",
+    )
+    with _CACHE_LOCK:
+        if len(_SUMMARY_CACHE) >= 64:
+            _SUMMARY_CACHE.pop(next(iter(_SUMMARY_CACHE)))
+        _SUMMARY_CACHE[key] = summary
+    return summary
+
+
+def retention_context(summary: RetentionSummary) -> dict[str, Any]:
+    """Charts and rows of ``retention_body.html``."""
+    q = summary.quarterly
+    stage, segment = summary.churn_by_stage, summary.churn_by_segment
+
+    def rate_notes(frame: pd.DataFrame) -> list[str]:
+        return [
+            f"{c} of {n:,} clients" for c, n in zip(frame["churned"], frame["clients"], strict=True)
+        ]
+
+    severity = summary.risk_counts
+    drivers = summary.risk_drivers
+    reasons = summary.churn_reasons
+    return {
+        "r": summary,
+        "quarterly": _records(q),
+        "severity": _records(severity),
+        "escalation_counts": _records(summary.escalation_counts),
+        "charts": {
+            "quarterly": charts.line_chart(
+                q["quarter"].tolist(),
+                [
+                    charts.Series("Logo retention", q["logo_retention"].tolist(), "logo"),
+                    charts.Series("Gross revenue retention", q["grr"].tolist(), "grr"),
+                    charts.Series("Net revenue retention", q["nrr"].tolist(), "nrr"),
+                ],
+                title="Logo, gross and net revenue retention by quarter",
+                y_format=charts.percent,
+                reference=1.0,
+                height=300,
+                width=1220,
+            ),
+            "stage": charts.bar_chart(
+                stage["label"].tolist(),
+                stage["churn_rate"].tolist(),
+                title="Churn rate by lifecycle stage, last 12 months",
+                value_format=charts.percent1,
+                notes=rate_notes(stage),
+                css="critical",
+            ),
+            "segment": charts.bar_chart(
+                segment["label"].tolist(),
+                segment["churn_rate"].tolist(),
+                title="Churn rate by revenue segment, last 12 months",
+                value_format=charts.percent1,
+                notes=rate_notes(segment),
+                css="critical",
+            ),
+            "reasons": charts.bar_chart(
+                reasons["label"].tolist(),
+                reasons["clients"].tolist(),
+                title="Why clients left, last 12 months",
+                notes=[charts.percent(s) for s in reasons["share"]],
+                css="brand",
+            ),
+            "severity": charts.stacked_bar(
+                severity["label"].tolist(),
+                severity["accounts"].tolist(),
+                severity["band"].tolist(),
+                title="Scored accounts by health band",
+            ),
+            "drivers": charts.bar_chart(
+                drivers["label"].tolist(),
+                drivers["accounts"].tolist(),
+                title="Most common risk drivers",
+                notes=[f"avg +{v:.1f} pts" for v in drivers["mean_impact_pts"]],
+                css="critical",
+                label_width=330,
+                width=1220,
+            ),
+        },
+    }
