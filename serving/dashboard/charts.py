@@ -62,7 +62,7 @@ def _nice_step(raw: float) -> float:
     """The smallest 1 / 2 / 2.5 / 5 x 10^k at or above ``raw``."""
     if raw <= 0 or not math.isfinite(raw):
         return 1.0
-    magnitude = 10 ** math.floor(math.log10(raw))
+    magnitude: float = 10 ** math.floor(math.log10(raw))
     return next(m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= raw * (1 - 1e-12))
 
 

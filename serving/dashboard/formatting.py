@@ -137,7 +137,8 @@ def fmt_day(value: Any) -> str:
     """A date as people write it: 1 Feb 2025."""
     if is_missing(value):
         return "—"
-    return pd.Timestamp(value).strftime("%-d %b %Y")
+    day: str = pd.Timestamp(value).strftime("%-d %b %Y")
+    return day
 
 
 def fmt_prevday(value: Any) -> str:

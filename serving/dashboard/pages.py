@@ -37,7 +37,8 @@ _CACHE_LOCK = threading.Lock()
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """Rows as dicts with None for missing values (templates test ``is not none``)."""
     clean = frame.astype(object).where(frame.notna(), None)
-    return clean.to_dict("records")
+    records: list[dict[str, Any]] = clean.to_dict("records")
+    return records
 
 
 def _health_band_options(frame: pd.DataFrame) -> list[tuple[str, str]]:
