@@ -1,4 +1,4 @@
-"""The dashboard (SPEC 7): server-rendered pages for account managers and the retention lead.
+"""The dashboard: server-rendered pages for account managers and the retention lead.
 
 Pages: ``/login`` (an API key, exchanged for a signed session cookie: HttpOnly,
 SameSite=Strict; it names the key and a random session id), ``/logout`` (revokes that session
