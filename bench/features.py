@@ -1,4 +1,4 @@
-"""Feature building (issue 3): ``features.snapshots.build_snapshots`` on the demo source.
+"""Feature building: ``features.snapshots.build_snapshots`` on the demo source.
 
 Figures, all measured in this run:
 
@@ -176,7 +176,7 @@ def run(workdir: Path, spec: DemoSpec = DEMO, scale: int = SCALE, repeat: int = 
             unit="s",
             ours=seconds,
             reference=BUDGET_SECONDS,
-            reference_name="issue 3 budget",
+            reference_name="time budget",
             target=1.0,
             higher_is_better=False,
         ),

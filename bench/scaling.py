@@ -1,4 +1,4 @@
-"""Scaling (issue 7): time per million events of feature building and batch scoring at 1x, 10x
+"""Scaling: time per million events of feature building and batch scoring at 1x, 10x
 and 100x the demo data, in one process and on a local Dask cluster of two single-threaded
 workers. The figure is each size's seconds per million events against the same figure at 1x
 (``ratio`` = 1x / size: 1 is perfectly flat, the target 0.67 means at most 1.5 times the 1x

@@ -1,4 +1,4 @@
-"""Batch explained scoring (issues 6 and 8) against raw LightGBM contributions.
+"""Batch explained scoring against raw LightGBM contributions.
 
 Ours: ``serving.batch.explained_reasons``, what ``churn score`` runs over a snapshot: the
 calibrated probability, the SHAP contributions rescaled to impacts in probability points, the
@@ -7,7 +7,7 @@ same booster on the same rows, the raw contributions alone. The rows are `make s
 workload on the demo source: every account active at the latest date and at each of the 12
 monthly dates before it. Runs alternate between the two and the fastest round of each counts,
 in wall seconds; both may use every core (batch scoring does, from 2,000 rows), and the
-reference is the faster of LightGBM on one thread and on every core. Issue 8 asks for at least
+reference is the faster of LightGBM on one thread and on every core. The target is at least
 0.8 of the reference's rows per second.
 """
 

@@ -1,4 +1,4 @@
-"""Training (issue 4): one `make train` run on the demo source, timed, and the model's test
+"""Training: one `make train` run on the demo source, timed, and the model's test
 metrics against the health-score and logistic-regression baselines on the same test rows.
 
 The run trains into a fresh MLflow store under ``workdir/model`` (see ``bench.data``); the
@@ -30,7 +30,7 @@ def quality_results(metrics: dict[str, dict[str, float]], seconds: float) -> lis
             unit="s",
             ours=seconds,
             reference=BUDGET_SECONDS,
-            reference_name="issue 4 budget",
+            reference_name="time budget",
             target=1.0,
             higher_is_better=False,
         ),
@@ -67,7 +67,7 @@ def quality_results(metrics: dict[str, dict[str, float]], seconds: float) -> lis
             unit="ECE",
             ours=model["ece"],
             reference=ECE_LIMIT,
-            reference_name="issue 4 limit",
+            reference_name="ECE limit",
             target=1.0,
             higher_is_better=False,
             extra={"health_score_ece": health["ece"], "logistic_ece": logistic["ece"]},

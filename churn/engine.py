@@ -1,4 +1,4 @@
-"""The compute engine of ``churn features``, ``churn score`` and ``churn train`` (SPEC 8).
+"""The compute engine of ``churn features``, ``churn score`` and ``churn train`` (docs/cluster.md).
 
 ``local`` (the default) runs everything in one process. ``dask`` runs the heavy steps on a Dask
 cluster: the scheduler at ``--scheduler``/``CHURN_DASK_SCHEDULER``, or, with no address, a

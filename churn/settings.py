@@ -38,7 +38,7 @@ class TableMapping(BaseModel):
 
 
 class SnapshotSettings(BaseModel):
-    """The as_of grid and labels (SPEC 3)."""
+    """The as_of grid and labels (docs/domain.md#labels)."""
 
     frequency: str = Field("MS", description="pandas offset alias of the as_of grid (MS = monthly)")
     horizon_days: int = Field(90, ge=1, le=730)

@@ -1,4 +1,4 @@
-"""The feature catalogue (SPEC 3): every snapshot feature defined once.
+"""The feature catalogue: every snapshot feature defined once.
 
 Each :class:`Feature` carries its family, description, unit, the tables it needs, and the
 sentence used to explain it ("No contact for 74 days"). The snapshot builder, the model, the

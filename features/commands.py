@@ -81,7 +81,7 @@ def features(
     from features.validate import load_validated
 
     output_format(out)  # a wrong extension fails now, not after the snapshot is built
-    settings = resolve_engine(get_settings(), engine, scheduler)  # --engine dask: issue 7
+    settings = resolve_engine(get_settings(), engine, scheduler)  # --engine dask: docs/cluster.md
     health = load_health_config(settings.health_config)
     result = load_validated(data or settings.data, settings)
     with engine_client(settings) as client:

@@ -1,4 +1,4 @@
-"""The input data contract (SPEC 2): the one definition of every table, column, type and rule.
+"""The input data contract: the one definition of every table, column, type and rule.
 
 Sources, validation, the demo generator, the feature engine and the docs all read this module;
 nothing else spells out a table's columns.
@@ -43,7 +43,7 @@ class Column:
     """One column: its type, whether the table must have it, and the values it may take.
 
     ``required`` means the column must exist in the source; ``nullable`` whether a row may
-    leave it empty. Optional columns (``?`` in SPEC 2) are ``required=False, nullable=True``.
+    leave it empty. Optional columns are ``required=False, nullable=True``.
     """
 
     name: str

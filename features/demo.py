@@ -1,4 +1,4 @@
-"""Demo data (issue 2 item 7): a simulated professional-services firm, every contract table filled.
+"""Demo data: a simulated professional-services firm, every contract table filled.
 
 The firm has client accounts in three tiers by annual contract value (lognormal, so about 20 %
 of clients bring about 80 % of revenue): A clients get quarterly business reviews and regular

@@ -1,4 +1,4 @@
-"""Snapshots on a Dask cluster (SPEC 8): the rows of :func:`features.snapshots.build_snapshots`.
+"""Snapshots on a Dask cluster: the rows of :func:`features.snapshots.build_snapshots`.
 
 The source is split into partitions of whole accounts (:func:`churn.engine.partition_tables`)
 and each partition is sent to a worker, which runs :func:`features.snapshots.build_features` on

@@ -1,8 +1,8 @@
-"""Rule-based scores (SPEC 4): health score and band, escalations, client service score.
+"""Rule-based scores: health score and band, escalations, client service score.
 
 The health rules (sub-rule points, step thresholds, bands, escalation thresholds and their
 action text) live in the versioned ``configs/health.yaml``, validated on load into
-:class:`HealthConfig`. The client service score is the fixed six-point worksheet of SPEC 4.
+:class:`HealthConfig`. The service score is a fixed worksheet (see docs/domain.md).
 Everything here is vectorised over rows; the API's few-account requests take a plain-float
 path (``score_health_records``, ``fired_escalations``) that gives the same values.
 """
@@ -28,7 +28,7 @@ from churn.settings import PROJECT_ROOT
 
 DEFAULT_HEALTH_CONFIG = PROJECT_ROOT / "configs" / "health.yaml"
 
-# SPEC 4 fixes the component maxima; the config distributes them over sub-rules.
+# Fixed component maxima (docs/domain.md#health-score); the config splits them over sub-rules.
 COMPONENT_MAXIMA: Mapping[str, float] = {
     "engagement": 30.0,
     "relationship": 25.0,
@@ -53,7 +53,7 @@ SERVICE_PARTS: tuple[str, ...] = (
     "service_seniority",
     "service_survey",
 )
-# Inputs of the client service score (SPEC 4 worksheet).
+# Inputs of the client service score (docs/domain.md#client-service-score).
 SERVICE_FEATURES: tuple[str, ...] = (
     "client_contacts_active",
     "firm_contacts_active",
@@ -150,7 +150,7 @@ class Component(_Strict):
 
 
 class Components(_Strict):
-    """The four components of SPEC 4, with their fixed maxima."""
+    """The four health components, with their fixed maxima (docs/domain.md#health-score)."""
 
     engagement: Component
     relationship: Component
@@ -163,7 +163,7 @@ class Components(_Strict):
             got = getattr(self, name).max_points
             if not math.isclose(got, expected):
                 raise ValueError(
-                    f"component {name}: max_points is {got:g}, SPEC 4 fixes it at {expected:g}"
+                    f"component {name}: max_points is {got:g}, it must be {expected:g}"
                 )
         return self
 
@@ -338,7 +338,7 @@ def _score_arrays(
         score >= bands.healthy, "healthy", np.where(score >= bands.at_risk, "at_risk", "critical")
     )
 
-    # Service score (SPEC 4): unknown inputs count 0, as the worksheet would.
+    # Service score (docs/domain.md#client-service-score): unknown inputs count 0.
     with np.errstate(invalid="ignore"):
         level = column("most_senior_client_level")
         parts = {
@@ -501,7 +501,7 @@ def _score_record(record: Mapping[str, object], plan: _Plan) -> dict[str, object
     out["health_band"] = (
         "healthy" if score >= plan.healthy else "at_risk" if score >= plan.at_risk else "critical"
     )
-    # Service score (SPEC 4): unknown inputs count 0 (NaN compares False).
+    # Service score: unknown inputs count 0 (NaN compares False).
     level = _to_float(record.get("most_senior_client_level"))
     parts = (
         int(_to_float(record.get("client_contacts_active")) > 1),
@@ -589,7 +589,7 @@ def escalations(
     overdue_days: pd.Series,
     cfg: HealthConfig,
 ) -> pd.DataFrame:
-    """The escalation flags of SPEC 4 per row, with the 30-day drop (``ago - now``).
+    """Escalation flags (docs/domain.md#escalations) per row, and the 30-day drop (``ago - now``).
 
     The three series are aligned by position and must have the same length; the result has
     ``health_score``'s index. A NaN input never fires a rule (no earlier score: no drop).

@@ -1,4 +1,4 @@
-"""Point-in-time snapshots (SPEC 3): one row per account active at each ``as_of`` date, with
+"""Point-in-time snapshots: one row per account active at each ``as_of`` date, with
 every catalogue feature, the label and the rule-based scores.
 
 Point in time. A record is known from its stamp (``Table.stamp``): only records stamped strictly

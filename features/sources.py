@@ -1,4 +1,4 @@
-"""Read and write data sources (SPEC 2): a folder of CSV/Parquet files, a DuckDB file, a SQL URL.
+"""Read and write data sources: a folder of CSV/Parquet files, a DuckDB file, a SQL URL.
 
 ``read_source`` returns every contract table the source holds, renamed to the contract's names
 through the configured mapping, and as raw as the source allows: CSV cells stay strings (nothing

@@ -1,4 +1,4 @@
-"""Validate a raw source against the data contract (SPEC 2, bad input): typed tables plus rejects.
+"""Validate a raw source against the data contract: typed tables plus rejects.
 
 Structural problems (a required column missing) stop the run with one line naming the table,
 the column and the expected type. Row problems never stop it and never vanish: each goes to the

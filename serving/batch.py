@@ -1,4 +1,4 @@
-"""Batch scoring (SPEC 7): every active account of one or more dates, scored, explained and
+"""Batch scoring: every active account of one or more dates, scored, explained and
 shaped like the score store's tables.
 
 For each date: the point-in-time snapshot with health scores and escalations
@@ -312,7 +312,7 @@ def score_batches(
     )
 
 
-# Split out of score_batches for the dask engine (issue 7): everything below reads only an
+# Split out of score_batches for the dask engine: everything below reads only an
 # account's own snapshot rows, so serving.distributed runs it per partition of accounts.
 def score_snapshot(
     snapshot: pd.DataFrame,

@@ -52,7 +52,7 @@ def score(
     from serving.retention import RetentionBase
     from serving.store import Store
 
-    settings = resolve_engine(get_settings(), engine, scheduler)  # --engine dask: issue 7
+    settings = resolve_engine(get_settings(), engine, scheduler)  # --engine dask: docs/cluster.md
     store = Store(store_url or settings.store_url)
     store.ensure_schema()  # an unreachable store fails now, not after the scoring
     result = load_validated(data or settings.data, settings)

@@ -1,4 +1,4 @@
-"""Batch scoring on a Dask cluster (SPEC 8): the batches of :func:`serving.batch.score_batches`.
+"""Batch scoring on a Dask cluster: the batches of :func:`serving.batch.score_batches`.
 
 The snapshots are built by :mod:`features.distributed` and stay on the workers; each worker runs
 :func:`serving.batch.score_snapshot` (probability, explanation, escalations, playbook actions:

@@ -1,4 +1,4 @@
-"""Retention metrics (SPEC 7, DOMAIN "Retention metrics"): the one definition used by the
+"""Retention metrics (docs/metrics.md#retention-metrics): the one definition used by the
 dashboard's retention page, the portfolio's KPI tiles and ``churn report``.
 
 Every metric is a pure function of a ``RetentionBase`` (one row per account with its start and
@@ -31,7 +31,7 @@ Definitions (a period is ``[start, end)``; dates are days):
 
 Revenue is counted by invoice issue month. Without ``churn_events`` a client is taken to have
 churned ``silence_days`` after its last invoice or interaction when that day is inside the data
-(the inactivity rule of SPEC 3, with the fixed floor window).
+(the inactivity rule of docs/domain.md#labels, with the fixed floor window).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HTTP contract of the scoring API (SPEC 6, 9), in-process with FastAPI's TestClient:
+"""The HTTP contract of the scoring API, in-process with FastAPI's TestClient:
 every route against every role, the shape and arithmetic of predictions, errors as
 problem+json, limits, metrics, logs, and model reload."""
 

@@ -1,4 +1,4 @@
-"""The Dask engine (SPEC 8, issue 7) on a local cluster of two worker processes: snapshots equal
+"""The Dask engine on a local cluster of two worker processes: snapshots equal
 to the single-process ones (events and inactivity labels), batch scores equal within 1e-9 for
 the same model, ``churn train`` on the cluster (lightgbm.dask) within 0.01 test ROC AUC of the
 single-process fit on the same split and rows, and ``churn features --engine dask`` writing the

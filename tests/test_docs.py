@@ -1,13 +1,15 @@
 """The documentation says what the code does: its links resolve, the commands it names exist,
 the generated pages match their generators, and the public API it lists is the packages' own.
 
-Checked documents: README.md and every docs/*.md.
+Checked documents: README.md and every docs/*.md; for citations and `docs/` links, every source
+file of the repository.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -62,6 +64,7 @@ def test_the_documentation_pages_exist():
     for page in (
         "architecture.md",
         "data-contract.md",
+        "domain.md",
         "own-data.md",
         "metrics.md",
         "model-card-template.md",
@@ -174,3 +177,85 @@ def test_every_health_rule_feature_is_named_in_the_metrics_page():
         assert f"| {name} | {component.max_points:g} |" in page
         for rule in component.rules:
             assert f"`{rule.feature}`" in page, f"health rule {rule.name} missing in metrics.md"
+
+
+# Source files read for citations and `docs/` links: code, templates, configs and documents.
+_SOURCE_SUFFIXES = frozenset({".py", ".html", ".yaml", ".yml", ".toml", ".md", ".cfg", ".ini"})
+_SOURCE_NAMES = frozenset({"Makefile"})
+# A citation of a document outside the repository: a specification section ("SPEC 4"), the
+# domain notes ("DOMAIN ...") or an issue number ("issue 7", "issues 6 and 8", "issue #7").
+# Upper-case words only for the first two, so `SPEC_FIELDS` or "a pip spec" are not citations.
+_OUTSIDE_CITATION = re.compile(r"\b(?:SPEC|DOMAIN)\b|\b[Ii]ssues?\s+#?\d")
+# A repository path into docs/ as written in a comment ("see docs/domain.md#escalations"); the
+# look-behind skips URLs (".../docs/...") and relative Markdown links, checked above.
+_DOCS_REFERENCE = re.compile(r"(?<![\w./-])(docs/[\w./-]*?\.md)(?:#([\w-]+))?")
+
+
+def _source_files() -> list[Path]:
+    """Every tracked (or new, not ignored) source file of the repository; .venv is ignored."""
+    try:
+        listed = subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        ).stdout.decode()
+        paths = [ROOT / name for name in listed.split("\0") if name]
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout
+        paths = [
+            p
+            for p in ROOT.rglob("*")
+            if not any(part.startswith(".") for part in p.relative_to(ROOT).parts)
+        ]
+    return sorted(
+        p
+        for p in paths
+        if p.is_file() and (p.suffix in _SOURCE_SUFFIXES or p.name in _SOURCE_NAMES)
+    )
+
+
+def test_no_source_file_cites_documents_outside_the_repository():
+    """A new engineer cannot follow "SPEC 4" or "issue 7": comments link into docs/ instead."""
+    this_file = Path(__file__).resolve()  # its patterns and examples name what they look for
+    found = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in _source_files()
+        if path.resolve() != this_file
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1)
+        if _OUTSIDE_CITATION.search(line)
+    ]
+    assert not found, (
+        "cite docs/ (e.g. docs/domain.md#escalations) or give the reason itself:\n"
+        + "\n".join(found)
+    )
+
+
+def test_the_citation_finder_sees_citations_and_ignores_look_alikes():
+    cited = ["(SPEC 4)", 'DOMAIN "Segments"', "issue 7", "Issue 5's targets", "issues 6 and 8"]
+    plain = ["SPEC_FIELDS = {", "asdict(spec)", "ActionSpec", "an issue with the data", "tissue 3"]
+    assert all(_OUTSIDE_CITATION.search(text) for text in cited)
+    assert not any(_OUTSIDE_CITATION.search(text) for text in plain)
+
+
+def test_every_docs_reference_in_the_sources_names_an_existing_page_and_heading():
+    broken = []
+    for path in _source_files():
+        for page, anchor in _DOCS_REFERENCE.findall(path.read_text(encoding="utf-8")):
+            target = ROOT / page
+            where = f"{path.relative_to(ROOT)}: {page}{'#' + anchor if anchor else ''}"
+            if not target.is_file():
+                broken.append(f"{where} (no such page)")
+            elif anchor and anchor not in _anchors(target):
+                broken.append(f"{where} (no heading #{anchor} in {page})")
+    assert not broken, f"broken docs/ references: {broken}"
+
+
+def test_the_docs_reference_finder_reads_paths_not_urls():
+    text = (
+        "# see docs/domain.md#escalations; docs/cluster.md.\n"
+        "http://127.0.0.1:8000/docs/x.md#y and [metrics](../docs/metrics.md#z)"
+    )
+    assert _DOCS_REFERENCE.findall(text) == [
+        ("docs/domain.md", "escalations"),
+        ("docs/cluster.md", ""),
+    ]

@@ -1,4 +1,4 @@
-"""Health score, bands, escalations and client service score (SPEC 4)."""
+"""Health score, bands, escalations and client service score (docs/domain.md#health-score)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Labels in both modes of SPEC 3 on hand-built accounts: churn exactly at as_of, on the
+"""Labels in both modes on hand-built accounts: churn exactly at as_of, on the
 horizon's last day and one day after; the purchase-cycle rule; unlabeled near the data's end."""
 
 from __future__ import annotations

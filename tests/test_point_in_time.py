@@ -1,4 +1,4 @@
-"""Point-in-time property (SPEC 3): adding, deleting or changing records stamped on or after
+"""Point-in-time property: adding, deleting or changing records stamped on or after
 ``as_of`` — in any table, including moving the later dates (paid, ended, closed, due, planned
 end) of earlier records among values on or after ``as_of`` — leaves every feature and score of
 that snapshot unchanged. Labels look forward by design and are left out."""

@@ -1,4 +1,4 @@
-"""Retention metrics (SPEC 7) on a hand-built firm whose every figure is worked out by hand."""
+"""Retention metrics on a hand-built firm whose every figure is worked out by hand."""
 
 from __future__ import annotations
 

@@ -109,7 +109,7 @@ def train(
     from churn.settings import get_settings
     from training.train import train as run_training
 
-    settings = resolve_engine(get_settings(), engine, scheduler)  # --engine dask: issue 7
+    settings = resolve_engine(get_settings(), engine, scheduler)  # --engine dask: docs/cluster.md
     result = run_training(
         data or settings.data,
         settings,

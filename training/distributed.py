@@ -1,4 +1,4 @@
-"""LightGBM on a Dask cluster (SPEC 8): ``lightgbm.dask`` on the partitioned snapshots.
+"""LightGBM on a Dask cluster: ``lightgbm.dask`` on the partitioned snapshots.
 
 Only the fit differs from the single-process path: the snapshots are built on the workers
 (:mod:`features.distributed`), the client splits them by time with the same code, and each

@@ -1,4 +1,4 @@
-"""Test-period metrics (SPEC 5) and the two baselines they are compared with.
+"""Test-period metrics and the two baselines they are compared with (docs/metrics.md).
 
 Every metric is a pure function of labels ``y`` (0/1), scores ``p`` (higher = more risk) and,
 for the revenue metric, each row's revenue:

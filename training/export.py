@@ -1,4 +1,4 @@
-"""Export a trained model as a serving bundle (``churn.bundle``, SPEC 9) and move ``champion``.
+"""Export a trained model as a serving bundle (``churn.bundle``) and move ``champion``.
 
 Each registered version gets ``models/<name>-v<N>/``; the folder is written under a temporary
 name inside ``models/``, checked with ``churn.bundle.load_bundle`` (LightGBM + JSON only, its

@@ -4,7 +4,7 @@ Store: ``Settings.tracking_uri()`` (``MLFLOW_TRACKING_URI``, then the setting, t
 file under ``mlruns/``). For a local store (SQLite or file) the experiment's artifacts go to
 ``settings.mlflow_artifacts_dir``; a remote server keeps its own artifact root.
 
-Promotion (SPEC 5): the new version takes the ``champion`` alias only if, scored on the same
+Promotion: the new version takes the ``champion`` alias only if, scored on the same
 test rows as the new model, it is at least as good as the current champion: the promotion
 metric (PR AUC by default) no lower, and the expected calibration error no more than the
 champion's plus a tolerance. With no champion, or with ``--force``, it is promoted. The

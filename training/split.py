@@ -1,4 +1,4 @@
-"""Time-based split of labeled snapshots into train, validation and test periods (SPEC 5).
+"""Time-based split of labeled snapshots into train, validation and test periods.
 
 Counted back from the latest labeled ``as_of``: the test period is the last ``test_months``,
 the validation period the ``validation_months`` that end ``gap`` days before the test period

@@ -1,4 +1,4 @@
-"""The training pipeline (SPEC 5, issue 4): source -> labeled snapshots -> time split ->
+"""The training pipeline: source -> labeled snapshots -> time split ->
 LightGBM with early stopping (optionally an Optuna search) -> calibration on the validation
 period -> test metrics against the two baselines -> MLflow run, registered version and
 promotion gate -> serving bundle under ``models/``.
@@ -302,7 +302,7 @@ def train(
     """Train, evaluate, register, gate and export one model from ``source`` (see the module
     docstring). ``label_mode``/``horizon_days`` override ``settings.snapshots``; ``trials``
     overrides the config's search budget; ``seed`` overrides ``settings.seed``."""
-    # Engine (issue 7): with settings.engine "dask" the snapshots are built and the booster
+    # Engine (docs/cluster.md): with settings.engine "dask" the snapshots are built and the booster
     # fitted on a Dask cluster held for the whole run (training.distributed); every other
     # step is the code of _train, on the client.
     from churn.engine import engine_client
@@ -368,7 +368,7 @@ def _train(
         health = load_health_config(settings.health_config)
         if client is None:
             frame = build_snapshots(tables, as_of_grid(tables, snap), snap, health=health)
-        else:  # engine dask (issue 7): the same frame, built per partition of accounts
+        else:  # engine dask: the same frame, built per partition of accounts
             from features.distributed import snapshot_partitions
 
             parted = snapshot_partitions(client, tables, as_of_grid(tables, snap), snap, health)
@@ -392,7 +392,7 @@ def _train(
     if client is None:
         with ui.bar("training LightGBM (early stopping)", cfg.lightgbm.num_boost_round) as adv:
             fitted = fit_booster(params, (x_tr, y_tr), (x_va, y_va), features, cfg.lightgbm, adv)
-    else:  # engine dask (issue 7): lightgbm.dask on the partitioned snapshots
+    else:  # engine dask: lightgbm.dask on the partitioned snapshots
         from training.distributed import fit_booster as fit_on_cluster
 
         with ui.step("training LightGBM on the Dask cluster (early stopping)"):

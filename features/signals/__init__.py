@@ -1,4 +1,4 @@
-"""Feature families (SPEC 3), one module each, all over the same vectorised engine.
+"""Feature families (docs/domain.md#how-clients-leave), one module each, one vectorised engine.
 
 Each family module has ``compute(tables, grid) -> dict[name, array]`` giving its features for
 every (account, as_of) row of the :class:`~features.signals.timeline.Grid`; a feature whose

@@ -1,4 +1,4 @@
-"""Behavioural signals (SPEC 3): interaction and meeting frequency and its trend, cancellations,
+"""Behavioural signals: interaction and meeting frequency and its trend, cancellations,
 silence, response times, business reviews, project scope and strategic share.
 
 Sources: ``interactions`` (any channel, stamped ``occurred_at``) and ``projects`` (stamped

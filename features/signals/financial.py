@@ -1,4 +1,4 @@
-"""Financial signals (SPEC 3): trailing revenue, quarter-over-quarter spend change, payment
+"""Financial signals: trailing revenue, quarter-over-quarter spend change, payment
 lateness, what is overdue now, discounts, the next renewal and renewal with flat spend.
 
 Sources: ``invoices`` (known from ``issued_at``; paid only when ``paid_at`` is before as_of) and

@@ -1,4 +1,4 @@
-"""Lifecycle signals (SPEC 3): tenure and lifecycle stage from ``accounts.started_at``.
+"""Lifecycle signals: tenure and lifecycle stage from ``accounts.started_at``.
 
 ``revenue_segment`` ranks accounts against each other at an as_of, so it is not computed per row
 here but by :func:`features.snapshots.assign_segments` over the whole grid.

@@ -1,4 +1,4 @@
-"""Relationship signals (SPEC 3): multi-threading on both sides, seniority reached, new buying
+"""Relationship signals: multi-threading on both sides, seniority reached, new buying
 executives, departed key contacts, sentiment and its trend, competitor mentions.
 
 Sources: ``contacts`` (known from ``started_at``; ended only when ``ended_at`` is before as_of)

@@ -1,4 +1,4 @@
-"""Satisfaction signals (SPEC 3): the last survey score, its change, how long ago it was,
+"""Satisfaction signals: the last survey score, its change, how long ago it was,
 complaints and tickets, and what is still open.
 
 Sources: ``surveys`` (stamped ``answered_at``) and ``tickets`` (known from ``opened_at``; closed

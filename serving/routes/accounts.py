@@ -1,4 +1,4 @@
-"""``GET /v1/accounts`` and ``GET /v1/accounts/{account_id}``: stored scores (SPEC 6).
+"""``GET /v1/accounts`` and ``GET /v1/accounts/{account_id}``: stored scores.
 
 Both read the score store written by ``churn score``. A ``manager`` key sees only the
 accounts whose ``account_manager`` is its manager: asking for another manager's list is 403,

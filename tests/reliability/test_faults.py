@@ -1,4 +1,4 @@
-"""Faults during `churn score` (issue 9 item 2), with the real command in its own process, the
+"""Faults during `churn score`, with the real command in its own process, the
 real stores (a DuckDB file, PostgreSQL) and small demo data.
 
 - The store unreachable when the run starts (a PostgreSQL port nobody listens on, a DuckDB

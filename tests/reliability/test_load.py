@@ -1,4 +1,4 @@
-"""Load and bursts against a real `churn serve` process (issue 9 item 3).
+"""Load and bursts against a real `churn serve` process.
 
 - Load: 8 concurrent connections for ``CHURN_LOAD_SECONDS`` (default 60) of mixed traffic,
   half ``POST /v1/predict`` (3 accounts of synthetic features per request) and half account
