@@ -19,8 +19,9 @@ The serving process never unpickles: :func:`disable_pickle_deserialization` swit
 MLflow's pickle loading (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``) whatever the
 environment says, and the model loader refuses bundles holding pickles.
 
-The lifespan also opens the score store (``settings.store_url``) unless one was passed in,
-and closes it at shutdown. The routers are those of ``serving.routes`` and the dashboard's
+The app builds the score store from ``settings.store_url`` unless one was passed in (a bad
+URL stops start-up there); the store connects on first use and the lifespan closes it.
+The routers are those of ``serving.routes`` and the dashboard's
 (``serving.dashboard.views``, with its stylesheet and favicon under ``/static``);
 ``include_routers`` adds more. All may use ``app.state.serving``
 (:class:`serving.deps.ServingState`) and the dependencies of ``serving.deps``.
@@ -352,9 +353,6 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.warning(
             "serving rule-based scores only", extra={"event": "no_model", "error": result.error}
         )
-    opened = None
-    if state.store is None:
-        opened = state.store = Store(state.settings.store_url)
     interval = state.settings.serve.reload_interval_seconds
     watcher = asyncio.create_task(state.holder.watch(interval)) if interval > 0 else None
     try:
@@ -364,8 +362,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
-        if opened is not None:  # a store passed to create_app is its caller's to close
-            opened.close()
+        if state.owns_store:  # a store passed to create_app is its caller's to close
+            state.store.close()
 
 
 def create_app(
@@ -379,9 +377,8 @@ def create_app(
 
     ``bundle_dir`` overrides ``<settings.models_dir>/champion``; ``store`` (the score store
     for the accounts routes and dashboard) is kept on ``app.state.serving.store``, else the
-    lifespan opens ``settings.store_url``; ``include_routers`` are added after the built-in
-    routers and the dashboard's. The health rules
-    and playbook are loaded here, so a broken config stops start-up with a ConfigError.
+    app opens ``settings.store_url`` (closed by the lifespan); ``include_routers`` are added
+    after the built-in routers and the dashboard's. The health rules and playbook are loaded here, so a broken config stops start-up with a ConfigError.
     """
     from fastapi.staticfiles import StaticFiles
 
@@ -407,7 +404,10 @@ def create_app(
         rules=load_rules(settings.health_config, settings.playbook_config),
         metrics=metrics,
         limiter=RateLimiter(settings.serve.rate_limit_per_minute),
-        store=store,
+        # Built here so that a bad store_url stops start-up with its one-line StoreError;
+        # the store connects on first use and the lifespan closes it at shutdown.
+        store=store if store is not None else Store(settings.store_url),
+        owns_store=store is None,
     )
     app = FastAPI(
         title="Churn prediction service",

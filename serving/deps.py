@@ -67,6 +67,7 @@ class ServingState:
     metrics: Metrics
     limiter: RateLimiter
     store: Any = None
+    owns_store: bool = False  # opened by create_app from settings: the lifespan closes it
     extras: dict[str, Any] = field(default_factory=dict)
 
 
