@@ -378,7 +378,8 @@ def create_app(
     ``bundle_dir`` overrides ``<settings.models_dir>/champion``; ``store`` (the score store
     for the accounts routes and dashboard) is kept on ``app.state.serving.store``, else the
     app opens ``settings.store_url`` (closed by the lifespan); ``include_routers`` are added
-    after the built-in routers and the dashboard's. The health rules and playbook are loaded here, so a broken config stops start-up with a ConfigError.
+    after the built-in routers and the dashboard's. The health rules and playbook are loaded
+    here, so a broken config stops start-up with a ConfigError.
     """
     from fastapi.staticfiles import StaticFiles
 
