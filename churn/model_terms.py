@@ -67,13 +67,13 @@ def risk_bands(
     p = np.asarray(probability, dtype=float)
     health = np.asarray(health_band, dtype=object)
     health = np.where(pd.isna(health), "", health)  # NA compares as no band
-    from_health = np.select(
-        [health == band for band in HEALTH_TO_RISK], list(HEALTH_TO_RISK.values()), default=None
-    ).astype(object)
-    known = ~np.isnan(p)
-    with np.errstate(invalid="ignore"):
-        conditions = [known & (p >= lower) for _, lower in RISK_BANDS]
-    return np.select(conditions, list(RISK_BAND_NAMES), default=from_health).astype(object)
+    out = np.full(len(p), None, dtype=object)
+    for band, risk in HEALTH_TO_RISK.items():
+        out[health == band] = risk
+    # Lowest band first, each higher one overwrites; NaN meets no bound and keeps the above.
+    for band, lower in reversed(RISK_BANDS):
+        out[p >= lower] = band
+    return out
 
 
 # -- the revenue at risk ---------------------------------------------------------------------

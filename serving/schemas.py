@@ -164,19 +164,19 @@ _KIND_TYPES: Mapping[str, Any] = {"float": float, "int": int, "text": str}
 
 
 def _score_type(f: ScoreField) -> Any:
-    base = Literal[f.values] if f.kind == "band" else _KIND_TYPES[f.kind]  # type: ignore[valid-type]
+    base = Literal[f.values] if f.kind == "band" else _KIND_TYPES[f.kind]
     return base | None if f.nullable else base
 
 
 def score_group_model(group: str, fields: Iterable[ScoreField] = FIELDS) -> type[BaseModel]:
     """The model of one nested group of score fields (``HealthComponents``)."""
     spec = GROUPS[group]
-    members = {
+    members: dict[str, Any] = {
         f.api: (_score_type(f), Field(description=f.description))
         for f in fields
         if f.group == group
     }
-    return create_model(spec.model, __doc__=spec.description, **members)  # type: ignore[call-overload,no-any-return]
+    return create_model(spec.model, __doc__=spec.description, **members)
 
 
 def score_model(
@@ -206,7 +206,7 @@ def score_model(
         elif f.group not in members:
             members[f.group] = (groups[f.group], ...)
     members.update(tail or {})
-    return create_model(name, __doc__=doc, **members)  # type: ignore[call-overload,no-any-return]
+    return create_model(name, __doc__=doc, **members)
 
 
 _GROUP_MODELS: dict[str, type[BaseModel]] = {g: score_group_model(g) for g in GROUPS}
