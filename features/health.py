@@ -46,13 +46,19 @@ ESCALATION_CODES: tuple[str, ...] = (
     "esc_health_drop",
 )
 
-SERVICE_PARTS: tuple[str, ...] = (
-    "service_client_contacts",
-    "service_firm_contacts",
-    "service_meetings",
-    "service_seniority",
-    "service_survey",
-)
+# The health bands, healthiest first; ``bands`` in the config sets their lower bounds.
+HEALTH_BANDS: tuple[str, ...] = ("healthy", "at_risk", "critical")
+
+# The parts of the client service score and their maximum points: one point each, the most
+# senior client contact up to two (junior 0, middle 1, senior or executive 2).
+SERVICE_PART_MAXIMA: Mapping[str, int] = {
+    "service_client_contacts": 1,
+    "service_firm_contacts": 1,
+    "service_meetings": 1,
+    "service_seniority": 2,
+    "service_survey": 1,
+}
+SERVICE_PARTS: tuple[str, ...] = tuple(SERVICE_PART_MAXIMA)
 # Inputs of the client service score (docs/domain.md#client-service-score).
 SERVICE_FEATURES: tuple[str, ...] = (
     "client_contacts_active",

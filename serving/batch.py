@@ -21,8 +21,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from features.health import COMPONENT_COLUMNS, ESCALATION_CODES, SERVICE_PARTS, HealthConfig
+from churn.model_terms import annual_revenue, risk_bands
+from features.health import ESCALATION_CODES, HealthConfig
 from serving.playbook import Playbook
+from serving.score_record import from_snapshot
 
 if TYPE_CHECKING:
     from churn.bundle import Bundle
@@ -176,18 +178,6 @@ def load_champion(settings: Settings) -> Bundle | None:
     return load_model(folder).bundle
 
 
-def risk_bands(probability: np.ndarray, health_band: pd.Series) -> np.ndarray:
-    """``serving.explain.risk_band`` over whole columns: from the probability, or from the
-    health band where there is none."""
-    from serving.explain import HEALTH_TO_RISK, RISK_BANDS
-
-    p = np.asarray(probability, dtype=float)
-    from_health = health_band.astype(object).map(HEALTH_TO_RISK).to_numpy(dtype=object)
-    known = ~np.isnan(p)
-    conditions = [known & (p >= lower) for _, lower in RISK_BANDS]
-    return np.select(conditions, [band for band, _ in RISK_BANDS], default=from_health)
-
-
 def default_as_of(tables: Tables) -> date:
     """The date ``churn score`` scores by default: the last day the data records anything.
 
@@ -205,23 +195,9 @@ def history_dates(as_of: date, months: int) -> list[date]:
     return [(stamp - pd.DateOffset(months=k)).date() for k in range(months, -1, -1)]
 
 
-SCORE_COLUMNS: tuple[str, ...] = (
-    "account_id",
-    "account_manager",
-    *COMPONENT_COLUMNS,
-    "health_score",
-    "health_band",
-    "health_score_30d_ago",
-    "health_drop_30d",
-    "service_score",
-    *SERVICE_PARTS,
-    "revenue_segment",
-    "lifecycle_stage",
-    "tenure_months",
-    "revenue_365d",
-    "contract_value",
-    "days_to_renewal",
-)
+# The score columns copied from the snapshot: the account, then the score record's fields that
+# come from the snapshot (features and rule-based scores).
+SCORE_COLUMNS: tuple[str, ...] = ("account_id", *from_snapshot())
 
 
 REASON_COLUMNS = (
@@ -331,9 +307,7 @@ def score_snapshot(
     scores.insert(0, "as_of", snapshot["as_of"])
     if bundle is not None and len(snapshot):
         probability, reasons = explained_reasons(snapshot, bundle, top)
-        # The API's revenue: revenue_365d, else contract_value (sources without invoices).
-        basis = snapshot["revenue_365d"].fillna(snapshot["contract_value"])
-        scores["revenue_at_risk"] = probability * basis.to_numpy(dtype=float, na_value=np.nan)
+        scores["revenue_at_risk"] = probability * annual_revenue(snapshot, len(snapshot))
         scores["model_version"] = bundle.version
     else:
         probability = np.full(len(snapshot), np.nan)

@@ -3,9 +3,9 @@
 LightGBM's TreeSHAP (``predict(pred_contrib=True)``) splits each account's raw score (log-odds)
 into per-feature contributions ``phi_i`` plus a bias that is the same for every account. The
 probability is ``p = calibration(sigmoid(bias + sum(phi)))`` and the starting point is the
-*base rate* ``b = calibration(sigmoid(bias))``: the calibrated probability of an account whose
-features are all at the model's average. The impacts rescale the contributions so they add up
-exactly in probability space::
+*base rate* ``b = calibration(sigmoid(bias))`` (``churn.model_terms.base_rate``): the calibrated
+probability of an account whose features are all at the model's average. The impacts rescale
+the contributions so they add up exactly in probability space::
 
     impact_i = phi_i * (p - b) / sum(phi)        (all zero when sum(phi) == 0, then p == b)
     b + sum(impact_i) == p
@@ -26,12 +26,8 @@ import numpy as np
 
 from churn.bundle import Bundle
 from churn.errors import BundleIntegrityError
+from churn.model_terms import base_rate, sigmoid
 from features.catalog import FEATURES, Feature
-
-# Risk bands of the calibrated 90-day churn probability. A 0.30 means about three in ten such
-# clients leave within the horizon: high. Without a model the band follows the health band.
-RISK_BANDS: tuple[tuple[str, float], ...] = (("high", 0.30), ("medium", 0.15), ("low", 0.0))
-HEALTH_TO_RISK: dict[str, str] = {"critical": "high", "at_risk": "medium", "healthy": "low"}
 
 # One row at a time LightGBM's OpenMP start-up costs ~8 ms; one thread answers in ~0.4 ms, and
 # concurrent API requests get their parallelism from the thread pool. A batch (churn score,
@@ -41,19 +37,6 @@ _PARALLEL_ROWS = 2000
 
 def _threads(rows: int) -> int:
     return (os.cpu_count() or 1) if rows >= _PARALLEL_ROWS else 1
-
-
-def risk_band(probability: float | None, health_band: str | None = None) -> str | None:
-    """``high`` (p >= 0.30), ``medium`` (p >= 0.15) or ``low``; from the health band when p is None.
-
-    Without a probability: critical -> high, at_risk -> medium, healthy -> low.
-    """
-    if probability is None or (isinstance(probability, float) and math.isnan(probability)):
-        return HEALTH_TO_RISK.get(health_band) if health_band else None  # type: ignore[arg-type]
-    for band, lower in RISK_BANDS:
-        if probability >= lower:
-            return band
-    return RISK_BANDS[-1][0]
 
 
 def format_pts(impact_pts: float) -> str:
@@ -130,7 +113,7 @@ class Explainer:
         self.calibration = bundle.calibration
         bias = self._contributions(np.full((1, len(names)), np.nan))[0, -1]
         self.bias = float(bias)
-        self.base_rate = float(self.calibration.apply(np.array([_sigmoid(self.bias)]))[0])
+        self.base_rate = base_rate(self.bias, self.calibration.apply)
 
     def _contributions(self, x: np.ndarray) -> np.ndarray:
         out = self.bundle.booster.predict(x, pred_contrib=True, num_threads=_threads(len(x)))
@@ -146,7 +129,7 @@ class Explainer:
         contrib = self._contributions(x)
         phi = contrib[:, :-1]
         raw = contrib.sum(axis=1)
-        probability = self.calibration.apply(_sigmoid(raw))
+        probability = self.calibration.apply(sigmoid(raw))
         total = phi.sum(axis=1)
         shift = probability - self.base_rate
         # Where the contributions cancel out the probability equals the base rate: no impact.
@@ -182,10 +165,6 @@ class Explainer:
             raise BundleIntegrityError(
                 f"model bundle {self.bundle.path}: explanations do not add up to the probability"
             )
-
-
-def _sigmoid(z: np.ndarray | float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(z, dtype=float)))
 
 
 def top_factors(explanation: Explanation, k: int) -> np.ndarray:

@@ -44,12 +44,14 @@ import numpy as np
 import pandas as pd
 
 from features.contract import Tables
+from features.health import HEALTH_BANDS as RULE_HEALTH_BANDS
 from features.signals.lifecycle import DAYS_PER_MONTH, STAGES, lifecycle_stage
 from features.snapshots import assign_segments
 
 LIFECYCLE_STAGES: tuple[str, ...] = STAGES
 REVENUE_SEGMENTS: tuple[str, ...] = ("A", "B", "C")
-HEALTH_BANDS: tuple[str, ...] = ("critical", "at_risk", "healthy")
+# The health bands, most severe first (the health rules list them healthiest first).
+HEALTH_BANDS: tuple[str, ...] = tuple(reversed(RULE_HEALTH_BANDS))
 STAGE_LABELS = {
     "new": "New (< 1 year)",
     "established": "Established (1-3 years)",

@@ -15,17 +15,17 @@ rules give it their neutral share.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, get_args
+from collections.abc import Iterable, Mapping
+from datetime import date
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, create_model
 from typing_extensions import TypedDict
 
 from features.catalog import CATALOG, Feature
 from features.health import Segment
 from features.signals.lifecycle import STAGES
-
-RiskBand = Literal["high", "medium", "low"]
-HealthBand = Literal["healthy", "at_risk", "critical"]
+from serving.score_record import FIELDS, GROUPS, ScoreField, View, in_view
 
 CATEGORY_LEVELS: dict[str, tuple[str, ...]] = {
     "lifecycle_stage": tuple(STAGES),
@@ -128,21 +128,6 @@ class PredictRequest(BaseModel):
     accounts: list[AccountIn] = Field(min_length=1)
 
 
-class HealthComponents(BaseModel):
-    engagement: float = Field(description="0-30")
-    relationship: float = Field(description="0-25")
-    financial: float = Field(description="0-25")
-    satisfaction: float = Field(description="0-20")
-
-
-class ServiceComponents(BaseModel):
-    client_contacts: int = Field(description="1 when more than one client contact")
-    firm_contacts: int = Field(description="1 when the client knows more than one of us")
-    meetings: int = Field(description="1 with two or more meetings in six months")
-    seniority: int = Field(description="0 junior, 1 middle, 2 senior or executive")
-    survey: int = Field(description="1 when the last survey score is above 8")
-
-
 class EscalationOut(BaseModel):
     code: str
     rule: str = Field(description="The rule that fired.")
@@ -173,41 +158,137 @@ class ActionOut(BaseModel):
     source: Literal["escalation", "driver"]
 
 
-class Prediction(BaseModel):
-    """One account's scores, explanation and next steps.
+# -- the score views: built from the score record (serving/score_record.py) ------------------
+
+_KIND_TYPES: Mapping[str, Any] = {"float": float, "int": int, "text": str}
+
+
+def _score_type(f: ScoreField, view: View = "prediction") -> Any:
+    base = Literal[f.values] if f.kind == "band" else _KIND_TYPES[f.kind]
+    nullable = f.nullable or (f.nullable_stored and view != "prediction")
+    return base | None if nullable else base
+
+
+def score_group_model(group: str, fields: Iterable[ScoreField] = FIELDS) -> type[BaseModel]:
+    """The model of one nested group of score fields (``HealthComponents``)."""
+    spec = GROUPS[group]
+    members: dict[str, Any] = {
+        f.api: (_score_type(f), Field(description=f.description))
+        for f in fields
+        if f.group == group
+    }
+    return create_model(spec.model, __doc__=spec.description, **members)
+
+
+def score_model(
+    name: str,
+    view: View,
+    doc: str,
+    *,
+    head: Mapping[str, Any],
+    before: Mapping[str, Mapping[str, Any]] | None = None,
+    tail: Mapping[str, Any] | None = None,
+    fields: Iterable[ScoreField] = FIELDS,
+    groups: Mapping[str, type[BaseModel]] | None = None,
+) -> type[BaseModel]:
+    """A response model showing the score record's fields of ``view``, in the record's order.
+
+    ``head`` fields come first (the account's identity), ``before[key]`` fields just before
+    the score field ``key`` (the explanation), ``tail`` fields last; each is a ``(type,
+    FieldInfo)`` pair as for :func:`pydantic.create_model`.
+    """
+    fields = tuple(fields)
+    groups = _GROUP_MODELS if groups is None else groups
+    members: dict[str, Any] = dict(head)
+    for f in in_view(view, fields):
+        members.update((before or {}).get(f.api, {}))
+        if f.group is None:
+            members[f.api] = (_score_type(f, view), Field(description=f.description))
+        elif f.group not in members:
+            members[f.group] = (groups[f.group], ...)
+    members.update(tail or {})
+    return create_model(name, __doc__=doc, **members)
+
+
+_GROUP_MODELS: dict[str, type[BaseModel]] = {g: score_group_model(g) for g in GROUPS}
+
+if TYPE_CHECKING:  # built at run time; a type checker sees plain models
+    HealthComponents = BaseModel
+    ServiceComponents = BaseModel
+    Prediction = BaseModel
+    AccountSummary = BaseModel
+    HistoryPoint = BaseModel
+    AccountDetail = BaseModel
+else:
+    HealthComponents = _GROUP_MODELS["health_components"]
+    ServiceComponents = _GROUP_MODELS["service_components"]
+
+    Prediction = score_model(
+        "Prediction",
+        "prediction",
+        """One account's scores, explanation and next steps.
 
     ``base_rate + sum(reasons.impact_pts) / 100 + other_impact_pts / 100 ==
     churn_probability`` (the impacts of every feature add up to the probability).
-    """
+    """,
+        head={"account_id": (str, ...)},
+        before={
+            "revenue_at_risk": {
+                "escalations": (list[EscalationOut], ...),
+                "reasons": (
+                    list[Reason],
+                    Field(description="Top factors by size of impact, largest first."),
+                ),
+                "other_impact_pts": (
+                    float | None,
+                    Field(
+                        description="Summed impact of every feature not listed in reasons (points)."
+                    ),
+                ),
+                "actions": (list[ActionOut], ...),
+            }
+        },
+    )
 
-    account_id: str
-    churn_probability: float | None = Field(
-        description="Calibrated probability of churn within the horizon; null without a model."
+    AccountSummary = score_model(
+        "AccountSummary",
+        "summary",
+        "One account's latest stored score, as listed in the portfolio.",
+        head={"account_id": (str, ...)},
     )
-    risk_band: RiskBand = Field(
-        description="high (p >= 0.30), medium (p >= 0.15), low; without a model from the "
-        "health band (critical -> high, at_risk -> medium, healthy -> low)."
+
+    HistoryPoint = score_model(
+        "HistoryPoint",
+        "history",
+        "The account's score on one stored date.",
+        head={"as_of": (date, ...)},
     )
-    base_rate: float | None = Field(
-        description="The model's probability for an account with average features: the "
-        "starting point the impacts add to."
+
+    AccountDetail = score_model(
+        "AccountDetail",
+        "detail",
+        """The account's latest stored score with its explanation, escalations, actions and
+    every stored date, oldest first.""",
+        head={"account_id": (str, ...), "as_of": (date, ...)},
+        before={
+            "model_version": {
+                "escalations": (list[EscalationOut], ...),
+                "reasons": (list[Reason], ...),
+                "actions": (list[ActionOut], ...),
+            }
+        },
+        tail={"history": (list[HistoryPoint], ...)},
     )
-    health_score: float = Field(description="Rule-based health score 0-100.")
-    health_components: HealthComponents
-    health_band: HealthBand
-    health_drop_30d: float | None = Field(
-        description="health_score_30d_ago minus health_score (null without an earlier score)."
-    )
-    service_score: int = Field(description="Client service score 0-6.")
-    service_components: ServiceComponents
-    escalations: list[EscalationOut]
-    reasons: list[Reason] = Field(description="Top factors by size of impact, largest first.")
-    other_impact_pts: float | None = Field(
-        description="Summed impact of every feature not listed in reasons (points)."
-    )
-    actions: list[ActionOut]
-    revenue_at_risk: float | None = Field(description="churn_probability x revenue.")
-    model_version: str | None
+
+#: The keys of a prediction, in the order the API writes them.
+PREDICTION_KEYS: tuple[str, ...] = tuple(Prediction.model_fields)
+
+
+class AccountList(BaseModel):
+    as_of: date | None = Field(description="The scored date listed; null when nothing is stored.")
+    previous_as_of: date | None = Field(description="The date changes are measured against.")
+    total: int = Field(description="Accounts matching the filters (before limit/offset).")
+    accounts: list[AccountSummary] = Field(description="Sorted by revenue at risk, largest first.")
 
 
 def _reason(feature: str, family: str, value: float, pts: float, sentence: str) -> dict:
@@ -360,7 +441,10 @@ class ModelInfo(BaseModel):
     unavailable_reason: str | None
     trained_at: str | None
     loaded_at: str | None
-    base_rate: float | None = Field(description="Churn rate of the training data.")
+    base_rate: float | None = Field(
+        description="The model's probability for an account with average features "
+        "(calibration(sigmoid(bias))): the starting point the impacts add to."
+    )
     horizon_days: int | None
     metrics: dict[str, Any]
     model_features: list[str] = Field(description="The model's inputs, in order.")

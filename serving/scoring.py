@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from churn.model_terms import REVENUE_BASIS, annual_revenue, risk_bands
 from features.catalog import FEATURES
 from features.health import (
     ESCALATION_CODES,
@@ -25,9 +26,11 @@ from features.health import (
     load_health_config,
     score_health_records,
 )
-from serving.explain import reasons_for_row, risk_band, top_factors
+from serving.explain import reasons_for_row, top_factors
 from serving.model_holder import LoadedModel
 from serving.playbook import Playbook, load_playbook, recommend
+from serving.schemas import PREDICTION_KEYS
+from serving.score_record import api_values
 
 MAX_ACTIONS = 5
 # Below this many accounts the per-row escalation check beats building three pandas Series.
@@ -85,14 +88,14 @@ class AccountInput:
     revenue: float | None = None
 
 
-def _revenue(account: AccountInput) -> float | None:
-    if account.revenue is not None:
-        return account.revenue
-    for name in ("revenue_365d", "contract_value"):
-        value = account.features.get(name)
-        if isinstance(value, float | int) and not math.isnan(value):
-            return float(value)
-    return None
+def _revenues(accounts: Sequence[AccountInput]) -> list[float | None]:
+    """Each account's annual revenue: the request's ``revenue``, else from its features."""
+    columns = {name: [a.features.get(name) for a in accounts] for name in REVENUE_BASIS}
+    basis = annual_revenue(columns, len(accounts)).tolist()
+    return [
+        a.revenue if a.revenue is not None else None if math.isnan(b) else b
+        for a, b in zip(accounts, basis, strict=True)
+    ]
 
 
 def _matrix(accounts: Sequence[AccountInput], model: LoadedModel) -> np.ndarray:
@@ -144,6 +147,8 @@ def score_accounts(
         version = model.version
 
     fired = _fired_escalations(accounts, health, rules.health)
+    bands = risk_bands(probability, [h["health_band"] for h in health]).tolist()
+    revenues = _revenues(accounts)
     out = []
     for i, account in enumerate(accounts):
         h = health[i]
@@ -166,42 +171,29 @@ def score_accounts(
             stage if isinstance(stage, str) else None,
         )
         p = probability[i]
-        revenue = _revenue(account)
+        revenue = revenues[i]
         ago = account.health_score_30d_ago
-        out.append(
-            {
-                "account_id": account.account_id,
-                "churn_probability": p,
-                "risk_band": risk_band(p, h["health_band"]),
-                "base_rate": base_rate,
-                "health_score": h["health_score"],
-                "health_components": {
-                    "engagement": h["health_engagement"],
-                    "relationship": h["health_relationship"],
-                    "financial": h["health_financial"],
-                    "satisfaction": h["health_satisfaction"],
-                },
-                "health_band": h["health_band"],
-                "health_drop_30d": None if ago is None else round(ago - h["health_score"], 6),
-                "service_score": h["service_score"],
-                "service_components": {
-                    "client_contacts": h["service_client_contacts"],
-                    "firm_contacts": h["service_firm_contacts"],
-                    "meetings": h["service_meetings"],
-                    "seniority": h["service_seniority"],
-                    "survey": h["service_survey"],
-                },
-                "escalations": escalation_list,
-                "reasons": reasons[i],
-                "other_impact_pts": other[i],
-                "actions": [
-                    {**a, "because_text": _because_text(a["because"], sentences, rules)}
-                    for a in actions
-                ],
-                "revenue_at_risk": None if p is None or revenue is None else p * revenue,
-                "model_version": version,
-            }
-        )
+        scores = {
+            **h,
+            "churn_probability": p,
+            "risk_band": bands[i],
+            "base_rate": base_rate,
+            "health_drop_30d": None if ago is None else round(ago - h["health_score"], 6),
+            "revenue_at_risk": None if p is None or revenue is None else p * revenue,
+            "model_version": version,
+        }
+        prediction = {
+            "account_id": account.account_id,
+            **api_values(scores, "prediction"),
+            "escalations": escalation_list,
+            "reasons": reasons[i],
+            "other_impact_pts": other[i],
+            "actions": [
+                {**a, "because_text": _because_text(a["because"], sentences, rules)}
+                for a in actions
+            ],
+        }
+        out.append({key: prediction[key] for key in PREDICTION_KEYS})
     return out
 
 

@@ -8,8 +8,9 @@ and a run killed or cut off half-way leaves the store exactly as it was.
 
 Tables (``STORE_SCHEMA`` is the one definition):
 
-- ``scores``       one row per (as_of, account_id): probability, bands, health score and its
-                   four components, service score and its five parts, segment, stage, revenue
+- ``scores``       one row per (as_of, account_id): every stored field of the score record
+                   (``serving.score_record``): probability, bands, health score and its
+                   components, service score and its parts, segment, stage, revenue
 - ``reasons``      the top explained factors per (as_of, account_id), ranked
 - ``escalations``  the escalation rules that fired per (as_of, account_id)
 - ``actions``      the playbook's recommended actions per (as_of, account_id), ranked
@@ -26,7 +27,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -36,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pandas as pd
 
 from churn.errors import StoreError
+from serving.score_record import FIELDS, SERVICE_PART_FIELDS, ScoreField, stored
 
 if TYPE_CHECKING:
     from serving.batch import ScoredBatch
@@ -45,21 +47,24 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "1"
 
-HEALTH_COMPONENTS: tuple[str, ...] = (
-    "health_engagement",
-    "health_relationship",
-    "health_financial",
-    "health_satisfaction",
-)
-SERVICE_PARTS: tuple[str, ...] = (
-    "service_client_contacts",
-    "service_firm_contacts",
-    "service_meetings",
-    "service_seniority",
-    "service_survey",
-)
-
 _F = "DOUBLE PRECISION"
+# SQL type of each kind of score field; whole numbers are stored as DOUBLE PRECISION too.
+_SCORE_TYPES: Mapping[str, str] = {"float": _F, "int": _F, "text": "TEXT", "band": "TEXT"}
+# The client service score's parts, in order (the columns of the score record's group).
+SERVICE_PARTS: tuple[str, ...] = tuple(f.column for f in SERVICE_PART_FIELDS)
+
+
+def scores_table(fields: Iterable[ScoreField] = FIELDS) -> dict[str, str]:
+    """Columns of the ``scores`` table: the date, account and run, every stored field of the
+    score record in its order, and when the row was scored."""
+    return {
+        "as_of": "DATE",
+        "account_id": "TEXT",
+        "run_id": "TEXT",
+        **{f.column: _SCORE_TYPES[f.kind] for f in stored(fields)},
+        "scored_at": "TIMESTAMP",
+    }
+
 
 # Column name -> SQL type; types spelled the same way in DuckDB and PostgreSQL.
 STORE_SCHEMA: dict[str, dict[str, str]] = {
@@ -72,30 +77,7 @@ STORE_SCHEMA: dict[str, dict[str, str]] = {
         "accounts_scored": "INTEGER",
         "model_version": "TEXT",
     },
-    "scores": {
-        "as_of": "DATE",
-        "account_id": "TEXT",
-        "run_id": "TEXT",
-        "account_manager": "TEXT",
-        "churn_probability": _F,
-        "risk_band": "TEXT",
-        "health_score": _F,
-        **dict.fromkeys(HEALTH_COMPONENTS, _F),
-        "health_band": "TEXT",
-        "health_score_30d_ago": _F,
-        "health_drop_30d": _F,
-        "service_score": _F,
-        **dict.fromkeys(SERVICE_PARTS, _F),
-        "revenue_segment": "TEXT",
-        "lifecycle_stage": "TEXT",
-        "tenure_months": _F,
-        "revenue_365d": _F,
-        "contract_value": _F,
-        "days_to_renewal": _F,
-        "revenue_at_risk": _F,
-        "model_version": "TEXT",
-        "scored_at": "TIMESTAMP",
-    },
+    "scores": scores_table(),
     "reasons": {
         "as_of": "DATE",
         "account_id": "TEXT",
@@ -166,10 +148,10 @@ PORTFOLIO_ORDER = (
 PREVIOUS_MIN_DAYS = 28
 
 
-def schema_ddl() -> list[str]:
+def schema_ddl(schema: Mapping[str, Mapping[str, str]] = STORE_SCHEMA) -> list[str]:
     """CREATE TABLE / INDEX statements valid in both DuckDB and PostgreSQL."""
     statements = []
-    for table, columns in STORE_SCHEMA.items():
+    for table, columns in schema.items():
         cols = ", ".join(f"{name} {kind}" for name, kind in columns.items())
         key = ", ".join(_PRIMARY_KEYS[table])
         statements.append(f"CREATE TABLE IF NOT EXISTS {table} ({cols}, PRIMARY KEY ({key}))")

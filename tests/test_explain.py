@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from churn.bundle import METADATA_FILE, MODEL_FILE, load_bundle, write_manifest
 from churn.errors import BundleIntegrityError
+from churn.model_terms import risk_bands
 from features.catalog import MODEL_FEATURES, feature_sentence
-from serving.explain import Explainer, format_pts, reasons_for_row, risk_band, top_factors
+from serving.explain import Explainer, format_pts, reasons_for_row, top_factors
 from tests.bundle_factory import make_bundle, synthetic_features
 
 CALIBRATIONS = ("isotonic", "platt", "none")
@@ -101,22 +102,30 @@ def test_impacts_read_as_signed_points(pts, text):
     assert format_pts(pts) == text
 
 
-@pytest.mark.parametrize(
-    ("probability", "health_band", "band"),
-    [
-        (0.30, "healthy", "high"),
-        (0.2999, "critical", "medium"),
-        (0.15, None, "medium"),
-        (0.1499, "critical", "low"),
-        (0.0, None, "low"),
-        (None, "critical", "high"),
-        (None, "at_risk", "medium"),
-        (None, "healthy", "low"),
-        (None, None, None),
-    ],
-)
+RISK_BAND_CASES = [
+    (0.30, "healthy", "high"),
+    (0.2999, "critical", "medium"),
+    (0.15, None, "medium"),
+    (0.1499, "critical", "low"),
+    (0.0, None, "low"),
+    (None, "critical", "high"),
+    (None, "at_risk", "medium"),
+    (None, "healthy", "low"),
+    (None, None, None),
+]
+
+
+@pytest.mark.parametrize(("probability", "health_band", "band"), RISK_BAND_CASES)
 def test_risk_band_follows_the_probability_else_the_health_band(probability, health_band, band):
-    assert risk_band(probability, health_band) == band
+    assert risk_bands([probability], [health_band]).tolist() == [band]
+
+
+def test_risk_bands_of_a_whole_column_equal_those_of_each_row():
+    import pandas as pd
+
+    probability = np.array([np.nan if p is None else p for p, _, _ in RISK_BAND_CASES])
+    health = pd.Series([h for _, h, _ in RISK_BAND_CASES], dtype="string")
+    assert risk_bands(probability, health).tolist() == [b for _, _, b in RISK_BAND_CASES]
 
 
 def test_a_bundle_with_features_outside_the_catalogue_is_refused(tmp_path):

@@ -27,6 +27,8 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 
+from churn.model_terms import annual_revenue
+
 METRICS: tuple[str, ...] = (
     "roc_auc",
     "pr_auc",
@@ -130,14 +132,14 @@ def evaluate(
         raise ValueError("evaluation needs both churned and retained rows")
     top = top_weights(p, TOP_FRACTION)
     positives = y.sum()
-    base_rate = positives / len(y)
+    churn_rate = positives / len(y)  # of these rows; not the model's base rate
     captured = float((top * y).sum())
     out = {
         "roc_auc": float(roc_auc_score(y, p)),
         "pr_auc": float(average_precision_score(y, p)),
         "brier": float(brier_score_loss(y, np.clip(p, 0, 1))),
         "ece": expected_calibration_error(y, p, bins),
-        "lift_top_decile": float(captured / top.sum() / base_rate),
+        "lift_top_decile": float(captured / top.sum() / churn_rate),
         "recall_top_decile": float(captured / positives),
         "revenue_captured_top_decile": float("nan"),
     }
@@ -150,14 +152,9 @@ def evaluate(
 
 
 def revenue_of(frame: pd.DataFrame) -> np.ndarray:
-    """Revenue weight of each row: trailing 365-day revenue, else the contract value."""
-    revenue = pd.to_numeric(frame.get("revenue_365d"), errors="coerce")
-    if "contract_value" in frame:
-        contract = pd.to_numeric(frame["contract_value"], errors="coerce")
-        revenue = contract if revenue is None else revenue.fillna(contract)
-    if revenue is None:
-        return np.zeros(len(frame))
-    return revenue.to_numpy(dtype=float, na_value=np.nan)
+    """Revenue weight of each row: its annual revenue (``churn.model_terms.annual_revenue``:
+    revenue_365d, else contract_value; NaN when neither is known)."""
+    return annual_revenue(frame, len(frame))
 
 
 def health_baseline(frame: pd.DataFrame) -> np.ndarray:
