@@ -69,9 +69,7 @@ def _stable(value: Any, digits: int) -> Any:
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("default-demo")
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_TRACKING"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_TRACKING"))}
     env |= {
         "CHURN_MODELS_DIR": str(root / "models"),
         "CHURN_STORE_URL": str(root / "store.duckdb"),
