@@ -1,5 +1,4 @@
-"""`churn train`, `churn export-champion` and `churn promote`: thin calls into the training
-package (:func:`training.train.train` and :mod:`training.registry`)."""
+"""`churn train`: a thin wrapper over :func:`training.train.train`."""
 
 from __future__ import annotations
 
