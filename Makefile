@@ -65,9 +65,9 @@ bench: $(STAMP) ## benchmarks with side-by-side ratios into bench/results.json
 	$(BIN)/python -m bench
 
 lint: $(STAMP) ## ruff lint and format check; import-linter: which package may import which
+	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/lint-imports
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
