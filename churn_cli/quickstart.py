@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -20,6 +20,9 @@ from churn_cli import score as score_commands
 from churn_cli import serve as serve_commands
 from churn_cli.options import DataOption
 from churn_cli.train import train
+
+if TYPE_CHECKING:
+    from churn.settings import Settings
 
 #: How many account managers get a demo key of their own (the busiest ones).
 DEMO_MANAGER_KEYS = 2
@@ -39,7 +42,7 @@ def _managers_by_accounts(store_url: str) -> list[str]:
     return list(counts.index[:DEMO_MANAGER_KEYS])
 
 
-def create_demo_keys(settings, keys_out: Path) -> list[tuple[str, str, str]]:
+def create_demo_keys(settings: Settings, keys_out: Path) -> list[tuple[str, str, str]]:
     """Create an admin, a crm and one manager key per busy manager; write them to ``keys_out``.
 
     Returns (role, manager, token) rows. The file is created with mode 0600: it holds secrets.
@@ -47,7 +50,7 @@ def create_demo_keys(settings, keys_out: Path) -> list[tuple[str, str, str]]:
     from serving.keys import KeyStore
 
     keystore = KeyStore.from_settings(settings)
-    wanted = [("admin", None), ("crm", None)]
+    wanted: list[tuple[str, str | None]] = [("admin", None), ("crm", None)]
     wanted += [("manager", name) for name in _managers_by_accounts(settings.store_url)]
     rows = []
     for role, manager in wanted:
