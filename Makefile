@@ -64,7 +64,8 @@ reliability: $(STAMP) ## fault, load and hostile-input checks with a table of fi
 bench: $(STAMP) ## benchmarks with side-by-side ratios into bench/results.json
 	$(BIN)/python -m bench
 
-lint: $(STAMP) ## ruff lint and format check
+lint: $(STAMP) ## ruff lint and format check; import-linter: which package may import which
+	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 

@@ -287,7 +287,7 @@ def servers(
         ours_argv = [
             sys.executable,
             "-c",
-            "from churn.cli import main; main()",
+            "from churn_cli.main import main; main()",
             "serve",
             "--host",
             HOST,

@@ -1,5 +1,6 @@
-"""Package exports imported on first use, so that ``churn --help`` (which imports every
-package for its subcommands) does not load pandas, LightGBM, MLflow or FastAPI.
+"""Package exports imported on first use, so that importing a package (for one light module
+of it, say) does not load pandas, LightGBM, MLflow or FastAPI until a name that needs them is
+read.
 
 In a package's ``__init__``::
 

@@ -83,7 +83,14 @@ def live_server(
     log_path = tmp / "server.log"
     log = log_path.open("w")
     process = subprocess.Popen(
-        [sys.executable, "-c", "from churn.cli import main; main()", "serve", "--port", str(port)],
+        [
+            sys.executable,
+            "-c",
+            "from churn_cli.main import main; main()",
+            "serve",
+            "--port",
+            str(port),
+        ],
         cwd=tmp,
         env=full_env,
         stdout=log,

@@ -296,12 +296,8 @@ def test_history_dates_are_monthly_and_each_date_is_scored_point_in_time(firm, s
 # -- the commands ----------------------------------------------------------------------------
 
 ROOT = Path(__file__).resolve().parent.parent
-# `churn` with the batch commands registered, as churn/cli.py does once they are wired in.
-CLI = (
-    "import sys; from churn.cli import app, main; from serving import batch_commands; "
-    "names = {c.name for c in app.registered_commands}; "
-    "'score' in names or batch_commands.register(app); sys.argv[0] = 'churn'; main()"
-)
+# The `churn` console script's entry point, in a fresh process.
+CLI = "import sys; from churn_cli.main import main; sys.argv[0] = 'churn'; main()"
 
 
 def _churn(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:

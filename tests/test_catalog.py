@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from churn.cli import app
+from churn_cli.main import app
 from features.catalog import (
     CATALOG,
     FAMILIES,

@@ -191,7 +191,7 @@ def _features_command(source: Path, out: Path, tmp: Path, *extra: str) -> subpro
     env |= {"CHURN_REJECTS_DIR": str(tmp / "rejects"), "PYTHONPATH": str(ROOT)}
     args = ["features", "--data", str(source), "--as-of", "2026-03-01", "--out", str(out)]
     return subprocess.Popen(
-        [sys.executable, "-c", "from churn.cli import main; main()", *args, *extra],
+        [sys.executable, "-c", "from churn_cli.main import main; main()", *args, *extra],
         cwd=tmp,
         env=env,
         stdout=subprocess.PIPE,

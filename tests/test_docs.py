@@ -94,7 +94,7 @@ def _cli_commands() -> dict[str, set[str] | None]:
     """Registered `churn` subcommands; a command group maps to its own subcommands."""
     import typer.main
 
-    from churn.cli import app
+    from churn_cli.main import app
 
     group = typer.main.get_command(app)  # a click group (typer may vendor its own click)
     return {

@@ -97,7 +97,7 @@ def cli_env(tmp_path, monkeypatch):
 
 
 def test_churn_keys_add_prints_the_key_once_and_list_never_shows_it(cli_env):
-    from churn.cli import app
+    from churn_cli.main import app
 
     runner = CliRunner()
     added = runner.invoke(app, ["keys", "add", "--role", "manager", "--manager", "Ann Lee"])
@@ -113,7 +113,7 @@ def test_churn_keys_add_prints_the_key_once_and_list_never_shows_it(cli_env):
 
 
 def test_churn_keys_add_refuses_a_manager_key_without_a_name(cli_env):
-    from churn.cli import app
+    from churn_cli.main import app
 
     result = CliRunner().invoke(app, ["keys", "add", "--role", "manager"])
     assert result.exit_code != 0

@@ -134,7 +134,7 @@ def mlflow_server(postgres_url: str, tmp_path: Path) -> Iterator[Server]:
 
 def export_champion(tracking_uri: str, models_dir: Path):
     """``churn export-champion`` in-process, as a serving host runs it (environment only)."""
-    from churn.cli import app
+    from churn_cli.main import app
 
     get_settings.cache_clear()
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from churn.errors import ConfigError
+from churn.errors import ConfigError, DataContractError
 from churn.settings import load_settings
 
 
@@ -65,10 +65,16 @@ def test_unknown_setting_in_file_is_refused(workdir):
         load_settings()
 
 
-def test_mapping_of_unknown_table_is_refused(workdir):
+def test_mapping_of_unknown_table_is_refused_when_a_source_is_read(workdir):
+    """The settings do not know the data contract; features checks the mapping's table names
+    before it reads anything, and names the unknown table and the known ones."""
+    from features.validate import load_validated
+
     (workdir / "churn.yaml").write_text("mapping:\n  clients:\n    table: Clients\n")
-    with pytest.raises(ConfigError, match="clients"):
-        load_settings()
+    settings = load_settings()
+    with pytest.raises(DataContractError, match="unknown table 'clients'") as refused:
+        load_validated(workdir, settings)
+    assert refused.value.hint is not None and "accounts" in refused.value.hint
 
 
 def test_mapping_renames_tables_and_columns(workdir):

@@ -30,11 +30,11 @@ from features.validate import (
 )
 from tests.conftest import make_tables
 
-# The console script's entry point (churn.cli:main), run as a user would, in a fresh process.
+# The console script's entry point (churn_cli.main:main), run as a user would, in a fresh process.
 CHURN = [
     sys.executable,
     "-c",
-    "import sys; from churn.cli import main; sys.argv[0] = 'churn'; main()",
+    "import sys; from churn_cli.main import main; sys.argv[0] = 'churn'; main()",
 ]
 
 ACCOUNTS_CSV = (

@@ -25,7 +25,7 @@ from typing import Any
 from serving.store import STORE_SCHEMA
 
 ROOT = Path(__file__).resolve().parents[2]
-CLI = "from churn.cli import main; main()"
+CLI = "from churn_cli.main import main; main()"
 
 # Columns that differ between two runs writing the same scores.
 VOLATILE = {"run_id", "scored_at", "started_at", "finished_at"}

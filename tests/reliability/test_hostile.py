@@ -415,7 +415,7 @@ def _expire(keys_file: Path, key_id: str) -> None:
 def test_forged_expired_revoked_and_other_role_keys_are_refused(server, monkeypatch):
     from typer.testing import CliRunner
 
-    from churn.cli import app
+    from churn_cli.main import app
 
     tally = Tally()
     client = Client(server, tally)

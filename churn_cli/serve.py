@@ -1,6 +1,8 @@
-"""`churn serve` and `churn keys add|list|revoke`: thin wrappers over the serving package."""
+"""`churn serve` and `churn keys add|list|revoke`: thin calls into the serving package."""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 
@@ -14,8 +16,12 @@ keys_app = typer.Typer(
 
 
 def serve(
-    host: str = typer.Option(None, "--host", help="Interface to listen on (default 127.0.0.1)."),
-    port: int = typer.Option(None, "--port", min=1, max=65535, help="Port (default 8000)."),
+    host: Annotated[
+        str | None, typer.Option("--host", help="Interface to listen on (default 127.0.0.1).")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option("--port", min=1, max=65535, help="Port (default 8000).")
+    ] = None,
 ) -> None:
     """Serve the scoring API (and the dashboard) with the champion model, under uvicorn.
 
@@ -59,17 +65,22 @@ def serve(
 
 @keys_app.command("add")
 def keys_add(
-    role: str = typer.Option(..., "--role", help="crm, manager or admin."),
-    manager: str = typer.Option(
-        None, "--manager", help="With --role manager: the name as in accounts.account_manager."
-    ),
-    expires_days: int = typer.Option(
-        None,
-        "--expires-days",
-        min=1,
-        max=3650,
-        help="The key stops working this many days from now (default: never).",
-    ),
+    role: Annotated[str, typer.Option("--role", help="crm, manager or admin.")],
+    manager: Annotated[
+        str | None,
+        typer.Option(
+            "--manager", help="With --role manager: the name as in accounts.account_manager."
+        ),
+    ] = None,
+    expires_days: Annotated[
+        int | None,
+        typer.Option(
+            "--expires-days",
+            min=1,
+            max=3650,
+            help="The key stops working this many days from now (default: never).",
+        ),
+    ] = None,
 ) -> None:
     """Create an API key and print it once (only its hash is stored)."""
     from churn.settings import get_settings
@@ -108,7 +119,7 @@ def keys_list() -> None:
 
 @keys_app.command("revoke")
 def keys_revoke(
-    key_id: str = typer.Argument(..., help="The key id from `churn keys list`."),
+    key_id: Annotated[str, typer.Argument(help="The key id from `churn keys list`.")],
 ) -> None:
     """Revoke a key: a running server refuses it from its next request."""
     from churn.settings import get_settings

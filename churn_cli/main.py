@@ -1,19 +1,23 @@
-"""The `churn` command line: one Typer app whose subcommands live beside the code they drive.
+"""The `churn` command line: one Typer app assembled from one module per command group.
 
-Each package keeps its commands in ``<package>/commands.py`` (heavy imports inside the
-functions, so ``churn --help`` stays fast). This module only assembles them and turns domain
-errors into one readable line plus a hint (a traceback only with ``--debug``).
+``churn_cli`` is the composition root, the top floor: it may import every stage (features,
+training, serving) and nothing imports it. Each command is a thin call into a stage function,
+with the stage's heavy imports inside the function so that ``churn --help`` stays fast. This
+module assembles the groups and turns domain errors into one readable line plus a hint (a
+traceback only with ``--debug``).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import Annotated
 
 import typer
 
 from churn.console import err_console
 from churn.errors import ChurnError
+from churn_cli import data, quickstart, score, serve, train
 
 app = typer.Typer(
     name="churn",
@@ -28,7 +32,9 @@ _state = {"debug": False}
 
 @app.callback()
 def _main(
-    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks and debug logs."),
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show full tracebacks and debug logs.")
+    ] = False,
 ) -> None:
     _state["debug"] = debug
     logging.basicConfig(
@@ -41,34 +47,9 @@ def _main(
         logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 
-def _register() -> None:
-    from features import commands as feature_commands
-
-    feature_commands.register(app)
-    try:
-        from training import commands as training_commands
-    except ImportError:  # pragma: no cover - package not built yet
-        pass
-    else:
-        training_commands.register(app)
-    try:
-        from serving import commands as serving_commands
-    except ImportError:  # pragma: no cover - package not built yet
-        pass
-    else:
-        serving_commands.register(app)
-    try:
-        from serving import batch_commands
-    except ImportError:  # pragma: no cover - package not built yet
-        pass
-    else:
-        batch_commands.register(app)
-    from churn import quickstart
-
-    quickstart.register(app)
-
-
-_register()
+# The order of `churn --help`: data, training, serving, batch scoring, then the quick start.
+for _group in (data, train, serve, score, quickstart):
+    _group.register(app)
 
 
 def main() -> None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from churn.console import console, err_console
-from churn.engine import engine_client, engine_option, resolve_engine, scheduler_option
-from churn.options import data_option
+from churn.engine import engine_client, resolve_engine
+from churn_cli.options import DataOption, EngineOption, SchedulerOption, StoreOption
 
 
 def _parse_day(value: str | None, option: str) -> date | None:
@@ -24,25 +25,27 @@ def _parse_day(value: str | None, option: str) -> date | None:
 
 
 def score(
-    data: str = data_option(),
-    as_of: str = typer.Option(
-        None,
-        "--as-of",
-        help="Score date YYYY-MM-DD (records strictly before it count). "
-        "Default: the last day of the data, so every complete day is used.",
-    ),
-    history_months: int = typer.Option(
-        0,
-        "--history-months",
-        min=0,
-        max=120,
-        help="Also score the N dates one month apart before --as-of (trends, 15-point drops).",
-    ),
-    store_url: str = typer.Option(
-        None, "--store", help="Score store: .duckdb file or postgresql:// URL (default: setting)."
-    ),
-    engine: str = engine_option(),
-    scheduler: str = scheduler_option(),
+    data: DataOption = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="Score date YYYY-MM-DD (records strictly before it count). "
+            "Default: the last day of the data, so every complete day is used.",
+        ),
+    ] = None,
+    history_months: Annotated[
+        int,
+        typer.Option(
+            "--history-months",
+            min=0,
+            max=120,
+            help="Also score the N dates one month apart before --as-of (trends, 15-point drops).",
+        ),
+    ] = 0,
+    store_url: StoreOption = None,
+    engine: EngineOption = None,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Score and explain every active account into the store; re-running a date replaces it."""
     from churn.console import step
@@ -90,13 +93,14 @@ def score(
 
 
 def report(
-    out: Path = typer.Option(..., "--out", help="HTML file to write (self-contained)."),
-    manager: str = typer.Option(
-        None, "--manager", help="Only this account manager's clients (default: all accounts)."
-    ),
-    store_url: str = typer.Option(
-        None, "--store", help="Score store: .duckdb file or postgresql:// URL (default: setting)."
-    ),
+    out: Annotated[Path, typer.Option("--out", help="HTML file to write (self-contained).")],
+    manager: Annotated[
+        str | None,
+        typer.Option(
+            "--manager", help="Only this account manager's clients (default: all accounts)."
+        ),
+    ] = None,
+    store_url: StoreOption = None,
 ) -> None:
     """Write the retention page (metrics of the latest scored date) as one HTML file."""
     from churn.errors import ChurnError

@@ -11,11 +11,18 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from churn.console import console
-from churn.options import data_option
+from churn_cli import score as score_commands
+from churn_cli import serve as serve_commands
+from churn_cli.options import DataOption
+from churn_cli.train import train
+
+if TYPE_CHECKING:
+    from churn.settings import Settings
 
 #: How many account managers get a demo key of their own (the busiest ones).
 DEMO_MANAGER_KEYS = 2
@@ -35,7 +42,7 @@ def _managers_by_accounts(store_url: str) -> list[str]:
     return list(counts.index[:DEMO_MANAGER_KEYS])
 
 
-def create_demo_keys(settings, keys_out: Path) -> list[tuple[str, str, str]]:
+def create_demo_keys(settings: Settings, keys_out: Path) -> list[tuple[str, str, str]]:
     """Create an admin, a crm and one manager key per busy manager; write them to ``keys_out``.
 
     Returns (role, manager, token) rows. The file is created with mode 0600: it holds secrets.
@@ -43,7 +50,7 @@ def create_demo_keys(settings, keys_out: Path) -> list[tuple[str, str, str]]:
     from serving.keys import KeyStore
 
     keystore = KeyStore.from_settings(settings)
-    wanted = [("admin", None), ("crm", None)]
+    wanted: list[tuple[str, str | None]] = [("admin", None), ("crm", None)]
     wanted += [("manager", name) for name in _managers_by_accounts(settings.store_url)]
     rows = []
     for role, manager in wanted:
@@ -59,17 +66,17 @@ def create_demo_keys(settings, keys_out: Path) -> list[tuple[str, str, str]]:
 
 
 def quickstart(
-    data: str = data_option(),
-    serve: bool = typer.Option(True, "--serve/--no-serve", help="Serve when everything is ready."),
+    data: DataOption = None,
+    serve: Annotated[
+        bool, typer.Option("--serve/--no-serve", help="Serve when everything is ready.")
+    ] = True,
 ) -> None:
     """Train if there is no model, score a year of history if the store is empty, create demo
     keys if there are none, then serve the API and the dashboard."""
     from churn.bundle import CHAMPION_DIR, MODEL_FILE
     from churn.settings import get_settings
-    from serving import batch_commands, commands
     from serving.keys import KeyStore
     from serving.store import Store
-    from training.commands import train
 
     settings = get_settings()
     data = data or settings.data
@@ -100,7 +107,7 @@ def quickstart(
         console.print(f"[dim]store:[/] latest scored date {scored} in {settings.store_url}")
     else:
         console.rule("2/3 score (with 12 months of history)")
-        batch_commands.score(
+        score_commands.score(
             data=data, as_of=None, history_months=12, store_url=None, engine=None, scheduler=None
         )
 
@@ -116,7 +123,7 @@ def quickstart(
             console.print(f"  {role}{who}: [bold]{token}[/]", highlight=False, soft_wrap=True)
         console.print(f"saved to {keys_out} (only you can read it); log in with one of them")
     if serve:
-        commands.serve(host=None, port=None)
+        serve_commands.serve(host=None, port=None)
 
 
 def register(app: typer.Typer) -> None:

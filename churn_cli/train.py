@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from churn.engine import engine_option, resolve_engine, scheduler_option
-from churn.options import data_option
+from churn.engine import resolve_engine
+from churn_cli.options import DataOption, EngineOption, SchedulerOption
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -72,37 +72,49 @@ def _report(result: TrainResult, out: Any) -> None:
 
 
 def train(
-    data: str = data_option(),
-    label_mode: str = typer.Option(
-        None,
-        "--label-mode",
-        help="events (churn_events table) or inactivity (a long silence in invoices and "
-        "interactions). Default: the snapshots.label_mode setting.",
-    ),
-    horizon_days: int = typer.Option(
-        None, "--horizon-days", help="Label horizon: churn within N days of a snapshot date."
-    ),
-    config: Path = typer.Option(
-        None, "--config", help="Training config YAML (default configs/train.yaml)."
-    ),
-    as_json: bool = typer.Option(
-        False,
-        "--json",
-        help="Print the test metrics, promotion and run facts as one JSON object on the last "
-        "line of stdout (the human report goes to stderr).",
-    ),
-    force: bool = typer.Option(
-        False, "--force", help="Make the new version champion even if it is worse."
-    ),
-    seed: int = typer.Option(None, "--seed", help="Random seed (default: the seed setting)."),
-    trials: int = typer.Option(
-        None,
-        "--trials",
-        min=0,
-        help="Hyperparameter search trials (Optuna); 0 = off. Default: the config's.",
-    ),
-    engine: str = engine_option(),
-    scheduler: str = scheduler_option(),
+    data: DataOption = None,
+    label_mode: Annotated[
+        str | None,
+        typer.Option(
+            "--label-mode",
+            help="events (churn_events table) or inactivity (a long silence in invoices and "
+            "interactions). Default: the snapshots.label_mode setting.",
+        ),
+    ] = None,
+    horizon_days: Annotated[
+        int | None,
+        typer.Option(
+            "--horizon-days", help="Label horizon: churn within N days of a snapshot date."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Training config YAML (default configs/train.yaml)."),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the test metrics, promotion and run facts as one JSON object on the "
+            "last line of stdout (the human report goes to stderr).",
+        ),
+    ] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Make the new version champion even if it is worse.")
+    ] = False,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed (default: the seed setting).")
+    ] = None,
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--trials",
+            min=0,
+            help="Hyperparameter search trials (Optuna); 0 = off. Default: the config's.",
+        ),
+    ] = None,
+    engine: EngineOption = None,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Train, evaluate against the baselines, register in MLflow, promote and export a model."""
     from churn.console import console, err_console
@@ -168,7 +180,7 @@ EXPORT_CHAMPION_HELP = (
 
 
 def promote(
-    version: int = typer.Argument(..., min=1, help="The registered version to make champion."),
+    version: Annotated[int, typer.Argument(min=1, help="The registered version to make champion.")],
 ) -> None:
     """Make a registered version the champion (roll back or forward) and export its bundle.
 

@@ -1,30 +1,39 @@
-"""`churn demo-data`, `churn validate` and `churn features`: thin wrappers over the package."""
+"""`churn demo-data`, `churn validate` and `churn features`: thin calls into `features`."""
 
 from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
 from churn.console import console
-from churn.engine import engine_client, engine_option, resolve_engine, scheduler_option
-from churn.options import data_option
+from churn.engine import engine_client, resolve_engine
+from churn_cli.options import DataOption, EngineOption, SchedulerOption
 
 
 def demo_data(
-    out: Path = typer.Option(Path("data/demo"), "--out", help="Folder to write the CSV tables to."),
-    accounts: int = typer.Option(1500, "--accounts", min=10, help="Number of client accounts."),
-    seed: int = typer.Option(42, "--seed", help="Random seed: the same seed gives the same data."),
-    years: int = typer.Option(4, "--years", min=1, max=10, help="Years of history."),
-    fmt: str = typer.Option("csv", "--format", help="csv or parquet."),
-    chunk_size: int = typer.Option(
-        500,
-        "--chunk-size",
-        min=1,
-        help="Accounts generated and written at a time (memory stays flat at any --accounts; "
-        "the data depends on it).",
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the CSV tables to.")] = Path(
+        "data/demo"
     ),
+    accounts: Annotated[
+        int, typer.Option("--accounts", min=10, help="Number of client accounts.")
+    ] = 1500,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")
+    ] = 42,
+    years: Annotated[int, typer.Option("--years", min=1, max=10, help="Years of history.")] = 4,
+    fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
+    chunk_size: Annotated[
+        int,
+        typer.Option(
+            "--chunk-size",
+            min=1,
+            help="Accounts generated and written at a time (memory stays flat at any "
+            "--accounts; the data depends on it).",
+        ),
+    ] = 500,
 ) -> None:
     """Generate a simulated professional-services firm's CRM, billing, survey and ticket data."""
     from features.demo import generate_demo
@@ -36,10 +45,13 @@ def demo_data(
 
 
 def validate(
-    data: str = data_option(),
-    profile: bool = typer.Option(
-        True, "--profile/--no-profile", help="Also print churn by stage, reasons, concentration."
-    ),
+    data: DataOption = None,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            "--profile/--no-profile", help="Also print churn by stage, reasons, concentration."
+        ),
+    ] = True,
 ) -> None:
     """Load and validate a source: per-table loaded, rejected and missing counts."""
     from churn.settings import get_settings
@@ -55,12 +67,16 @@ def validate(
 
 
 def features(
-    data: str = data_option(),
-    as_of: str = typer.Option(None, "--as-of", help="Snapshot date YYYY-MM-DD."),
-    out: Path = typer.Option(None, "--out", help="Output file: .parquet or .csv."),
-    catalog: bool = typer.Option(False, "--catalog", help="Print the feature catalogue and exit."),
-    engine: str = engine_option(),
-    scheduler: str = scheduler_option(),
+    data: DataOption = None,
+    as_of: Annotated[str | None, typer.Option("--as-of", help="Snapshot date YYYY-MM-DD.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Output file: .parquet or .csv.")
+    ] = None,
+    catalog: Annotated[
+        bool, typer.Option("--catalog", help="Print the feature catalogue and exit.")
+    ] = False,
+    engine: EngineOption = None,
+    scheduler: SchedulerOption = None,
 ) -> None:
     """Write one point-in-time snapshot: features, health and service scores per active account."""
     from churn.errors import ChurnError
