@@ -245,10 +245,9 @@ def calibrate_and_evaluate(
     from training.calibrate import fit_calibration
 
     booster, test = model.booster, parts.test
-    calibration = fit_calibration(
-        booster.predict(parts.validation.x), parts.validation.y, cfg.calibration
-    )
-    probability = calibration.calibration.apply(booster.predict(test.x))
+    raw_validation = np.asarray(booster.predict(parts.validation.x), dtype=float)
+    calibration = fit_calibration(raw_validation, parts.validation.y, cfg.calibration)
+    probability = calibration.calibration.apply(np.asarray(booster.predict(test.x), dtype=float))
     logistic = fit_logistic(parts.train.x, parts.train.y, seed)
     scores = {
         "model": probability,

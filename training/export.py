@@ -204,7 +204,7 @@ def export_bundle(
     from training.model_card import CardInputs, mean_abs_drivers, render_model_card
 
     cfg, snap, features = plan.config, plan.snapshots, list(parts.features)
-    periods = parts.split.to_dict()
+    periods: dict[str, Any] = parts.split.to_dict()
     promotion = candidate.promotion
     metadata = {
         "model_version": candidate.model_version,

@@ -9,6 +9,7 @@ that hold the snapshots (:mod:`training.distributed`); the search always runs in
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +120,7 @@ def fit_booster(
 
     dtrain = _dataset(*train, features)
     dvalid = _dataset(*valid, features, reference=dtrain)
-    callbacks = [
+    callbacks: list[Callable[..., Any]] = [
         lgb.early_stopping(cfg.early_stopping_rounds, first_metric_only=True, verbose=False)
     ]
     if advance is not None:
