@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
     from churn.settings import Settings
     from features.contract import Tables
-    from training.train import TrainResult
+    from training.pipeline import TrainResult
 
 MARKER = "bench-source.json"
 
@@ -111,7 +111,7 @@ def _model_marker(root: Path) -> Path:
 def train_model(workdir: Path, spec: DemoSpec = DEMO) -> tuple[TrainedModel, TrainResult]:
     """Train on the demo source into a fresh store under ``workdir/model`` (the previous one is
     removed, so the first version is the champion); returns the model and the run's result."""
-    from training.train import train
+    from training.pipeline import train
 
     folder = demo_source(workdir, spec)
     root = (Path(workdir) / "model").resolve()

@@ -4,9 +4,10 @@ workers. The figure is each size's seconds per million events against the same f
 (``ratio`` = 1x / size: 1 is perfectly flat, the target 0.67 means at most 1.5 times the 1x
 cost per event).
 
-The workloads are the two commands' own: ``churn features`` (one as_of date: features, segments,
-health scores) and ``churn score`` (the same snapshot, probabilities, explanations, escalations,
-actions; no store write), from validated tables in memory. Events are the rows of every table
+The workloads are the two commands' own, on each engine (``churn.engine``): ``churn features``
+(one as_of date: features, segments, health scores) and ``churn score`` (the same snapshot,
+probabilities, explanations, escalations, actions; no store write), from validated tables in
+memory. Events are the rows of every table
 but ``accounts``.
 
 Data: 1x is the demo data (1,500 accounts, 4 years, about 218,000 events; generated once into
@@ -86,39 +87,32 @@ def _events(tables: Any) -> int:
     return sum(len(frame) for name, frame in tables if name != "accounts")
 
 
-def _bundle(tables: Any, settings: Any, workdir: Path) -> Any:
-    """A model like the shipped one (the training config's parameters, early stopping on the
-    time split of the 1x snapshots), cached as LightGBM text under the work folder."""
+def _bundle(loaded: Any, settings: Any, workdir: Path) -> Any:
+    """A model like the shipped one (the training pipeline's own frame, split and fit steps
+    with the training config, in one process), cached as LightGBM text under the work folder."""
     import lightgbm as lgb
 
     from churn.bundle import Bundle, Calibration
-    from features.catalog import MODEL_FEATURES
-    from features.snapshots import as_of_grid, build_snapshots
-    from training.config import load_train_config
-    from training.evaluate import feature_matrix
-    from training.split import time_split
-    from training.train import fit_booster
+    from churn.engine import LocalEngine
+    from training.config import plan_run
+    from training.fit import fit_model
+    from training.frame import build_training_frame
+    from training.split import split_by_time
 
-    features = list(MODEL_FEATURES)
+    plan = plan_run(settings)
     path = workdir / "scaling" / "model.txt"
     if not path.is_file():
-        cfg = load_train_config(settings.train_config)
-        snap = settings.snapshots
-        frame = build_snapshots(tables, as_of_grid(tables, snap), snap)
-        train, valid, _ = time_split(frame, cfg.split, snap.horizon_days).frames(frame)
-        booster = fit_booster(
-            cfg.lgb_params(settings.seed),
-            (feature_matrix(train, features), train["churned"].to_numpy(float)),
-            (feature_matrix(valid, features), valid["churned"].to_numpy(float)),
-            features,
-            cfg.lightgbm,
+        engine = LocalEngine()
+        data = build_training_frame(loaded, plan, engine)
+        parts = split_by_time(
+            data.frame, plan.config.split, plan.snapshots.horizon_days, plan.features
         )
-        path.write_text(booster.model_to_string(num_iteration=booster.best_iteration))
+        path.write_text(fit_model(engine, data.snapshots, parts, plan).model_text)
     return Bundle(
         path=path.parent / "bundle",
         booster=lgb.Booster(model_file=str(path)),
         calibration=Calibration("none"),
-        metadata={"model_version": "bench-scaling", "feature_names": features},
+        metadata={"model_version": "bench-scaling", "feature_names": list(plan.features)},
         catalog=[],
     )
 
@@ -165,17 +159,16 @@ def _results(stage: str, engine: str, curve: dict[int, dict[str, float]]) -> lis
 def run(workdir: Path) -> list[Result]:
     import psutil
 
-    from churn.engine import dask_client
+    from churn.engine import DaskEngine, Engine, LocalEngine, dask_client
     from churn.settings import load_settings
-    from features import distributed as features_distributed
+    from features.distributed import build_snapshots
     from features.health import load_health_config
-    from features.snapshots import build_snapshots
     from features.validate import load_validated
-    from serving import distributed as serving_distributed
     from serving.batch import default_as_of, score_batches
 
     settings = load_settings(rejects_dir=workdir / "scaling" / "rejects")
-    base = load_validated(_base_source(workdir), settings).tables
+    loaded = load_validated(_base_source(workdir), settings)
+    base = loaded.tables
     sizes = _sizes()
     free = psutil.virtual_memory().available
     fits = [k for k in sizes if k * BYTES_PER_1X <= free]
@@ -186,37 +179,29 @@ def run(workdir: Path) -> list[Result]:
     sizes = fits
     day: date = default_as_of(base)
     health = load_health_config(settings.health_config)
-    bundle = _bundle(base, settings, workdir)
+    bundle = _bundle(loaded, settings, workdir)
     cfg = settings.snapshots
 
     curves: dict[tuple[str, str], dict[int, dict[str, float]]] = {}
-    curves["features", "local"] = _measure(
-        "features local",
-        sizes,
-        base,
-        lambda t: build_snapshots(t, [day], cfg, health=health),
-    )
-    curves["scoring", "local"] = _measure(
-        "scoring local",
-        sizes,
-        base,
-        lambda t: score_batches(t, [day], bundle, settings, health=health),
-    )
+
+    def measure(engine: Engine) -> None:
+        """Both commands' workloads on ``engine``, at every size."""
+        curves["features", engine.name] = _measure(
+            f"features {engine.name}",
+            sizes,
+            base,
+            lambda t: build_snapshots(engine, t, [day], cfg, health=health),
+        )
+        curves["scoring", engine.name] = _measure(
+            f"scoring {engine.name}",
+            sizes,
+            base,
+            lambda t: score_batches(t, [day], bundle, settings, engine=engine, health=health),
+        )
+
+    measure(LocalEngine())
     with dask_client(n_workers=2, threads_per_worker=1) as client:
-        curves["features", "dask"] = _measure(
-            "features dask",
-            sizes,
-            base,
-            lambda t: features_distributed.build_snapshots(client, t, [day], cfg, health=health),
-        )
-        curves["scoring", "dask"] = _measure(
-            "scoring dask",
-            sizes,
-            base,
-            lambda t: serving_distributed.score_batches(
-                client, t, [day], bundle, settings, health=health
-            ),
-        )
+        measure(DaskEngine(client))
 
     results: list[Result] = []
     for (stage, engine), curve in curves.items():

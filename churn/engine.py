@@ -1,23 +1,38 @@
-"""The compute engine of ``churn features``, ``churn score`` and ``churn train`` (docs/cluster.md).
+"""The compute engine of ``churn features``, ``churn score`` and ``churn train``: the one seam
+between running in one process and running on a Dask cluster.
 
-``local`` (the default) runs everything in one process. ``dask`` runs the heavy steps on a Dask
-cluster: the scheduler at ``--scheduler``/``CHURN_DASK_SCHEDULER``, or, with no address, a
-local cluster of two single-threaded worker processes started for the run and closed after it.
+The choice is made once, by :func:`open_engine` from the settings (``engine``, ``dask_scheduler``;
+``--engine``/``--scheduler`` on the commands). Stage code then works through one interface,
+:class:`Engine`, whichever engine it got:
 
-Accounts are partitioned by a hash of ``account_id`` (:func:`partition_tables`): every record
-of an account lands in the same partition, so each partition is a small source of its own and
-the single-process code (``features.snapshots.build_features``, ``serving.batch.score_snapshot``)
-runs on it unchanged. The steps that compare accounts with each other run once over the whole
-population (see ``features.distributed``).
+* :meth:`Engine.partition_count` says how many partitions of accounts to cut a source into
+  (one, the whole source, in one process);
+* :meth:`Engine.scatter` places the partitions, :meth:`Engine.map` runs a function on each where
+  it lies, :meth:`Engine.gather` brings the results back in partition order,
+  :meth:`Engine.broadcast` gives every partition's task one shared value;
+* :meth:`Engine.collective` runs a step that needs every partition at once (fitting one model):
+  the caller gives its one-process and its cluster form, the engine runs its own.
+
+:class:`LocalEngine` (the default) runs every call in this process, on the whole source as one
+partition. :class:`DaskEngine` runs them on the cluster at ``--scheduler``/``CHURN_DASK_SCHEDULER``
+or, with no address, on a local cluster of two single-threaded worker processes started for the
+run and closed after it.
+
+Accounts are partitioned by a hash of ``account_id`` (:func:`partition_of`): every record of an
+account lands in the same partition, so each partition is a small source of its own and the
+single-process code runs on it unchanged. This module imports no stage package: the values it
+moves are opaque to it.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from churn.errors import ChurnError, ConfigError
 
@@ -27,9 +42,11 @@ if TYPE_CHECKING:
     from distributed import Client
 
     from churn.settings import Settings
-    from features.contract import Tables
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 ENGINES: tuple[str, ...] = ("local", "dask")
 # The local cluster started when no scheduler address is given.
@@ -41,31 +58,8 @@ CONNECT_TIMEOUT_SECONDS = 15
 ACCOUNTS_PER_PARTITION = 3_000
 PARTITIONS_PER_WORKER = 2
 
-ENGINE_HELP = (
-    "local (one process, the default) or dask (a Dask cluster: partitions of accounts run on "
-    "its workers, same results). Env CHURN_ENGINE."
-)
-SCHEDULER_HELP = (
-    "Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --engine dask). Without one the "
-    "dask engine starts a local cluster of 2 workers for the run. Env CHURN_DASK_SCHEDULER."
-)
-
 
 # ----------------------------------------------------------------------------- choosing
-
-
-def engine_option() -> Any:
-    """The ``--engine`` option of the commands that can run on Dask."""
-    import typer
-
-    return typer.Option(None, "--engine", help=ENGINE_HELP, show_default=False)
-
-
-def scheduler_option() -> Any:
-    """The ``--scheduler`` option of the commands that can run on Dask."""
-    import typer
-
-    return typer.Option(None, "--scheduler", help=SCHEDULER_HELP, show_default=False)
 
 
 def resolve_engine(settings: Settings, engine: str | None, scheduler: str | None) -> Settings:
@@ -91,18 +85,169 @@ def resolve_engine(settings: Settings, engine: str | None, scheduler: str | None
     return settings.model_copy(update=update) if update else settings
 
 
-# ----------------------------------------------------------------------------- the cluster
+# ----------------------------------------------------------------------------- the engines
+
+
+@dataclass(frozen=True)
+class Partitions(Generic[T]):
+    """One value per partition of accounts, where the engine keeps it (the values themselves in
+    one process, futures on the workers on Dask), with the worker each partition lives on."""
+
+    items: tuple[Any, ...]
+    homes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _aligned(values: Partitions[Any] | Sequence[Any]) -> Sequence[Any]:
+    return values.items if isinstance(values, Partitions) else values
+
+
+class Engine(ABC):
+    """Where the partitions of accounts are processed: the interface stage code calls."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def partition_count(self, n_accounts: int) -> int:
+        """How many partitions of accounts a source of ``n_accounts`` accounts is cut into."""
+
+    @abstractmethod
+    def scatter(self, values: Sequence[T]) -> Partitions[T]:
+        """Place one value per partition (a partition of a source) where it is processed."""
+
+    @abstractmethod
+    def map(
+        self,
+        func: Callable[..., R],
+        parts: Partitions[Any],
+        *per_part: Partitions[Any] | Sequence[Any],
+        **kwargs: Any,
+    ) -> Partitions[R]:
+        """``func(parts[i], *(seq[i] for seq in per_part), **kwargs)`` for every partition i,
+        where partition i lives; ``per_part`` are other partitioned values or one plain value
+        per partition."""
+
+    @abstractmethod
+    def gather(self, parts: Partitions[T]) -> list[T]:
+        """The partitions' values in this process, in partition order."""
+
+    @abstractmethod
+    def broadcast(self, value: T) -> Any:
+        """``value`` as an argument every partition's task can read (pass it to :meth:`map`)."""
+
+    @abstractmethod
+    def collective(self, *, in_process: Callable[[], R], on_cluster: Callable[[Client], R]) -> R:
+        """One step over every partition at once (a model fitted on all of them): the caller
+        says how it runs in one process (``in_process()``) and on a Dask cluster
+        (``on_cluster(client)``, e.g. ``lightgbm.dask``); the engine runs its own."""
+
+
+class LocalEngine(Engine):
+    """Everything in this process, on the whole source as one partition."""
+
+    name = "local"
+    HOME = "local"
+
+    def partition_count(self, n_accounts: int) -> int:
+        return 1
+
+    def scatter(self, values: Sequence[T]) -> Partitions[T]:
+        return Partitions(tuple(values), (self.HOME,) * len(values))
+
+    def map(
+        self,
+        func: Callable[..., R],
+        parts: Partitions[Any],
+        *per_part: Partitions[Any] | Sequence[Any],
+        **kwargs: Any,
+    ) -> Partitions[R]:
+        columns = [_aligned(p) for p in per_part]
+        results = tuple(func(*args, **kwargs) for args in zip(parts.items, *columns, strict=True))
+        return Partitions(results, parts.homes)
+
+    def gather(self, parts: Partitions[T]) -> list[T]:
+        return list(parts.items)
+
+    def broadcast(self, value: T) -> T:
+        return value
+
+    def collective(self, *, in_process: Callable[[], R], on_cluster: Callable[[Client], R]) -> R:
+        return in_process()
+
+
+class DaskEngine(Engine):
+    """Partitions on the workers of a Dask cluster, reached through ``client``.
+
+    Partition i goes to the i-th worker in address order (round robin), so the workers get
+    equal shares and the same partitions sit together on every run; every task on a partition
+    is pinned to its worker: its data never moves, and no task is stolen by another worker, so
+    results are the same on every run (a lost worker's scattered partitions could not be
+    rebuilt elsewhere anyway).
+    """
+
+    name = "dask"
+
+    def __init__(self, client: Client) -> None:
+        self.client = client
+
+    def partition_count(self, n_accounts: int) -> int:
+        return partition_count(n_accounts, worker_count(self.client))
+
+    def scatter(self, values: Sequence[T]) -> Partitions[T]:
+        workers = sorted(self.client.scheduler_info(n_workers=-1)["workers"])
+        homes = [workers[i % len(workers)] for i in range(len(values))]
+        placed: list[Any] = [None] * len(values)
+        for worker in workers:
+            mine = [i for i, home in enumerate(homes) if home == worker]
+            if mine:
+                # hash=False: random keys, rather than hashing every value of the tables.
+                futures = self.client.scatter(
+                    [values[i] for i in mine], workers=[worker], hash=False
+                )
+                for i, future in zip(mine, futures, strict=True):
+                    placed[i] = future
+        return Partitions(tuple(placed), tuple(homes))
+
+    def map(
+        self,
+        func: Callable[..., R],
+        parts: Partitions[Any],
+        *per_part: Partitions[Any] | Sequence[Any],
+        **kwargs: Any,
+    ) -> Partitions[R]:
+        columns = [_aligned(p) for p in per_part]
+        futures = tuple(
+            self.client.submit(
+                func, *args, workers=[home], allow_other_workers=False, pure=False, **kwargs
+            )
+            for home, *args in zip(parts.homes, parts.items, *columns, strict=True)
+        )
+        return Partitions(futures, parts.homes)
+
+    def gather(self, parts: Partitions[T]) -> list[T]:
+        return list(self.client.gather(list(parts.items)))
+
+    def broadcast(self, value: T) -> Any:
+        return self.client.scatter(value, broadcast=True, hash=False)
+
+    def collective(self, *, in_process: Callable[[], R], on_cluster: Callable[[Client], R]) -> R:
+        return on_cluster(self.client)
 
 
 @contextmanager
-def engine_client(settings: Settings) -> Iterator[Client | None]:
-    """A Dask client when ``settings.engine`` is ``dask`` (None for the local engine), closed
-    on exit together with any local cluster started for it."""
+def open_engine(settings: Settings) -> Iterator[Engine]:
+    """The engine ``settings.engine`` names: one process, or a Dask cluster (its client, and
+    any local cluster started for it, closed on exit)."""
     if settings.engine != "dask":
-        yield None
+        yield LocalEngine()
         return
     with dask_client(settings.dask_scheduler or None) as client:
-        yield client
+        yield DaskEngine(client)
+
+
+# ----------------------------------------------------------------------------- the cluster
 
 
 @contextmanager
@@ -236,45 +381,16 @@ def partition_of(account_ids: pd.Series | np.ndarray, n_partitions: int) -> np.n
     return np.append(hashed.astype(np.int64), 0)[codes]
 
 
-def partition_tables(tables: Tables, n_partitions: int) -> list[Tables]:
-    """Split a source into partitions of whole accounts (each account's rows in every table in
-    one partition, in their original order); partitions without accounts are left out (all of
-    them, for a source without accounts: then the source is its one partition).
-
-    A table present in the source is present (possibly empty) in every partition, so a partition
-    has the same absent features as the whole source.
-    """
-    import numpy as np
-
-    from features.contract import Tables
-
-    split: dict[str, list[pd.DataFrame]] = {}
-    for name, frame in tables:
-        part = partition_of(frame["account_id"], n_partitions)
-        order = np.argsort(part, kind="stable")
-        bounds = np.searchsorted(part[order], np.arange(n_partitions + 1))
-        split[name] = [
-            frame.iloc[order[bounds[i] : bounds[i + 1]]].reset_index(drop=True)
-            for i in range(n_partitions)
-        ]
-    out = []
-    for i in range(n_partitions):
-        if not len(split["accounts"][i]):
-            continue
-        frames = {name: parts[i] for name, parts in split.items()}
-        out.append(Tables(**frames, source=tables.source, meta=dict(tables.meta)))
-    return out or [tables]  # a source without accounts stays one (empty) partition
-
-
 __all__ = [
     "ENGINES",
+    "DaskEngine",
+    "Engine",
+    "LocalEngine",
+    "Partitions",
     "dask_client",
-    "engine_client",
-    "engine_option",
+    "open_engine",
     "partition_count",
     "partition_of",
-    "partition_tables",
     "resolve_engine",
-    "scheduler_option",
     "worker_count",
 ]

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from churn.console import console
-from churn.engine import engine_client, resolve_engine
+from churn.engine import open_engine, resolve_engine
 from churn_cli.options import DataOption, EngineOption, SchedulerOption
 
 
@@ -92,23 +92,19 @@ def features(
     except ValueError as exc:
         raise ChurnError(f"--as-of {as_of!r} is not a date", hint="use YYYY-MM-DD") from exc
     from churn.settings import get_settings
+    from features.distributed import build_snapshots
     from features.health import load_health_config
-    from features.snapshots import build_snapshots, output_format, write_frame
+    from features.snapshots import output_format, write_frame
     from features.validate import load_validated
 
     output_format(out)  # a wrong extension fails now, not after the snapshot is built
     settings = resolve_engine(get_settings(), engine, scheduler)  # --engine dask: docs/cluster.md
     health = load_health_config(settings.health_config)
     result = load_validated(data or settings.data, settings)
-    with engine_client(settings) as client:
-        if client is None:
-            frame = build_snapshots(result.tables, [as_of_date], settings.snapshots, health=health)
-        else:  # the same frame, built per partition of accounts on the Dask cluster
-            from features import distributed
-
-            frame = distributed.build_snapshots(
-                client, result.tables, [as_of_date], settings.snapshots, health=health
-            )
+    with open_engine(settings) as engine:
+        frame = build_snapshots(
+            engine, result.tables, [as_of_date], settings.snapshots, health=health
+        )
     write_frame(frame, out)
     console.print(f"wrote {len(frame)} accounts x {frame.shape[1]} columns to {out}")
 

@@ -10,7 +10,14 @@ from typing import Annotated
 
 import typer
 
-from churn.engine import ENGINE_HELP, SCHEDULER_HELP
+ENGINE_HELP = (
+    "local (one process, the default) or dask (a Dask cluster: partitions of accounts run on "
+    "its workers, same results). Env CHURN_ENGINE."
+)
+SCHEDULER_HELP = (
+    "Dask scheduler address, e.g. tcp://10.0.0.5:8786 (implies --engine dask). Without one the "
+    "dask engine starts a local cluster of 2 workers for the run. Env CHURN_DASK_SCHEDULER."
+)
 
 #: ``--data SOURCE``: every command that reads a source.
 DataOption = Annotated[

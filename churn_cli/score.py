@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from churn.console import console, err_console
-from churn.engine import engine_client, resolve_engine
+from churn.engine import open_engine, resolve_engine
 from churn_cli.options import DataOption, EngineOption, SchedulerOption, StoreOption
 
 
@@ -68,13 +68,8 @@ def score(
             "scores only (churn probability unavailable); run `churn train` first for a model"
         )
     dates = history_dates(day, history_months)
-    with step(f"scoring {len(dates)} date(s) up to {day}"), engine_client(settings) as client:
-        if client is None:
-            batches = score_batches(tables, dates, bundle, settings)
-        else:  # the same batches, scored per partition of accounts on the Dask cluster
-            from serving import distributed
-
-            batches = distributed.score_batches(client, tables, dates, bundle, settings)
+    with step(f"scoring {len(dates)} date(s) up to {day}"), open_engine(settings) as engine:
+        batches = score_batches(tables, dates, bundle, settings, engine=engine)
         base = RetentionBase.from_tables(tables, silence_days=settings.snapshots.min_silence_days)
     # One transaction for every date: a run killed half-way leaves the store as it was.
     with step(f"writing {len(batches)} date(s) to {store.display}"):

@@ -1,4 +1,4 @@
-"""`churn train`: a thin wrapper over :func:`training.train.train`."""
+"""`churn train`: a thin wrapper over :func:`training.pipeline.train`."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from churn_cli.options import DataOption, EngineOption, SchedulerOption
 if TYPE_CHECKING:
     from rich.table import Table
 
-    from training.train import TrainResult
+    from training.pipeline import TrainResult
 
 
 def comparison_table(metrics: dict[str, dict[str, float]]) -> Table:
@@ -119,7 +119,7 @@ def train(
     """Train, evaluate against the baselines, register in MLflow, promote and export a model."""
     from churn.console import console, err_console
     from churn.settings import get_settings
-    from training.train import train as run_training
+    from training.pipeline import train as run_training
 
     settings = resolve_engine(get_settings(), engine, scheduler)  # --engine dask: docs/cluster.md
     result = run_training(

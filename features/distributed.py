@@ -1,15 +1,17 @@
-"""Snapshots on a Dask cluster: the rows of :func:`features.snapshots.build_snapshots`.
+"""Snapshots on the engine's partitions of accounts: the rows of
+:func:`features.snapshots.build_snapshots`, built where the partitions live.
 
-The source is split into partitions of whole accounts (:func:`churn.engine.partition_tables`)
-and each partition is sent to a worker, which runs :func:`features.snapshots.build_features` on
-it for the as_of dates and the dates 30 days before them (for ``health_score_30d_ago``), with
-the whole source's ``data_end`` so labels are cut at the same day. Rows depend only on their own
-account's records, except ``revenue_segment``, which ranks the accounts of a date against each
-other: the workers send back only ``as_of``, ``revenue_365d`` and ``contract_value``, the client
-runs :func:`features.snapshots.assign_segments` over the whole population, and each partition
-gets its accounts' segments back. The health scores (:func:`features.snapshots.add_health`)
-read only an account's own row, its segment and its own row 30 days earlier, so they run on the
-workers too. The partitions stay in the workers' memory (:class:`PartitionedSnapshots`) for
+The source is cut into partitions of whole accounts (:func:`partition_tables`; one partition,
+the whole source, on the local engine) and :meth:`churn.engine.Engine.map` runs
+:func:`features.snapshots.build_features` on each for the as_of dates and the dates 30 days
+before them (for ``health_score_30d_ago``), with the whole source's ``data_end`` so labels are
+cut at the same day. Rows depend only on their own account's records, except
+``revenue_segment``, which ranks the accounts of a date against each other: each partition sends
+back only ``as_of``, ``revenue_365d`` and ``contract_value``, :func:`features.snapshots.
+assign_segments` runs once over the whole population, and each partition gets its accounts'
+segments back. The health scores (:func:`features.snapshots.add_health`) read only an account's
+own row, its segment and its own row 30 days earlier, so they run per partition too. The
+partitions stay where they are (:class:`PartitionedSnapshots`, on the workers with Dask) for
 scoring and training; :meth:`PartitionedSnapshots.gather` concatenates them in the
 single-process order (as_of, then account_id).
 """
@@ -24,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from churn.engine import partition_count, partition_tables, worker_count
+from churn.engine import Engine, Partitions, partition_of
 from features.snapshots import (
     _dates,
     _log_absent,
@@ -36,8 +38,6 @@ from features.snapshots import (
 )
 
 if TYPE_CHECKING:
-    from distributed import Client, Future
-
     from churn.settings import SnapshotSettings
     from features.contract import Tables
     from features.health import HealthConfig
@@ -46,32 +46,62 @@ SORT_KEYS = ["as_of", "account_id"]
 _SEGMENT_BASIS = ["as_of", "revenue_365d", "contract_value"]
 
 
+def partition_tables(tables: Tables, n_partitions: int) -> list[Tables]:
+    """Split a source into partitions of whole accounts (each account's rows in every table in
+    one partition, in their original order); partitions without accounts are left out (all of
+    them, for a source without accounts: then the source is its one partition).
+
+    A table present in the source is present (possibly empty) in every partition, so a partition
+    has the same absent features as the whole source.
+    """
+    from features.contract import Tables
+
+    if n_partitions == 1:
+        return [tables]
+    split: dict[str, list[pd.DataFrame]] = {}
+    for name, frame in tables:
+        part = partition_of(frame["account_id"], n_partitions)
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(n_partitions + 1))
+        split[name] = [
+            frame.iloc[order[bounds[i] : bounds[i + 1]]].reset_index(drop=True)
+            for i in range(n_partitions)
+        ]
+    out = []
+    for i in range(n_partitions):
+        if not len(split["accounts"][i]):
+            continue
+        frames = {name: parts[i] for name, parts in split.items()}
+        out.append(Tables(**frames, source=tables.source, meta=dict(tables.meta)))
+    return out or [tables]  # a source without accounts stays one (empty) partition
+
+
 @dataclass
 class PartitionedSnapshots:
-    """Snapshot frames of disjoint sets of accounts, held by the cluster's workers (futures),
-    each sorted by as_of then account_id, with their row counts."""
+    """Snapshot frames of disjoint sets of accounts, kept by the engine (each sorted by as_of
+    then account_id), with their row counts."""
 
-    client: Client
-    parts: list[Future]
-    homes: list[str]
+    engine: Engine
+    parts: Partitions[pd.DataFrame]
     rows: list[int]
     dates: list[pd.Timestamp]
     positions: tuple[np.ndarray, np.ndarray] | None = field(default=None, repr=False)
 
     def map(
         self, func: Callable[..., Any], *per_part: Sequence[Any], **kwargs: Any
-    ) -> list[Future]:
+    ) -> Partitions[Any]:
         """``func(parts[i], *(seq[i] for seq in per_part), **kwargs)`` for every partition i,
-        on its worker."""
-        return _on_homes(self.client, self.homes, func, self.parts, *per_part, **kwargs)
+        where it lives."""
+        return self.engine.map(func, self.parts, *per_part, **kwargs)
 
     def gather(self) -> pd.DataFrame:
-        """The whole snapshot frame on the client, row for row as ``build_snapshots`` gives it.
+        """The whole snapshot frame in this process, row for row as ``build_snapshots`` gives
+        it.
 
         Also sets :attr:`positions`: for each row of that frame, its partition and its row
-        in that partition (training picks its rows on the workers with them).
+        in that partition (training picks its rows where they lie with them).
         """
-        frames = self.client.gather(self.parts)
+        frames = self.engine.gather(self.parts)
         part = np.repeat(np.arange(len(frames)), [len(f) for f in frames])
         row = np.concatenate([np.arange(len(f)) for f in frames]) if frames else np.empty(0, int)
         frame = _concat(frames)
@@ -89,36 +119,7 @@ def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
     return pd.concat(filled, ignore_index=True)
 
 
-def _place(client: Client, parts: list[Tables]) -> tuple[list[Future], list[str]]:
-    """Send partition i to the i-th worker in address order (round robin), so the workers get
-    equal shares and the same partitions sit together on every run. Returns the futures and
-    each partition's worker (its home: every later task on it runs there, see _on_homes)."""
-    workers = sorted(client.scheduler_info(n_workers=-1)["workers"])
-    homes = [workers[i % len(workers)] for i in range(len(parts))]
-    placed: list[Any] = [None] * len(parts)
-    for worker in workers:
-        mine = [i for i, home in enumerate(homes) if home == worker]
-        if mine:
-            # hash=False: random keys, rather than hashing every value of the tables.
-            futures = client.scatter([parts[i] for i in mine], workers=[worker], hash=False)
-            for i, future in zip(mine, futures, strict=True):
-                placed[i] = future
-    return placed, homes
-
-
-def _on_homes(
-    client: Client, homes: list[str], func: Callable[..., Any], *per_part: Sequence[Any], **kw: Any
-) -> list[Future]:
-    """One task per partition, pinned to the partition's worker: its data never moves, and no
-    task is stolen by another worker, so blocks and results are the same on every run (a lost
-    worker's scattered partitions could not be rebuilt elsewhere anyway)."""
-    return [
-        client.submit(func, *args, workers=[home], allow_other_workers=False, pure=False, **kw)
-        for home, *args in zip(homes, *per_part, strict=True)
-    ]
-
-
-# ------------------------------------------------------------------------- worker tasks
+# ------------------------------------------------------------------------- partition tasks
 
 
 def _features(
@@ -152,7 +153,7 @@ def _finish(
 
 
 def snapshot_partitions(
-    client: Client,
+    engine: Engine,
     tables: Tables,
     as_of: Sequence[date | pd.Timestamp | str],
     cfg: SnapshotSettings,
@@ -162,7 +163,7 @@ def snapshot_partitions(
     n_partitions: int | None = None,
 ) -> PartitionedSnapshots:
     """Build the snapshots of ``build_snapshots(tables, as_of, cfg, health, with_health,
-    data_end)`` on the cluster of ``client``, leaving them in the workers' memory."""
+    data_end)`` on ``engine``'s partitions, leaving them where they were built."""
     from features.health import load_health_config
 
     dates = _dates(as_of)
@@ -172,25 +173,25 @@ def snapshot_partitions(
     every_dates = sorted(set(dates) | set(past or []))
     if with_health and health is None:
         health = load_health_config()  # read here: workers need not share the client's files
-    n = n_partitions or partition_count(len(tables.accounts), worker_count(client))
-    sources, homes = _place(client, partition_tables(tables, n))
-    every = _on_homes(client, homes, _features, sources, dates=every_dates, cfg=cfg, data_end=end)
+    n = n_partitions or engine.partition_count(len(tables.accounts))
+    sources = engine.scatter(partition_tables(tables, n))
+    every = engine.map(_features, sources, dates=every_dates, cfg=cfg, data_end=end)
     del sources  # released once the features are built: workers keep features, not raw rows
-    basis = client.gather(_on_homes(client, homes, _segment_basis, every))
+    basis = engine.gather(engine.map(_segment_basis, every))
     lengths = [len(b) for b in basis]
     segments = assign_segments(_concat(basis))["revenue_segment"].to_numpy(
         dtype=object, na_value=None
     )
     cuts = np.cumsum([0, *lengths])
     pieces = [segments[cuts[i] : cuts[i + 1]] for i in range(len(lengths))]
-    parts = _on_homes(client, homes, _finish, every, pieces, dates=dates, past=past, health=health)
+    parts = engine.map(_finish, every, pieces, dates=dates, past=past, health=health)
     del every
-    rows = [int(r) for r in client.gather(_on_homes(client, homes, len, parts))]
-    return PartitionedSnapshots(client=client, parts=parts, homes=homes, rows=rows, dates=dates)
+    rows = [int(r) for r in engine.gather(engine.map(len, parts))]
+    return PartitionedSnapshots(engine=engine, parts=parts, rows=rows, dates=dates)
 
 
 def build_snapshots(
-    client: Client,
+    engine: Engine,
     tables: Tables,
     as_of: Sequence[date | pd.Timestamp | str],
     cfg: SnapshotSettings,
@@ -199,11 +200,11 @@ def build_snapshots(
     data_end: pd.Timestamp | None = None,
     **options: Any,
 ) -> pd.DataFrame:
-    """:func:`features.snapshots.build_snapshots` on a Dask cluster: the same frame."""
+    """:func:`features.snapshots.build_snapshots` on ``engine``: the same frame."""
     parts = snapshot_partitions(
-        client, tables, as_of, cfg, health, with_health, data_end, **options
+        engine, tables, as_of, cfg, health, with_health, data_end, **options
     )
     return parts.gather()
 
 
-__all__ = ["PartitionedSnapshots", "build_snapshots", "snapshot_partitions"]
+__all__ = ["PartitionedSnapshots", "build_snapshots", "partition_tables", "snapshot_partitions"]

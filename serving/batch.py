@@ -28,6 +28,7 @@ from serving.score_record import from_snapshot
 
 if TYPE_CHECKING:
     from churn.bundle import Bundle
+    from churn.engine import Engine
     from churn.settings import Settings
     from features.catalog import Feature
     from features.contract import Tables
@@ -270,21 +271,30 @@ def score_batches(
     bundle: Bundle | None,
     settings: Settings,
     *,
+    engine: Engine | None = None,
     health: HealthConfig | None = None,
     playbook: Playbook | None = None,
 ) -> list[ScoredBatch]:
-    """Score every active account at each of ``dates`` in one vectorised pass; one batch per
-    date, oldest first (a date without active accounts gives an empty batch)."""
+    """Score every active account at each of ``dates`` in one vectorised pass per partition of
+    accounts on ``engine`` (default: this process); one batch per date, oldest first (a date
+    without active accounts gives an empty batch)."""
+    from churn.engine import LocalEngine
     from features.catalog import FEATURES
     from features.health import load_health_config
-    from features.snapshots import build_snapshots
+    from serving.distributed import score_partitions
     from serving.playbook import load_playbook
 
     health = health or load_health_config(settings.health_config)
     playbook = playbook or load_playbook(settings.playbook_config, known_features=FEATURES)
-    snapshot = build_snapshots(tables, list(dates), settings.snapshots, health=health)
-    return score_snapshot(
-        snapshot, dates, bundle, health=health, playbook=playbook, top=settings.serve.top_reasons
+    return score_partitions(
+        engine or LocalEngine(),
+        tables,
+        dates,
+        bundle,
+        settings.snapshots,
+        health=health,
+        playbook=playbook,
+        top=settings.serve.top_reasons,
     )
 
 

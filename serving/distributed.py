@@ -1,12 +1,13 @@
-"""Batch scoring on a Dask cluster: the batches of :func:`serving.batch.score_batches`.
+"""Batch scoring on the engine's partitions of accounts: how :func:`serving.batch.score_batches`
+runs, in one process or on a Dask cluster.
 
-The snapshots are built by :mod:`features.distributed` and stay on the workers; each worker runs
-:func:`serving.batch.score_snapshot` (probability, explanation, escalations, playbook actions:
-all read an account's own rows) on its partitions of accounts, and the client puts the pieces of
-each date together in the single-process order.
+The snapshots are built by :mod:`features.distributed` and stay where they were built; each
+partition runs :func:`serving.batch.score_snapshot` (probability, explanation, escalations,
+playbook actions: all read an account's own rows), and the pieces of each date are put together
+in the single-process order.
 
-The model goes to the workers as its plain files' content (LightGBM's text model and the JSON
-companions of the bundle), rebuilt there with LightGBM and JSON only: no model is pickled.
+The model goes to each partition as its plain files' content (LightGBM's text model and the
+JSON companions of the bundle), rebuilt there with LightGBM and JSON only: no model is pickled.
 """
 
 from __future__ import annotations
@@ -21,10 +22,9 @@ import pandas as pd
 from serving.batch import ScoredBatch, score_snapshot
 
 if TYPE_CHECKING:
-    from distributed import Client
-
     from churn.bundle import Bundle
-    from churn.settings import Settings
+    from churn.engine import Engine
+    from churn.settings import SnapshotSettings
     from features.contract import Tables
     from features.health import HealthConfig
     from serving.playbook import Playbook
@@ -118,37 +118,29 @@ def merge_batches(per_part: Sequence[list[ScoredBatch]]) -> list[ScoredBatch]:
     return merged
 
 
-def score_batches(
-    client: Client,
+def score_partitions(
+    engine: Engine,
     tables: Tables,
     dates: Sequence[date],
     bundle: Bundle | None,
-    settings: Settings,
+    cfg: SnapshotSettings,
     *,
-    health: HealthConfig | None = None,
-    playbook: Playbook | None = None,
+    health: HealthConfig,
+    playbook: Playbook,
+    top: int,
 ) -> list[ScoredBatch]:
-    """:func:`serving.batch.score_batches` on the Dask cluster of ``client``: the same
-    batches (scores equal to the last bit: the same LightGBM model on the same rows)."""
-    from features.catalog import FEATURES
+    """The batches of :func:`serving.batch.score_batches`, scored per partition of accounts on
+    ``engine`` (on Dask, scores equal to the last bit: the same LightGBM model on the same
+    rows)."""
     from features.distributed import snapshot_partitions
-    from features.health import load_health_config
-    from serving.playbook import load_playbook
 
-    health = health or load_health_config(settings.health_config)
-    playbook = playbook or load_playbook(settings.playbook_config, known_features=FEATURES)
-    snapshots = snapshot_partitions(client, tables, list(dates), settings.snapshots, health=health)
-    files = client.scatter(BundleFiles.of(bundle), broadcast=True, hash=False) if bundle else None
+    snapshots = snapshot_partitions(engine, tables, list(dates), cfg, health=health)
+    files = engine.broadcast(BundleFiles.of(bundle)) if bundle else None
     days = sorted({pd.Timestamp(d).date() for d in dates})
     scored = snapshots.map(
-        _score_part,
-        files=files,
-        dates=days,
-        health=health,
-        playbook=playbook,
-        top=settings.serve.top_reasons,
+        _score_part, files=files, dates=days, health=health, playbook=playbook, top=top
     )
-    return merge_batches(client.gather(scored))
+    return merge_batches(engine.gather(scored))
 
 
-__all__ = ["BundleFiles", "merge_batches", "score_batches"]
+__all__ = ["BundleFiles", "merge_batches", "score_partitions"]

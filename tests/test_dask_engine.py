@@ -1,8 +1,8 @@
-"""The Dask engine on a local cluster of two worker processes: snapshots equal
-to the single-process ones (events and inactivity labels), batch scores equal within 1e-9 for
-the same model, ``churn train`` on the cluster (lightgbm.dask) within 0.01 test ROC AUC of the
-single-process fit on the same split and rows, and ``churn features --engine dask`` writing the
-same file as the single-process command.
+"""The Dask engine on a local cluster of two worker processes: snapshots equal to the
+single-process ones (events and inactivity labels), batch scores equal within 1e-9 for the same
+model, ``churn train`` on the cluster (lightgbm.dask) within 0.01 test ROC AUC of the
+single-process fit (the pipeline's own steps on the local engine) on the same split and rows,
+and ``churn features --engine dask`` writing the same file as the single-process command.
 
 One cluster serves the module (started by ``churn.engine.dask_client`` without an address, as
 the commands do without ``--scheduler``); the training and command tests reach it by its
@@ -21,13 +21,12 @@ import pandas as pd
 import pytest
 
 from churn.bundle import load_bundle
-from churn.engine import dask_client, partition_of, partition_tables, resolve_engine
+from churn.engine import DaskEngine, LocalEngine, dask_client, partition_of, resolve_engine
 from churn.errors import ConfigError
 from churn.settings import load_settings
-from features.distributed import snapshot_partitions
+from features.distributed import partition_tables, snapshot_partitions
 from features.snapshots import as_of_grid, build_snapshots
 from features.validate import load_validated
-from serving import distributed as serving_distributed
 from serving.batch import default_as_of, history_dates, score_batches
 from tests.bundle_factory import make_bundle
 
@@ -40,6 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def client():
     with dask_client(n_workers=2, threads_per_worker=1) as dask:
         yield dask
+
+
+@pytest.fixture(scope="module")
+def engine(client) -> DaskEngine:
+    return DaskEngine(client)
 
 
 @pytest.fixture(scope="module")
@@ -97,31 +101,31 @@ def test_engine_flags_resolve_and_contradictions_fail(settings):
 
 @pytest.mark.parametrize("label_mode", ["events", "inactivity"])
 def test_features_on_the_cluster_equal_the_single_process_ones(
-    client, tables, settings, label_mode
+    engine, tables, settings, label_mode
 ):
     cfg = settings.snapshots.model_copy(update={"label_mode": label_mode})
     grid = as_of_grid(tables, cfg)
     dates = [grid[0], grid[len(grid) // 2], grid[-1]]
     local = build_snapshots(tables, dates, cfg)
-    parted = snapshot_partitions(client, tables, dates, cfg)
-    assert len(parted.parts) >= 2 and len(set(parted.homes)) == 2  # really spread out
+    parted = snapshot_partitions(engine, tables, dates, cfg)
+    assert len(parted.parts) >= 2 and len(set(parted.parts.homes)) == 2  # really spread out
     dask = parted.gather()
     pd.testing.assert_frame_equal(_sorted(dask), _sorted(local), check_exact=True)
     pd.testing.assert_frame_equal(dask, local, check_exact=True)  # same order too
     assert dask["revenue_segment"].notna().any() and dask["health_score"].notna().all()
 
-    bare = snapshot_partitions(client, tables, dates, cfg, with_health=False).gather()
+    bare = snapshot_partitions(engine, tables, dates, cfg, with_health=False).gather()
     pd.testing.assert_frame_equal(bare, build_snapshots(tables, dates, cfg, with_health=False))
 
 
 def test_batch_scores_on_the_cluster_equal_the_single_process_ones(
-    client, tables, settings, tmp_path
+    engine, tables, settings, tmp_path
 ):
     bundle = load_bundle(make_bundle(tmp_path / "bundle"))
     dates = history_dates(default_as_of(tables), 2)
     for model in (bundle, None):
         local = score_batches(tables, dates, model, settings)
-        dask = serving_distributed.score_batches(client, tables, dates, model, settings)
+        dask = score_batches(tables, dates, model, settings, engine=engine)
         assert [b.as_of for b in dask] == [b.as_of for b in local]
         for ours, theirs in zip(dask, local, strict=True):
             assert ours.model_version == theirs.model_version
@@ -141,10 +145,11 @@ def test_lightgbm_dask_model_scores_the_test_period_within_001_roc_auc(
 ):
     from sklearn.metrics import roc_auc_score
 
-    from training.config import load_train_config
-    from training.evaluate import feature_matrix
-    from training.split import time_split
-    from training.train import fit_booster, train
+    from training.config import plan_run
+    from training.fit import fit_model
+    from training.frame import build_training_frame
+    from training.pipeline import train
+    from training.split import split_by_time
 
     root = tmp_path / "dask"
     settings = load_settings(
@@ -159,26 +164,20 @@ def test_lightgbm_dask_model_scores_the_test_period_within_001_roc_auc(
     prefixes = client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.task_prefixes))
     assert "training_block" in prefixes and "train_part" in prefixes  # key_split drops "_"
 
-    # The single-process fit (training.train.fit_booster, as `churn train` runs it) on the
-    # single-process snapshots: the same split and test rows as the Dask run.
-    cfg = load_train_config(settings.train_config)
-    frame = build_snapshots(tables, as_of_grid(tables, settings.snapshots), settings.snapshots)
-    split = time_split(frame, cfg.split, settings.snapshots.horizon_days)
-    assert split.to_dict() == dask.split.to_dict()
-    train_df, valid_df, test_df = split.frames(frame)
+    # The single-process fit: the pipeline's own steps on the local engine, as `churn train`
+    # runs them without Dask; the same split and test rows as the Dask run.
+    local_engine = LocalEngine()
+    plan = plan_run(settings)
+    data = build_training_frame(load_validated(source, settings), plan, local_engine)
+    parts = split_by_time(data.frame, plan.config.split, plan.snapshots.horizon_days, plan.features)
+    assert parts.split.to_dict() == dask.split.to_dict()
     pd.testing.assert_frame_equal(
-        test_df[["account_id", "as_of"]], dask.test_frame[["account_id", "as_of"]]
+        parts.test.frame[["account_id", "as_of"]], dask.test_frame[["account_id", "as_of"]]
     )
-    features = dask.feature_names
-    local = fit_booster(
-        cfg.lgb_params(settings.seed),
-        (feature_matrix(train_df, features), train_df["churned"].to_numpy(float)),
-        (feature_matrix(valid_df, features), valid_df["churned"].to_numpy(float)),
-        features,
-        cfg.lightgbm,
-    )
-    x_te, y_te = feature_matrix(test_df, features), test_df["churned"].to_numpy(float)
-    auc_local = roc_auc_score(y_te, local.predict(x_te, num_iteration=local.best_iteration))
+    assert list(parts.features) == dask.feature_names
+    local = fit_model(local_engine, data.snapshots, parts, plan)
+    x_te, y_te = parts.test.x, parts.test.y
+    auc_local = roc_auc_score(y_te, local.booster.predict(x_te))
     bundle = load_bundle(dask.bundle_path)  # the exported Dask-trained model
     auc_dask = roc_auc_score(y_te, bundle.raw_probability(x_te))
     assert auc_local > 0.6

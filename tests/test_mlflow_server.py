@@ -163,7 +163,7 @@ def test_training_against_a_postgres_mlflow_server_registers_a_champion_read_bac
 
     from features.demo import generate_demo
     from training.evaluate import feature_matrix
-    from training.train import train
+    from training.pipeline import train
 
     server = mlflow_server
     demo = tmp_path / "demo"
@@ -296,7 +296,7 @@ def test_training_stops_before_any_work_when_the_tracking_server_does_not_answer
         models_dir=tmp_path / "models",
         rejects_dir=tmp_path / "rejects",
     )
-    from training.train import train
+    from training.pipeline import train
 
     # The source does not exist either: the server check comes first, so that is not reached.
     with pytest.raises(ChurnError) as caught:

@@ -78,7 +78,7 @@ def demo_source(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def champion(demo_source, tmp_path_factory) -> Path:
     """The champion bundle of one training run on ``demo_source`` into a fresh store."""
-    from training.train import train
+    from training.pipeline import train
 
     root = tmp_path_factory.mktemp("store")
     settings = load_settings(

@@ -25,7 +25,7 @@ from churn.errors import ChurnError, ConfigError
 from churn.settings import Settings, load_settings
 from training.config import load_train_config
 from training.evaluate import METRICS, feature_matrix
-from training.train import TrainResult, train
+from training.pipeline import TrainResult, train
 
 pytestmark = pytest.mark.slow
 

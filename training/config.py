@@ -3,12 +3,17 @@ evaluation and promotion settings, validated on load."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from churn.errors import ConfigError
+
+if TYPE_CHECKING:
+    from churn.settings import Settings, SnapshotSettings
+    from features.health import HealthConfig
 
 # Parameters that make LightGBM give the same model for the same data; set by the trainer,
 # so a config file cannot switch them off by accident.
@@ -117,3 +122,72 @@ def load_train_config(path: Path | str) -> TrainConfig:
         "train config",
         hint="see the comments in configs/train.yaml for the expected layout",
     )
+
+
+# ------------------------------------------------------------------------------ one run's plan
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything one training run is configured with, resolved and validated before any data
+    is read: the training config, the snapshot (label) settings, the seed, the search budget,
+    the model's features and the health rules."""
+
+    config: TrainConfig
+    snapshots: SnapshotSettings
+    seed: int
+    trials: int
+    features: tuple[str, ...]
+    health: HealthConfig
+
+
+def plan_run(
+    settings: Settings,
+    *,
+    label_mode: str | None = None,
+    horizon_days: int | None = None,
+    config_path: Path | str | None = None,
+    trials: int | None = None,
+    seed: int | None = None,
+) -> RunPlan:
+    """The plan of a run: ``settings`` with the command's overrides (``label_mode`` and
+    ``horizon_days`` over ``settings.snapshots``, ``trials`` over the config's search budget,
+    ``seed`` over ``settings.seed``); a bad value is a ConfigError."""
+    from features.catalog import MODEL_FEATURES
+    from features.health import load_health_config
+
+    config = load_train_config(config_path or settings.train_config)
+    snapshots = _snapshot_settings(settings, label_mode, horizon_days)
+    n_trials = config.search.trials if trials is None else int(trials)
+    if n_trials < 0:
+        raise ConfigError(f"--trials must be 0 or more, got {n_trials}")
+    return RunPlan(
+        config=config,
+        snapshots=snapshots,
+        seed=settings.seed if seed is None else int(seed),
+        trials=n_trials,
+        features=tuple(MODEL_FEATURES),
+        health=load_health_config(settings.health_config),
+    )
+
+
+def _snapshot_settings(
+    settings: Settings, label_mode: str | None, horizon_days: int | None
+) -> SnapshotSettings:
+    from pydantic import ValidationError
+
+    from churn.settings import SnapshotSettings
+
+    data = settings.snapshots.model_dump()
+    if label_mode is not None:
+        data["label_mode"] = label_mode
+    if horizon_days is not None:
+        data["horizon_days"] = horizon_days
+    try:
+        return SnapshotSettings.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(
+            f"invalid {'.'.join(map(str, first['loc']))}: {first['msg']}",
+            hint="--label-mode is events or inactivity; --horizon-days is 1 to 730",
+        ) from exc

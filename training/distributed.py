@@ -1,4 +1,5 @@
-"""LightGBM on a Dask cluster: ``lightgbm.dask`` on the partitioned snapshots.
+"""The cluster form of the model fit (:func:`training.fit.fit_model` on a Dask engine):
+``lightgbm.dask`` on the partitioned snapshots.
 
 Only the fit differs from the single-process path: the snapshots are built on the workers
 (:mod:`features.distributed`), the client splits them by time with the same code, and each
@@ -124,7 +125,7 @@ def _blocks(
         raise ChurnError("the partitioned snapshots were not gathered before the split")
     part, row = snapshots.positions
     by_worker: dict[str, list[int]] = {}
-    for i, home in enumerate(snapshots.homes):
+    for i, home in enumerate(snapshots.parts.homes):
         by_worker.setdefault(home, []).append(i)
     inputs, labels = [], []
     for worker, indices in sorted(by_worker.items()):
@@ -136,7 +137,7 @@ def _blocks(
             _training_block,
             features,
             rows,
-            *[snapshots.parts[i] for i in indices],
+            *[snapshots.parts.items[i] for i in indices],
             pure=False,
             **where,
         )
@@ -145,7 +146,7 @@ def _blocks(
     return inputs, labels
 
 
-def fit_booster(
+def fit_on_cluster(
     client: Client,
     snapshots: PartitionedSnapshots,
     train_mask: np.ndarray,
@@ -154,7 +155,7 @@ def fit_booster(
     features: list[str],
     cfg: LightGBMConfig,
 ) -> lgb.Booster:
-    """``training.train.fit_booster`` with ``lightgbm.dask``: train on the rows of
+    """``training.fit.fit_booster`` with ``lightgbm.dask``: train on the rows of
     ``train_mask`` (a mask over ``snapshots.gather()``'s frame) where they lie, early stopping
     on ``valid`` (the validation period's inputs and labels)."""
     import dask.dataframe as dd
@@ -191,4 +192,4 @@ def fit_booster(
     return model.booster_
 
 
-__all__ = ["estimator_params", "fit_booster"]
+__all__ = ["estimator_params", "fit_on_cluster"]

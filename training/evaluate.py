@@ -21,6 +21,8 @@ missing-value indicators, standardisation), fitted on the training period.
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -28,6 +30,12 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 from sklearn.pipeline import Pipeline
 
 from churn.model_terms import annual_revenue
+
+if TYPE_CHECKING:
+    from training.calibrate import CalibrationFit
+    from training.config import TrainConfig
+    from training.fit import FittedModel
+    from training.split import SplitParts
 
 METRICS: tuple[str, ...] = (
     "roc_auc",
@@ -204,3 +212,60 @@ def predict_logistic(model: Pipeline, x: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return model.predict_proba(x)[:, 1]
+
+
+# ------------------------------------------------------------- the pipeline's evaluation step
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The calibrated model and its baselines on the test period: the calibration fitted on
+    the validation period, each scorer's test scores and metrics (:data:`SCORERS`), the
+    model's SHAP contributions on the test rows (last column: the bias), the rows' revenue
+    weights, and the test frame (identity, model features, label, health score,
+    ``churn_probability``)."""
+
+    calibration: CalibrationFit
+    scores: dict[str, np.ndarray]
+    metrics: dict[str, dict[str, float]]
+    contributions: np.ndarray
+    revenue: np.ndarray
+    test_frame: pd.DataFrame
+
+
+def calibrate_and_evaluate(
+    model: FittedModel, parts: SplitParts, cfg: TrainConfig, seed: int
+) -> Evaluation:
+    """Calibrate ``model`` on the validation period, then score the test period with it, the
+    health-score baseline and the logistic baseline (fitted on the training period, ``seed``)
+    and compute every metric of each on the same rows."""
+    from training.calibrate import fit_calibration
+
+    booster, test = model.booster, parts.test
+    raw_validation = np.asarray(booster.predict(parts.validation.x), dtype=float)
+    calibration = fit_calibration(raw_validation, parts.validation.y, cfg.calibration)
+    probability = calibration.calibration.apply(np.asarray(booster.predict(test.x), dtype=float))
+    logistic = fit_logistic(parts.train.x, parts.train.y, seed)
+    scores = {
+        "model": probability,
+        "health_score": health_baseline(test.frame),
+        "logistic": predict_logistic(logistic, test.x),
+    }
+    revenue = revenue_of(test.frame)
+    bins = cfg.evaluation.ece_bins
+    metrics = {name: evaluate(test.y, s, revenue, bins=bins) for name, s in scores.items()}
+    contributions = np.asarray(booster.predict(test.x, pred_contrib=True), dtype=float)
+    test_frame = test.frame[
+        [c for c in ("account_id", "as_of", "account_manager") if c in test.frame]
+        + list(parts.features)
+        + ["churned", "health_score"]
+    ].copy()
+    test_frame["churn_probability"] = probability
+    return Evaluation(
+        calibration=calibration,
+        scores=scores,
+        metrics=metrics,
+        contributions=contributions,
+        revenue=revenue,
+        test_frame=test_frame,
+    )

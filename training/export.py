@@ -15,11 +15,12 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from churn import model_terms
 from churn.bundle import (
     CALIBRATION_FILE,
     CATALOG_FILE,
@@ -35,6 +36,14 @@ from churn.bundle import (
     write_manifest,
 )
 from churn.errors import BundleIntegrityError
+
+if TYPE_CHECKING:
+    from training.config import RunPlan
+    from training.evaluate import Evaluation
+    from training.fit import FittedModel
+    from training.frame import TrainingFrame
+    from training.registry import Candidate
+    from training.split import SplitParts
 
 PREDICTION_COLUMNS = ("account_id", "as_of", "label", "churn_probability", "health_score")
 
@@ -159,3 +168,112 @@ def promote_folder(models_dir: Path, name: str) -> Path:
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
     return link
+
+
+# ------------------------------------------------------------- the pipeline's export step
+
+
+def bundle_base_rate(report: Evaluation) -> float:
+    """The bundle's ``base_rate`` (:func:`churn.model_terms.base_rate`) from the test rows'
+    SHAP bias, the same for every row (0 without test rows)."""
+    contributions = report.contributions
+    bias = float(contributions[:, -1][0]) if len(contributions) else 0.0
+    return model_terms.base_rate(bias, report.calibration.calibration.apply)
+
+
+def export_bundle(
+    models_dir: Path,
+    candidate: Candidate,
+    plan: RunPlan,
+    data: TrainingFrame,
+    lineage: dict[str, Any],
+    model: FittedModel,
+    report: Evaluation,
+    parts: SplitParts,
+) -> Path:
+    """Write the candidate's serving bundle (model, calibration, metadata, catalogue, metrics,
+    model card, test predictions) to ``models_dir/<name>-v<N>``, verified to load and to
+    reproduce its test predictions; returns the folder. Needs no tracking store."""
+    from features.catalog import catalog_records
+    from training.model_card import CardInputs, mean_abs_drivers, render_model_card
+
+    cfg, snap, features = plan.config, plan.snapshots, list(parts.features)
+    periods: dict[str, Any] = parts.split.to_dict()
+    promotion = candidate.promotion
+    metadata = {
+        "model_version": candidate.model_version,
+        "registered_model": candidate.registered_model,
+        "registered_version": candidate.version,
+        "trained_at": candidate.trained_at,
+        "feature_names": features,
+        "horizon_days": snap.horizon_days,
+        "label_mode": snap.label_mode,
+        "base_rate": bundle_base_rate(report),
+        "base_rate_definition": model_terms.BASE_RATE_DEFINITION,
+        "calibration": report.calibration.note,
+        "best_iteration": model.best_iteration,
+        "lightgbm_params": model.params,
+        "seed": plan.seed,
+        "periods": periods,
+        "rows": {p: periods[p]["rows"] for p in ("train", "validation", "test")},
+        "source": lineage["source"],
+        "snapshot_hash": lineage["snapshot_hash"],
+        "tables_missing": data.loaded.tables.missing,
+        "absent_families": data.absent,
+        "train_config_version": cfg.version,
+        "health_config_version": plan.health.version,
+        "mlflow_run_id": candidate.run_id,
+    }
+    metrics = {
+        **report.metrics,
+        "test": {
+            "start": periods["test"]["start"],
+            "end": periods["test"]["end"],
+            "rows": periods["test"]["rows"],
+            "churned": periods["test"]["positives"],
+            "churn_rate": float(parts.test.y.mean()),
+        },
+        "definitions": {
+            "ece": f"expected calibration error, {cfg.evaluation.ece_bins} equal-frequency bins",
+            "health_score": "baseline score (100 - health_score) / 100",
+            "logistic": "logistic regression on the same features, fitted on the train period",
+            "top_decile": "10 % of test rows with the highest score, ties shared pro rata",
+        },
+    }
+    card = render_model_card(
+        CardInputs(
+            model_version=candidate.model_version,
+            trained_at=candidate.trained_at,
+            source=lineage["source"],
+            label_mode=snap.label_mode,
+            horizon_days=snap.horizon_days,
+            periods=periods,
+            metrics=report.metrics,
+            drivers=mean_abs_drivers(report.contributions[:, :-1], parts.test.x, features),
+            calibration_note=report.calibration.note,
+            best_iteration=model.best_iteration,
+            tables_present=data.loaded.tables.present,
+            absent_families=data.absent,
+            snapshot_hash=lineage["snapshot_hash"],
+            run_id=candidate.run_id,
+            promotion=("promoted to champion: " if promotion.promoted else "not promoted: ")
+            + promotion.reason,
+            seed=plan.seed,
+            search_trials=plan.trials,
+            ece_bins=cfg.evaluation.ece_bins,
+        )
+    )
+    test_frame = report.test_frame
+    bundle = write_bundle(
+        Path(models_dir),
+        folder_name(candidate.registered_model, candidate.version),
+        model_text=model.model_text,
+        calibration=report.calibration.calibration,
+        metadata=metadata,
+        catalog=[r for r in catalog_records() if r["name"] in set(features)],
+        metrics=metrics,
+        model_card=card,
+        test_predictions=predictions_frame(test_frame, test_frame["churn_probability"]),
+    )
+    check_reproduces(bundle, parts.test.x)
+    return bundle

@@ -33,6 +33,11 @@ if TYPE_CHECKING:
 
     from churn.bundle import Bundle
     from churn.settings import Settings
+    from training.config import RunPlan
+    from training.evaluate import Evaluation
+    from training.fit import FittedModel
+    from training.frame import TrainingFrame
+    from training.split import SplitParts
 
 log = logging.getLogger(__name__)
 
@@ -409,3 +414,277 @@ def restore_champion(client: MlflowClient, name: str, models_dir: Path) -> Path 
     except Exception as exc:  # a lost champion must not fail the training run that noticed it
         log.warning("could not restore the champion of %s: %s", name, exc)
         return None
+
+
+# -------------------------------------------------------- the pipeline's tracking steps
+
+
+@dataclass(frozen=True)
+class TrackedRun:
+    """The MLflow run a training run is logged in: its id, the client of its store, and the
+    time it started (the bundle's ``trained_at``)."""
+
+    run_id: str
+    client: MlflowClient
+    trained_at: str
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A registered version waiting for export: its registered model and version, the run it
+    came from, and the promotion gate's decision."""
+
+    registered_model: str
+    version: int
+    run_id: str
+    trained_at: str
+    promotion: Promotion
+
+    @property
+    def model_version(self) -> str:
+        """``churn-model/3``: the version's name everywhere (bundle, API, store)."""
+        return f"{self.registered_model}/{self.version}"
+
+
+@contextmanager
+def tracking_run(settings: Settings, experiment: str) -> Iterator[TrackedRun]:
+    """An MLflow run in the settings' store, under ``experiment`` (library warnings dropped
+    inside it)."""
+    from datetime import UTC, datetime
+
+    quiet_mlflow()  # before MLflow's first import: telemetry and log levels
+    import mlflow
+
+    client, experiment_id = configure(settings, experiment)
+    trained_at = datetime.now(UTC).replace(microsecond=0).isoformat()
+    with (
+        no_warnings(),
+        mlflow.start_run(experiment_id=experiment_id, run_name=f"train {trained_at[:16]}") as run,
+    ):
+        yield TrackedRun(run_id=run.info.run_id, client=client, trained_at=trained_at)
+
+
+def _flat_params(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}{k}": v for k, v in sorted(values.items())}
+
+
+def log_run(
+    plan: RunPlan,
+    data: TrainingFrame,
+    lineage: dict[str, Any],
+    model: FittedModel,
+    report: Evaluation,
+    parts: SplitParts,
+) -> str:
+    """Log the active run's parameters, data lineage, test metrics, plots and model (with its
+    signature and an input example); returns the logged model's id for the registry."""
+    import mlflow
+    import numpy as np
+    import pandas as pd
+    from mlflow.models import infer_signature
+
+    from training.export import json_safe
+
+    cfg = plan.config
+    mlflow.log_params(
+        {
+            **_flat_params("lgb.", model.params),
+            "num_boost_round": cfg.lightgbm.num_boost_round,
+            "early_stopping_rounds": cfg.lightgbm.early_stopping_rounds,
+            "best_iteration": model.best_iteration,
+            "label_mode": plan.snapshots.label_mode,
+            "horizon_days": plan.snapshots.horizon_days,
+            "snapshot_frequency": plan.snapshots.frequency,
+            "seed": plan.seed,
+            "search_trials": plan.trials,
+            "calibration_method": report.calibration.method,
+            "ece_bins": cfg.evaluation.ece_bins,
+            "train_config_version": cfg.version,
+            "health_config_version": plan.health.version,
+            **_flat_params("split.", cfg.split.model_dump()),
+            "data.source": lineage["source"],
+            "data.snapshot_hash": lineage["snapshot_hash"],
+            "data.snapshot_rows": lineage["snapshot_rows"],
+            "data.labeled_rows": lineage["labeled_rows"],
+            "data.as_of_first": lineage["as_of_first"],
+            "data.as_of_last": lineage["as_of_last"],
+            "data.tables_missing": ",".join(data.loaded.tables.missing) or "none",
+            "data.absent_families": ",".join(data.absent) or "none",
+            **{
+                f"data.{p}_{k}": v
+                for p, period in lineage["split"].items()
+                if isinstance(period, dict)
+                for k, v in period.items()
+            },
+        }
+    )
+    mlflow.set_tags({"calibration": report.calibration.note, "data.source": lineage["source"]})
+    mlflow.log_dict(json_safe(lineage), "lineage.json")
+    flat_metrics = {
+        f"{scorer}.{metric}": value
+        for scorer, values in report.metrics.items()
+        for metric, value in values.items()
+        if np.isfinite(value)
+    }
+    if model.search_score is not None:
+        flat_metrics["search.best_validation_pr_auc"] = model.search_score
+    mlflow.log_metrics(flat_metrics)
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in _plots(plan, model, report, parts, Path(tmp)):
+            mlflow.log_artifact(str(path), "plots")
+
+    x_test = parts.test.x
+    example = pd.DataFrame(x_test[:5], columns=list(parts.features))
+    signature = infer_signature(example, model.booster.predict(x_test[:5]))
+    info = mlflow.lightgbm.log_model(
+        model.booster,
+        name="model",
+        signature=signature,
+        input_example=example,
+        # Stated, not inferred: inference runs a subprocess that costs seconds.
+        pip_requirements=mlflow.lightgbm.get_default_pip_requirements(),
+    )
+    return str(info.model_id)
+
+
+def _plots(
+    plan: RunPlan, model: FittedModel, report: Evaluation, parts: SplitParts, folder: Path
+) -> list[Path]:
+    import pandas as pd
+
+    from training import plots
+
+    features = list(parts.features)
+    importance = pd.Series(
+        model.booster.feature_importance(importance_type="gain"), index=features, dtype=float
+    )
+    test = parts.test
+    health = pd.to_numeric(test.frame["health_score"]).to_numpy(float)
+    scores = report.scores
+    return [
+        plots.calibration_plot(
+            test.y,
+            {"model": scores["model"], "logistic": scores["logistic"]},
+            folder / "calibration_curve.png",
+            plan.config.evaluation.ece_bins,
+        ),
+        plots.gains_plot(test.y, scores, folder / "cumulative_gains_lift.png"),
+        plots.shap_summary_plot(
+            report.contributions[:, :-1], test.x, features, folder / "shap_summary.png"
+        ),
+        plots.importance_plot(importance, folder / "feature_importance.png"),
+        plots.health_vs_probability_plot(
+            health, scores["model"], test.y, folder / "health_vs_probability.png"
+        ),
+    ]
+
+
+def register(
+    tracked: TrackedRun,
+    model_id: str,
+    settings: Settings,
+    plan: RunPlan,
+    parts: SplitParts,
+    report: Evaluation,
+    *,
+    force: bool = False,
+) -> Candidate:
+    """Register the run's logged model as a new version and decide, with the promotion gate,
+    whether it may replace the champion (scored on the same test rows)."""
+    name = settings.registered_model_name
+    version = register_version(tracked.client, name, model_id, tracked.run_id)
+    champion, label, note = _champion_metrics(tracked.client, name, settings, plan, parts, report)
+    promotion = decide_promotion(
+        report.metrics["model"],
+        champion,
+        plan.config.promotion,
+        new_version=f"{name}/{version}",
+        champion_version=label,
+        force=force,
+        note=note,
+    )
+    return Candidate(
+        registered_model=name,
+        version=version,
+        run_id=tracked.run_id,
+        trained_at=tracked.trained_at,
+        promotion=promotion,
+    )
+
+
+def _champion_metrics(
+    client: MlflowClient,
+    name: str,
+    settings: Settings,
+    plan: RunPlan,
+    parts: SplitParts,
+    report: Evaluation,
+) -> tuple[dict[str, float] | None, str | None, str]:
+    """The current champion's metrics on this run's test rows (None when it cannot be
+    scored), its version label, and a note for the decision."""
+    from training.evaluate import evaluate, feature_matrix
+    from training.export import folder_name
+
+    current = champion_version(client, name)
+    if current is None:
+        return None, None, ""
+    label = f"{name}/{current.version}"
+    try:
+        bundle = load_version_bundle(
+            client, current, settings.models_dir, folder_name(name, current.version)
+        )
+    except ChurnError as exc:
+        return None, label, str(exc)
+    meta = bundle.metadata
+    snap = plan.snapshots
+    if meta.get("horizon_days") not in (None, snap.horizon_days) or meta.get("label_mode") not in (
+        None,
+        snap.label_mode,
+    ):
+        # Another target is another product answer: switching it is a decision, not a score.
+        return (
+            None,
+            label,
+            f"it predicts {meta.get('label_mode')} churn within {meta.get('horizon_days')} "
+            f"days, this run {snap.label_mode} churn within {snap.horizon_days} days",
+        )
+    test = parts.test
+    p = bundle.predict(feature_matrix(test.frame, bundle.feature_names))
+    notes = []
+    test_start = parts.split.periods["test"].start.date().isoformat()
+    champ_train_end = (meta.get("periods") or {}).get("train", {}).get("end")
+    if champ_train_end and champ_train_end >= test_start:
+        notes.append("the champion was trained on data from this test period, which favours it")
+    return (
+        evaluate(test.y, p, report.revenue, bins=plan.config.evaluation.ece_bins),
+        label,
+        "; ".join(notes),
+    )
+
+
+def promote(tracked: TrackedRun, candidate: Candidate, bundle: Path) -> Path | None:
+    """Log the exported bundle and the gate's decision with the run; on promotion move the
+    ``champion`` alias and ``models/champion`` to the candidate. Returns the champion folder
+    serving loads (None when there is none)."""
+    import mlflow
+
+    from churn.bundle import CHAMPION_DIR
+    from training.export import json_safe, promote_folder
+
+    mlflow.log_artifacts(str(bundle), BUNDLE_ARTIFACT_DIR)
+    promotion = candidate.promotion
+    decision = "promoted" if promotion.promoted else "not promoted"
+    mlflow.log_param("promotion", decision)
+    mlflow.set_tags({"promotion.decision": decision, "promotion.reason": promotion.reason})
+    mlflow.log_dict(json_safe(promotion.to_dict()), "promotion.json")
+    client, name, version = tracked.client, candidate.registered_model, candidate.version
+    client.set_model_version_tag(name, str(version), "promotion", f"{decision}: {promotion.reason}")
+    models_dir = bundle.parent
+    if promotion.promoted:
+        set_champion(client, name, version)
+        return promote_folder(models_dir, bundle.name)
+    if (models_dir / CHAMPION_DIR).exists():
+        return models_dir / CHAMPION_DIR
+    # models/ lost the champion (cleaned by hand): bring its bundle back from its run so
+    # serving keeps the registry's champion rather than no model at all.
+    return restore_champion(client, name, models_dir)

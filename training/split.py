@@ -12,6 +12,7 @@ account-date is never on two sides. Unlabeled rows (``churned`` NaN) are on no s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -157,3 +158,49 @@ def time_split(frame: pd.DataFrame, cfg: SplitConfig, horizon_days: int) -> Time
     # Labeled rows on no side: the gaps, and rows whose label window reaches the next period.
     purged = int((labeled & ~(train | validation | test)).sum())
     return TimeSplit(train, validation, test, periods, gap.days, purged)
+
+
+# ------------------------------------------------------------------- the split as model inputs
+
+
+@dataclass(frozen=True)
+class PeriodRows:
+    """The rows of one period: the snapshot rows, their model inputs (``features`` order) and
+    their labels (1 churned, 0 retained)."""
+
+    frame: pd.DataFrame
+    x: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def of(cls, frame: pd.DataFrame, features: Sequence[str]) -> PeriodRows:
+        from training.evaluate import feature_matrix
+
+        return cls(frame, feature_matrix(frame, list(features)), frame["churned"].to_numpy(float))
+
+
+@dataclass(frozen=True)
+class SplitParts:
+    """A time split of the training frame: the split itself and the rows of each period."""
+
+    split: TimeSplit
+    train: PeriodRows
+    validation: PeriodRows
+    test: PeriodRows
+    features: tuple[str, ...]
+
+
+def split_by_time(
+    frame: pd.DataFrame, cfg: SplitConfig, horizon_days: int, features: Sequence[str]
+) -> SplitParts:
+    """Split the labeled rows of ``frame`` by time (:func:`time_split`) and prepare each
+    period's model inputs."""
+    split = time_split(frame, cfg, horizon_days)
+    train, validation, test = split.frames(frame)
+    return SplitParts(
+        split=split,
+        train=PeriodRows.of(train, features),
+        validation=PeriodRows.of(validation, features),
+        test=PeriodRows.of(test, features),
+        features=tuple(features),
+    )
