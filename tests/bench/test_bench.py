@@ -89,7 +89,7 @@ def test_replicated_accounts_keep_unique_keys_and_the_duckdb_scan_sees_every_eve
 
 def test_scoring_suite_measures_on_a_tiny_bundle(tmp_path):
     from churn.bundle import load_bundle
-    from tests.bundle_factory import make_bundle, synthetic_features
+    from tests.support.bundle_factory import make_bundle, synthetic_features
 
     bundle = load_bundle(make_bundle(tmp_path / "b", trees=10))
     x = synthetic_features(50, seed=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -43,11 +44,8 @@ def _quickstart(data: Path, root: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_quickstart_trains_scores_a_year_and_creates_keys_once(tmp_path):
-    from features.demo import generate_demo
-
-    data = tmp_path / "demo"
-    generate_demo(data, accounts=300, seed=3, years=3)
+def test_quickstart_trains_scores_a_year_and_creates_keys_once(demo_source, tmp_path):
+    data = shutil.copytree(demo_source, tmp_path / "demo")
     first = _quickstart(data, tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
 

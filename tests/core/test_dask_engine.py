@@ -29,11 +29,10 @@ from features.snapshots import as_of_grid, build_snapshots
 from features.validate import load_validated
 from serving import distributed as serving_distributed
 from serving.batch import default_as_of, history_dates, score_batches
-from tests.bundle_factory import make_bundle
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -115,9 +114,9 @@ def test_features_on_the_cluster_equal_the_single_process_ones(
 
 
 def test_batch_scores_on_the_cluster_equal_the_single_process_ones(
-    client, tables, settings, tmp_path
+    client, tables, settings, tiny_bundle
 ):
-    bundle = load_bundle(make_bundle(tmp_path / "bundle"))
+    bundle = load_bundle(tiny_bundle)
     dates = history_dates(default_as_of(tables), 2)
     for model in (bundle, None):
         local = score_batches(tables, dates, model, settings)

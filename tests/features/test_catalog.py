@@ -22,7 +22,7 @@ from features.catalog import (
 from features.contract import TABLE_NAMES
 from features.signals import FAMILY_MODULES
 
-DOC = Path(__file__).resolve().parent.parent / "features" / "CATALOG.md"
+DOC = Path(__file__).resolve().parents[2] / "features" / "CATALOG.md"
 
 
 def test_catalog_doc_is_generated_from_the_code():

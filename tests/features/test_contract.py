@@ -6,7 +6,7 @@ from pathlib import Path
 
 from features.contract import TABLES, Tables, contract_markdown, empty_table, pandas_dtype
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "data-contract.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "data-contract.md"
 
 
 def test_documented_contract_is_generated_from_the_code():

@@ -10,7 +10,7 @@ import pandas as pd
 
 from churn.settings import SnapshotSettings
 from features.snapshots import build_snapshots
-from tests.test_signals import make_tables
+from tests.support.signal_tables import make_tables
 
 AS_OF = date(2024, 1, 1)  # horizon 90 days: the label window is (2024-01-01, 2024-03-31]
 

@@ -21,7 +21,7 @@ from features.contract import (
 )
 from features.health import load_health_config
 from features.snapshots import LABELS, build_snapshots
-from tests.test_signals import make_tables
+from tests.support.signal_tables import make_tables
 
 BASE = pd.Timestamp("2023-01-01")
 HORIZON_DAYS = 420

@@ -12,8 +12,8 @@ from rich.console import Console
 from features.contract import Tables
 from features.demo import generate_demo
 from features.profile import profile, render_profile
-from tests.conftest import make_tables
-from tests.test_demo import read_demo
+from tests.support.demo_read import read_demo
+from tests.support.tables import make_tables
 
 YEAR = 365.25
 

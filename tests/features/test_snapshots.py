@@ -26,7 +26,7 @@ from features.snapshots import (
     output_format,
     write_frame,
 )
-from tests.test_signals import make_tables, random_tables
+from tests.support.signal_tables import make_tables, random_tables
 
 CFG = SnapshotSettings()
 

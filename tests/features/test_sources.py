@@ -10,7 +10,7 @@ from churn.errors import ChurnError, DataContractError
 from churn.settings import TableMapping
 from features.sources import mask_url, read_source, source_kind, sqlalchemy_url, write_source
 from features.validate import validate_tables
-from tests.conftest import make_tables
+from tests.support.tables import make_tables
 
 
 def sample_tables():

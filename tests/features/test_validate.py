@@ -28,7 +28,7 @@ from features.validate import (
     render_summary,
     validate_tables,
 )
-from tests.conftest import make_tables
+from tests.support.tables import make_tables
 
 # The console script's entry point (churn.cli:main), run as a user would, in a fresh process.
 CHURN = [

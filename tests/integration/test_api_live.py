@@ -21,12 +21,12 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.generation.modes import GenerationMode
 
-from tests.bundle_factory import make_bundle, promote
-from tests.live_server import Server, live_server
+from tests.support.bundle_factory import make_bundle, promote
+from tests.support.live_server import Server, live_server
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,13 @@ from serving.batch import default_as_of, history_dates, load_champion, score_bat
 from serving.retention import RetentionBase
 from serving.routes.dashboard import fmt_num
 from serving.store import Store
-from tests.bundle_factory import make_models_dir
-from tests.live_server import live_server
-from tests.test_batch import small_firm
+from tests.support.bundle_factory import make_models_dir
+from tests.support.firms import small_firm
+from tests.support.live_server import live_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "test-output" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

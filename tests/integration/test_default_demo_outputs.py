@@ -3,11 +3,12 @@
 Runs what a new user runs, through the ``churn`` command line: the default demo data set, one
 training run, one scoring run; then asks the API for one explained prediction and one stored
 account. The test metrics (three decimals), the predict response and the stored account must
-equal the figures recorded in ``tests/data/default_demo_outputs.json`` (floats to six decimals;
-run ids, timestamps and secrets are left out as they differ between runs by design).
+equal the figures recorded in ``tests/integration/data/default_demo_outputs.json`` (floats to
+six decimals; run ids, timestamps and secrets are left out as they differ between runs by
+design).
 
 A change that is meant to change these outputs records new ones with
-``CHURN_RECORD_OUTPUTS=1 pytest tests/test_default_demo_outputs.py`` and says why in its
+``CHURN_RECORD_OUTPUTS=1 pytest tests/integration/test_default_demo_outputs.py`` and says why in its
 commit.
 """
 
@@ -69,9 +70,7 @@ def _stable(value: Any, digits: int) -> Any:
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("default-demo")
-    env = {
-        k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_TRACKING"))
-    }
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_TRACKING"))}
     env |= {
         "CHURN_MODELS_DIR": str(root / "models"),
         "CHURN_STORE_URL": str(root / "store.duckdb"),

@@ -153,7 +153,7 @@ def export_champion(tracking_uri: str, models_dir: Path):
 
 @pytest.mark.postgres
 def test_training_against_a_postgres_mlflow_server_registers_a_champion_read_back_through_it(
-    mlflow_server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    mlflow_server: Server, demo_source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     import lightgbm as lgb
     import mlflow
@@ -161,14 +161,11 @@ def test_training_against_a_postgres_mlflow_server_registers_a_champion_read_bac
     import yaml
     from mlflow import MlflowClient
 
-    from features.demo import generate_demo
     from training.evaluate import feature_matrix
     from training.train import train
 
     server = mlflow_server
-    demo = tmp_path / "demo"
-    generate_demo(demo, accounts=300, seed=3, years=3)  # while the server boots
-    server.wait_ready()
+    server.wait_ready()  # the demo source was generated while the server booted
 
     # A serving host asking before any training gets one clear error.
     serving_models = tmp_path / "serving-host" / "models"
@@ -185,7 +182,7 @@ def test_training_against_a_postgres_mlflow_server_registers_a_champion_read_bac
         mlflow_artifacts_dir=tmp_path / "local-artifacts",
         rejects_dir=tmp_path / "rejects",
     )
-    result = train(str(demo), settings, progress=False)
+    result = train(str(demo_source), settings, progress=False)
     assert result.promotion.promoted and result.model_version == f"{MODEL_NAME}/1"
     exported = load_bundle(Path(settings.models_dir) / CHAMPION_DIR)
     x = feature_matrix(result.test_frame, exported.feature_names)[:25]

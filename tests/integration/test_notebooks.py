@@ -4,7 +4,8 @@ trained on it, read through their environment variables (CHURN_NOTEBOOK_DATA,
 CHURN_NOTEBOOK_MODEL), drawing every figure and reporting figures that match their inputs.
 
 Training uses its own SQLite tracking store, artifact folder and models folder under pytest's
-tmp_path (as tests/test_train.py does); nothing is written to the project's data/ or models/.
+tmp_path (as tests/training/test_train.py does); nothing is written to the project's data/ or
+models/.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from churn.bundle import CHAMPION_DIR, TEST_PREDICTIONS_FILE
 from churn.settings import load_settings
 from features.health import load_health_config
 
-NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS_DIR = Path(__file__).resolve().parents[2] / "notebooks"
 SIGNALS = "01_signals_and_churn.ipynb"
 REVIEW = "02_model_review.ipynb"
 CELL_TIMEOUT_SECONDS = 300
@@ -63,16 +64,6 @@ def assert_every_figure_drawn(nb: nbformat.NotebookNode) -> None:
         if cell.cell_type == "code" and "plt.show()" in cell.source:
             images = [o for o in cell.outputs if "image/png" in o.get("data", {})]
             assert images, f"cell {i} of the notebook drew no figure"
-
-
-@pytest.fixture(scope="module")
-def demo_source(tmp_path_factory) -> Path:
-    from features.demo import generate_demo
-
-    folder = tmp_path_factory.mktemp("demo")
-    # Three years: the default split needs test, validation and six training months.
-    generate_demo(folder, accounts=300, seed=3, years=3)
-    return folder
 
 
 @pytest.fixture(scope="module")

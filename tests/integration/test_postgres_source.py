@@ -12,7 +12,7 @@ from churn.settings import TableMapping
 from features.contract import TABLE_NAMES, Tables
 from features.sources import read_source, write_source
 from features.validate import validate_tables
-from tests.conftest import make_tables, typed_frame
+from tests.support.tables import make_tables, typed_frame
 
 pytestmark = pytest.mark.postgres
 

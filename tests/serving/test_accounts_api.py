@@ -12,7 +12,7 @@ from churn.settings import load_settings
 from serving.app import create_app
 from serving.keys import KeyStore
 from serving.store import Store
-from tests.test_store import make_batch
+from tests.support.store_rows import make_batch
 
 D1, D2 = date(2025, 1, 1), date(2025, 2, 1)
 
@@ -133,7 +133,7 @@ def test_an_unreachable_store_is_503_problem_and_an_error_page(env):
     assert page.status_code == 503 and "Scores are unavailable" in page.text
 
 
-# -- the dashboard, without a browser (tests/test_dashboard.py drives a real one) ---------
+# -- the dashboard, without a browser (tests/integration/test_dashboard.py drives a real one) --
 
 
 def _login(client, token):

@@ -24,7 +24,7 @@ from features.catalog import FEATURES, MODEL_FEATURES
 from serving.app import JsonFormatter, create_app
 from serving.keys import KeyStore
 from serving.schemas import PredictResponse
-from tests.bundle_factory import make_bundle, make_models_dir, promote
+from tests.support.bundle_factory import make_bundle, make_models_dir, promote
 
 MANAGER = "Dana Reyes"
 ROLES = ("crm", "manager", "admin")
@@ -57,8 +57,8 @@ def _settings(tmp: Path, models: Path, **serve: Any) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return make_models_dir(tmp_path_factory.mktemp("models"), "v1")
+def models(tiny_models) -> Path:
+    return tiny_models
 
 
 def _api(tmp: Path, models: Path, bundle_dir: Path | None = None, **serve: Any) -> Iterator[Api]:

@@ -11,7 +11,6 @@ from datetime import date
 from pathlib import Path
 
 import hypothesis.strategies as st
-import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given
@@ -34,8 +33,7 @@ from serving.model_holder import load_model
 from serving.playbook import load_playbook, recommend
 from serving.scoring import AccountInput, load_rules, score_accounts
 from serving.store import Store
-from tests.bundle_factory import make_bundle
-from tests.conftest import make_tables
+from tests.support.firms import small_firm
 
 PLAYBOOK = load_playbook()
 DRIVER_FEATURES = [*PLAYBOOK.driver_features(), "tenure_months", "revenue_365d"]
@@ -94,116 +92,14 @@ def test_vectorised_playbook_recommends_exactly_what_the_api_recommends(data, ma
 AS_OF = date(2024, 7, 1)
 
 
-_FIRST = (
-    "Northwind",
-    "Bluewater",
-    "Granite",
-    "Harbor",
-    "Juniper",
-    "Keystone",
-    "Lakeside",
-    "Meridian",
-    "Oakridge",
-    "Pinecrest",
-    "Redwood",
-    "Summit",
-    "Tidewater",
-    "Westfield",
-)
-_SECOND = ("Logistics", "Health", "Capital", "Foods", "Energy", "Retail", "Labs", "Partners",
-           "Insurance", "Media")  # fmt: skip
-
-
-def small_firm(n: int = 40, seed: int = 3) -> Tables:
-    """``n`` accounts over 2021-2024 with meetings, invoices (some late), contacts, surveys and
-    a few churn events; quieter and later-paying accounts churn more."""
-    rng = np.random.default_rng(seed)
-    managers = ["Ann", "Bob", "Cy"]
-    end = pd.Timestamp("2024-09-30")
-    accounts, churn, interactions, invoices, contacts, surveys = [], [], [], [], [], []
-    for i in range(n):
-        account = f"A-{i:03d}"
-        start = pd.Timestamp("2021-01-01") + pd.Timedelta(days=int(rng.integers(0, 900)))
-        quiet = rng.random() < 0.35
-        accounts.append(
-            {
-                "account_id": account,
-                "name": f"{_FIRST[i % len(_FIRST)]} {_SECOND[(i // len(_FIRST)) % len(_SECOND)]}",
-                "account_manager": managers[i % 3],
-                "started_at": start,
-                "contract_value": float(rng.integers(20, 200)) * 1000,
-            }
-        )
-        stop = end
-        if quiet and rng.random() < 0.6:
-            stop = start + pd.Timedelta(days=int(rng.integers(200, 1200)))
-            if stop < end:
-                churn.append(
-                    {"account_id": account, "churned_at": stop, "reason": "taken_for_granted"}
-                )
-            stop = min(stop, end)
-        days = (stop - start).days
-        gap = 45 if quiet else 12
-        for d in range(0, max(days, 1), gap):
-            interactions.append(
-                {
-                    "account_id": account,
-                    "occurred_at": start + pd.Timedelta(days=d, hours=10),
-                    "channel": "meeting" if d % (3 * gap) == 0 else "call",
-                    "status": "held",
-                    "sentiment": -0.3 if quiet else 0.4,
-                }
-            )
-        for m, d in enumerate(range(0, max(days, 1), 30)):
-            issued = start + pd.Timedelta(days=d)
-            late = 45 if quiet and m % 4 == 0 else 0
-            paid = issued + pd.Timedelta(days=20 + late)
-            invoices.append(
-                {
-                    "account_id": account,
-                    "invoice_id": f"{account}-I{m}",
-                    "issued_at": issued,
-                    "due_at": issued + pd.Timedelta(days=30),
-                    "paid_at": paid if paid < end else None,
-                    "amount": float(rng.integers(2, 20)) * 1000,
-                }
-            )
-        for c in range(1 if quiet else 3):
-            contacts.append(
-                {
-                    "account_id": account,
-                    "contact_id": f"{account}-C{c}",
-                    "side": "client",
-                    "seniority": "senior" if c == 0 else "middle",
-                    "role": "sponsor" if c == 0 else "operational",
-                    "started_at": start,
-                }
-            )
-        surveys.append(
-            {
-                "account_id": account,
-                "answered_at": start + pd.Timedelta(days=120),
-                "score": 5.0 if quiet else 9.0,
-            }
-        )
-    return make_tables(
-        accounts,
-        churn_events=churn,
-        interactions=interactions,
-        invoices=invoices,
-        contacts=contacts,
-        surveys=surveys,
-    )
-
-
 @pytest.fixture(scope="module")
 def firm() -> Tables:
     return small_firm()
 
 
 @pytest.fixture(scope="module")
-def bundle_dir(tmp_path_factory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("bundle") / "test-v1")
+def bundle_dir(tiny_bundle) -> Path:
+    return tiny_bundle
 
 
 @pytest.fixture(scope="module")
@@ -295,7 +191,7 @@ def test_history_dates_are_monthly_and_each_date_is_scored_point_in_time(firm, s
 
 # -- the commands ----------------------------------------------------------------------------
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 # `churn` with the batch commands registered, as churn/cli.py does once they are wired in.
 CLI = (
     "import sys; from churn.cli import app, main; from serving import batch_commands; "

@@ -15,7 +15,7 @@ from churn.bundle import METADATA_FILE, MODEL_FILE, load_bundle, write_manifest
 from churn.errors import BundleIntegrityError
 from features.catalog import MODEL_FEATURES, feature_sentence
 from serving.explain import Explainer, format_pts, reasons_for_row, risk_band, top_factors
-from tests.bundle_factory import make_bundle, synthetic_features
+from tests.support.bundle_factory import make_bundle, synthetic_features
 
 CALIBRATIONS = ("isotonic", "platt", "none")
 

@@ -2,31 +2,23 @@
 
 The synthetic accounts churn when contact goes quiet, invoices run late, complaints pile up
 or the relationship is single-threaded, so explanations point at features a reader expects.
-Everything is written with ``churn.bundle``'s own file names and manifest, exactly as the
-serving path loads it (no pickle).
+The calibration is fitted by ``training.calibrate`` and the bundle written and promoted by
+``training.export``, exactly as a training run writes one (no second bundle writer here).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
-from churn.bundle import (
-    CALIBRATION_FILE,
-    CATALOG_FILE,
-    CHAMPION_DIR,
-    METADATA_FILE,
-    METRICS_FILE,
-    MODEL_CARD_FILE,
-    MODEL_FILE,
-    Calibration,
-    write_manifest,
-)
+from churn.bundle import Calibration
 from features.catalog import FEATURES, MODEL_FEATURES, catalog_records
+from training.calibrate import fit_isotonic, fit_platt
+from training.export import promote_folder as promote
+from training.export import write_bundle
 
 CalibrationKind = Literal["isotonic", "platt", "none"]
 
@@ -70,18 +62,9 @@ def _labels(x: np.ndarray, seed: int) -> np.ndarray:
 
 def _calibration(kind: CalibrationKind, raw: np.ndarray, y: np.ndarray) -> Calibration:
     if kind == "isotonic":
-        from sklearn.isotonic import IsotonicRegression
-
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(raw, y)
-        x = np.asarray(iso.X_thresholds_, dtype=float)
-        # Half raw, half isotonic: strictly increasing, so no flat step hides the impacts.
-        return Calibration(
-            "isotonic",
-            x=tuple(map(float, x)),
-            y=tuple(map(float, 0.5 * np.asarray(iso.y_thresholds_) + 0.5 * x)),
-        )
+        return fit_isotonic(raw, y)
     if kind == "platt":
-        return Calibration("platt", a=0.9, b=-0.1)
+        return fit_platt(raw, y)
     return Calibration("none")
 
 
@@ -98,7 +81,6 @@ def make_bundle(
     import lightgbm as lgb
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     x = synthetic_features(rows, seed)
     y = _labels(x, seed)
     params = {
@@ -113,9 +95,7 @@ def make_bundle(
     }
     data = lgb.Dataset(x, y, feature_name=list(MODEL_FEATURES), free_raw_data=False)
     booster = lgb.train(params, data, num_boost_round=trees)
-    booster.save_model(str(folder / MODEL_FILE))
     cal = _calibration(calibration, booster.predict(x), y)
-    (folder / CALIBRATION_FILE).write_text(json.dumps(cal.to_dict()))
     metadata = {
         "model_version": version,
         "trained_at": "2024-06-01T12:00:00+00:00",
@@ -124,31 +104,35 @@ def make_bundle(
         "horizon_days": 90,
         "label_mode": "events",
     }
-    (folder / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
-    records = [r for r in catalog_records() if r["name"] in MODEL_FEATURES]
-    (folder / CATALOG_FILE).write_text(json.dumps(records))
-    metrics = {"model": {"roc_auc": 0.8, "pr_auc": 0.5, "brier": 0.1}}
-    (folder / METRICS_FILE).write_text(json.dumps(metrics))
-    (folder / MODEL_CARD_FILE).write_text(f"# Model {version}\n\nSynthetic test model.\n")
-    write_manifest(folder)
-    return folder
+    predictions = pd.DataFrame(
+        {
+            "account_id": [f"A-{i}" for i in range(rows)],
+            "as_of": pd.Timestamp("2024-06-01"),
+            "label": y.astype("int64"),
+            "churn_probability": cal.apply(booster.predict(x)),
+            "health_score": np.nan,
+        }
+    )
+    return write_bundle(
+        folder.parent,
+        folder.name,
+        model_text=booster.model_to_string(),
+        calibration=cal,
+        metadata=metadata,
+        catalog=[r for r in catalog_records() if r["name"] in MODEL_FEATURES],
+        metrics={"model": {"roc_auc": 0.8, "pr_auc": 0.5, "brier": 0.1}},
+        model_card=f"# Model {version}\n\nSynthetic test model.\n",
+        test_predictions=predictions,
+    )
 
 
 def make_models_dir(root: Path, version: str = "test-v1", **kw: object) -> Path:
     """A ``models/`` folder whose ``champion`` is a symlink to ``models/<version>``.
 
-    Returns the models folder. :func:`promote` swaps the symlink atomically.
+    Returns the models folder. :func:`promote` (training's own ``promote_folder``) swaps the
+    symlink atomically.
     """
     models = Path(root)
     make_bundle(models / version, version, **kw)  # type: ignore[arg-type]
     promote(models, version)
     return models
-
-
-def promote(models: Path, version: str) -> None:
-    """Point ``models/champion`` at ``models/<version>`` in one atomic rename."""
-    tmp = models / f".{CHAMPION_DIR}.tmp"
-    if tmp.is_symlink() or tmp.exists():
-        tmp.unlink()
-    tmp.symlink_to(version, target_is_directory=True)
-    os.replace(tmp, models / CHAMPION_DIR)

@@ -22,9 +22,9 @@ import httpx
 import pytest
 
 from serving.keys import KeyStore
-from tests.bundle_factory import make_models_dir
+from tests.support.bundle_factory import make_models_dir
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SECRET = "live-secret"
 
 

@@ -20,7 +20,7 @@ from churn.bundle import (
 )
 from churn.errors import BundleIntegrityError
 from features.catalog import MODEL_FEATURES, catalog_records
-from tests.bundle_factory import synthetic_features
+from tests.support.bundle_factory import synthetic_features
 from training.export import (
     PREDICTION_COLUMNS,
     check_reproduces,

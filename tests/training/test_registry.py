@@ -10,7 +10,7 @@ import pytest
 from churn.bundle import load_bundle
 from churn.errors import ChurnError
 from churn.settings import load_settings
-from tests.bundle_factory import make_bundle
+from tests.support.bundle_factory import make_bundle
 from training.config import PromotionConfig
 from training.registry import (
     BUNDLE_ARTIFACT_DIR,

@@ -49,15 +49,6 @@ def store_settings(root: Path) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def demo_source(tmp_path_factory) -> Path:
-    from features.demo import generate_demo
-
-    folder = tmp_path_factory.mktemp("demo")
-    generate_demo(folder, accounts=300, seed=3, years=3)
-    return folder
-
-
-@pytest.fixture(scope="module")
 def first_run(demo_source, tmp_path_factory) -> tuple[TrainResult, Settings, dict[str, object]]:
     """One training run into a fresh store, and the champion state right after it."""
     settings = store_settings(tmp_path_factory.mktemp("store"))
@@ -263,7 +254,7 @@ def test_accounts_and_invoices_only_train_in_inactivity_mode_and_name_absent_fam
 
 
 def test_shipped_config_is_valid_and_bad_configs_name_the_key(tmp_path):
-    cfg = load_train_config(Path(__file__).parents[1] / "configs" / "train.yaml")
+    cfg = load_train_config(Path(__file__).parents[2] / "configs" / "train.yaml")
     assert cfg.search.trials == 0 and cfg.calibration.method == "isotonic"
     params = cfg.lgb_params(seed=7)
     assert params["seed"] == 7 and params["deterministic"] is True
