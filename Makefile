@@ -18,7 +18,7 @@ MLFLOW_PORT ?= 5000
 MLFLOW_WORKERS ?= 2
 MLFLOW_SERVER_ARGS ?=
 
-.PHONY: help install run data train score serve test bench lint format browser reliability clean mlflow-server
+.PHONY: help install run data train score serve test test-fast bench lint format browser reliability clean mlflow-server
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ run: $(STAMP) $(DATA)/accounts.csv ## quick start: install, demo data, train, sc
 
 test: $(STAMP) browser ## install what the tests need and run them all
 	$(BIN)/python -m pytest -n 2 $(PYTEST_ARGS)
+
+test-fast: $(STAMP) ## the inner loop: every test but PostgreSQL, browser, slow and reliability ones
+	$(BIN)/python -m pytest -n 2 -m "not postgres and not browser and not slow and not reliability" $(PYTEST_ARGS)
 
 reliability: $(STAMP) ## fault, load and hostile-input checks with a table of figures
 	$(BIN)/python -m pytest -m reliability -s $(PYTEST_ARGS)

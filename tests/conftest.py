@@ -1,6 +1,13 @@
-"""Shared test fixtures and tiny-table helpers.
+"""Shared test fixtures; the helpers they build on are in ``tests/support``.
 
 Fixtures:
+- ``demo_source`` (session): the small demo source (300 accounts over three years, seed 3:
+  enough for the default split's test, validation and six training months), generated once.
+  Read-only: a test that changes its files copies it first.
+- ``tiny_bundle`` (session): a tiny trained model bundle, version ``test-v1``, written through
+  training's own export (``tests.support.bundle_factory``). Read-only.
+- ``tiny_models`` (session): a ``models/`` folder whose ``champion`` is the tiny model ``v1``.
+  Read-only: a test that promotes or adds versions builds its own with ``make_models_dir``.
 - ``postgres_url`` (session): the test PostgreSQL server, from ``CHURN_TEST_POSTGRES_URL``
   (default ``postgresql://postgres@127.0.0.1:5432/test``). An unreachable server fails the
   test with a message saying so; it is never skipped.
@@ -8,68 +15,55 @@ Fixtures:
   with everything in it afterwards. Yields the schema name.
 - ``pg_schema_url``: ``postgres_url`` whose ``search_path`` is ``pg_schema``, so every table read
   or written through it lives in that schema.
-- ``make_tables``: the ``make_tables`` function below, as a fixture.
+- ``make_tables``: ``tests.support.tables.make_tables``, as a fixture.
 
-Helpers (``from tests.conftest import make_tables, typed_frame``):
-- ``typed_frame("invoices", [{"account_id": "A-1", "invoice_id": "I-1", ...}])``: a frame with
-  every column of the contract table, typed as validated tables are (string, datetime64[ns],
-  float64, boolean); columns a row leaves out are null. Dates and timestamps may be written as
-  strings (``"2024-01-31"``); other values as Python values.
-- ``make_tables(accounts=["A-1", "A-2"], interactions=[...], ...)``: a ``Tables``. ``accounts``
-  takes ids or rows; a row's missing ``name``, ``account_manager`` and ``started_at`` default to
-  ``"Client <id>"``, ``"am-1"`` and ``2020-01-01``. Other tables take rows or frames.
+Session fixtures are built once per pytest process (once per xdist worker).
 """
 
 from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Iterator
+from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from features.contract import TABLES, Tables, pandas_dtype
+from tests.support.tables import make_tables
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
-ACCOUNT_DEFAULTS: dict[str, Any] = {"account_manager": "am-1", "started_at": "2020-01-01"}
-
-
-def typed_frame(table: str, rows: Sequence[Mapping[str, Any]] | pd.DataFrame) -> pd.DataFrame:
-    """Rows of a contract table as a frame typed exactly like a validated table."""
-    given = rows if isinstance(rows, pd.DataFrame) else pd.DataFrame(list(rows))
-    given = given.reset_index(drop=True)
-    unknown = set(given.columns) - set(TABLES[table].column_names)
-    if unknown:
-        raise KeyError(f"{table} has no columns {sorted(unknown)}")
-    out = {}
-    for col in TABLES[table].columns:
-        values = given[col.name] if col.name in given else pd.Series([None] * len(given))
-        dtype = pandas_dtype(col.kind)
-        if col.kind in ("date", "timestamp"):
-            values = pd.to_datetime(values, format="ISO8601").astype(dtype)
-            out[col.name] = values.dt.normalize() if col.kind == "date" else values
-        else:
-            out[col.name] = pd.Series(list(values), dtype=dtype)
-    return pd.DataFrame(out).reset_index(drop=True)
-
-
-def make_tables(
-    accounts: Sequence[str | Mapping[str, Any]] | pd.DataFrame,
-    **tables: Sequence[Mapping[str, Any]] | pd.DataFrame,
-) -> Tables:
-    """A ``Tables`` from hand-written rows (see the module docstring)."""
-    if not isinstance(accounts, pd.DataFrame):
-        rows = [{"account_id": a} if isinstance(a, str) else dict(a) for a in accounts]
-        accounts = [{"name": f"Client {r['account_id']}", **ACCOUNT_DEFAULTS, **r} for r in rows]
-    typed = {name: typed_frame(name, rows) for name, rows in tables.items()}
-    return Tables(accounts=typed_frame("accounts", accounts), **typed)
+DEMO_SOURCE_SIZE = {"accounts": 300, "seed": 3, "years": 3}
 
 
 @pytest.fixture(name="make_tables")
 def _make_tables_fixture():
     return make_tables
+
+
+@pytest.fixture(scope="session")
+def demo_source(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The small demo source, generated once per session; read-only (copy it to change it)."""
+    from features.demo import generate_demo
+
+    folder = tmp_path_factory.mktemp("demo-source")
+    generate_demo(folder, **DEMO_SOURCE_SIZE)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny trained model bundle (version ``test-v1``), written once; read-only."""
+    from tests.support.bundle_factory import make_bundle
+
+    return make_bundle(tmp_path_factory.mktemp("tiny-bundle") / "test-v1")
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models folder whose champion is the tiny model ``v1``, written once; read-only."""
+    from tests.support.bundle_factory import make_models_dir
+
+    return make_models_dir(tmp_path_factory.mktemp("tiny-models"), "v1")
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,7 @@ DATED = ("scores", "reasons", "escalations", "actions")
 def demo_workdir(root: Path) -> Path:
     """``root/data`` (demo data) and ``root/models`` (a champion test bundle); returns root."""
     from features.demo import generate_demo
-    from tests.bundle_factory import make_models_dir
+    from tests.support.bundle_factory import make_models_dir
 
     root.mkdir(parents=True, exist_ok=True)
     generate_demo(root / "data", accounts=200, years=2)

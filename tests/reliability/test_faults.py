@@ -28,7 +28,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_server import free_port
 from tests.reliability.churn_runs import (
     CLI,
     ChurnRun,
@@ -45,6 +44,7 @@ from tests.reliability.churn_runs import (
     total_rows,
 )
 from tests.reliability.figures import record
+from tests.support.live_server import free_port
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

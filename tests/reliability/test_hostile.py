@@ -36,9 +36,9 @@ from churn.settings import get_settings
 from serving.dashboard.sessions import SESSION_COOKIE, SESSION_SALT
 from serving.keys import KeyStore, parse_key_id
 from serving.store import Store
-from tests.live_server import SECRET, Server, live_server
 from tests.reliability.figures import record
-from tests.test_store import make_batch
+from tests.support.live_server import SECRET, Server, live_server
+from tests.support.store_rows import make_batch
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

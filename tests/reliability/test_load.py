@@ -28,10 +28,10 @@ import pytest
 
 from features.catalog import MODEL_FEATURES
 from serving.store import Store
-from tests.bundle_factory import synthetic_features
-from tests.live_server import live_server
 from tests.reliability.churn_runs import churn_env, demo_workdir, run_churn
 from tests.reliability.figures import record
+from tests.support.bundle_factory import synthetic_features
+from tests.support.live_server import live_server
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

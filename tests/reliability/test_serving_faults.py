@@ -28,9 +28,9 @@ import pytest
 
 from churn.bundle import CALIBRATION_FILE, MANIFEST_FILE, MODEL_FILE, write_manifest
 from features.catalog import MODEL_FEATURES
-from tests.bundle_factory import make_bundle, make_models_dir, promote, synthetic_features
-from tests.live_server import ROOT, Server, free_port, live_server
 from tests.reliability.figures import record
+from tests.support.bundle_factory import make_bundle, make_models_dir, promote, synthetic_features
+from tests.support.live_server import ROOT, Server, free_port, live_server
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
