@@ -67,6 +67,7 @@ bench: $(STAMP) ## benchmarks with side-by-side ratios into bench/results.json
 lint: $(STAMP) ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .
