@@ -71,6 +71,7 @@ lint: $(STAMP) ## ruff lint and format check; import-linter: which package may i
 	$(BIN)/lint-imports
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP) ## apply ruff's formatting and safe fixes
 	$(BIN)/ruff check --fix .

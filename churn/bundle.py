@@ -20,7 +20,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -63,12 +63,12 @@ class Calibration:
     def apply(self, p: np.ndarray) -> np.ndarray:
         p = np.asarray(p, dtype=float)
         if self.method == "isotonic":
-            return np.interp(p, np.asarray(self.x), np.asarray(self.y))
+            return cast(np.ndarray, np.interp(p, np.asarray(self.x), np.asarray(self.y)))
         if self.method == "platt":
             eps = 1e-12
             q = np.clip(p, eps, 1 - eps)
             z = self.a * np.log(q / (1 - q)) + self.b
-            return 1.0 / (1.0 + np.exp(-z))
+            return cast(np.ndarray, 1.0 / (1.0 + np.exp(-z)))
         return p
 
     def to_dict(self) -> dict[str, Any]:

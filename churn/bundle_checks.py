@@ -192,13 +192,13 @@ def _check_tree(path: Path, i: int, block: bytes, n_features: int) -> None:
         raise _broken(path, f"tree {i}: a leaf value is not finite")
     if leaves == 1:
         return
-    for key in ("split_feature", "threshold", "decision_type", "left_child", "right_child"):
-        if key not in fields:
-            raise _broken(path, f"tree {i}: no {key}")
-    for keys, n in ((_PER_SPLIT, leaves - 1), (_PER_LEAF, leaves)):
-        for key in keys:
-            if key in fields and len(fields[key]) != n:
-                raise _broken(path, f"tree {i}: {key} has {len(fields[key])} values, not {n}")
+    for field in ("split_feature", "threshold", "decision_type", "left_child", "right_child"):
+        if field not in fields:
+            raise _broken(path, f"tree {i}: no {field}")
+    for names, n in ((_PER_SPLIT, leaves - 1), (_PER_LEAF, leaves)):
+        for field in names:
+            if field in fields and len(fields[field]) != n:
+                raise _broken(path, f"tree {i}: {field} has {len(fields[field])} values, not {n}")
     if any(not 0 <= f < n_features for f in ints["split_feature"]):
         raise _broken(path, f"tree {i}: a split on a feature the model does not have")
     if not _is_tree(ints["left_child"], ints["right_child"], leaves):

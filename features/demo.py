@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 import pandas as pd
@@ -314,11 +314,11 @@ class _Window:
 
     @property
     def first_date(self) -> date:
-        return pd.Timestamp(self.start).date()
+        return cast(date, pd.Timestamp(self.start).date())
 
     @property
     def last_date(self) -> date:
-        return pd.Timestamp(self.start + np.timedelta64(self.days - 1, "D")).date()
+        return cast(date, pd.Timestamp(self.start + np.timedelta64(self.days - 1, "D")).date())
 
     @property
     def weeks(self) -> int:
@@ -368,7 +368,7 @@ def _choice(rng: np.random.Generator, probs: np.ndarray) -> np.ndarray:
     """One category index per row of a (rows x categories) probability matrix."""
     cum = np.cumsum(probs, axis=1)
     u = rng.random(len(probs))[:, None] * cum[:, -1:]
-    return np.minimum((u > cum).sum(axis=1), probs.shape[1] - 1)
+    return cast(np.ndarray, np.minimum((u > cum).sum(axis=1), probs.shape[1] - 1))
 
 
 def _gaps(rng: np.random.Generator, table: str, column: str, n: int) -> np.ndarray:
@@ -378,7 +378,7 @@ def _gaps(rng: np.random.Generator, table: str, column: str, n: int) -> np.ndarr
 
 def _largest_remainder(total: int, shares: np.ndarray) -> np.ndarray:
     raw = shares / shares.sum() * total
-    counts = np.floor(raw).astype(np.int64)
+    counts: np.ndarray = np.floor(raw).astype(np.int64)
     order = np.argsort(-(raw - counts), kind="stable")
     counts[order[: total - counts.sum()]] += 1
     return counts
@@ -427,13 +427,14 @@ class _Firm:
 
     def effect(self, kind: int, acc: np.ndarray, day: np.ndarray) -> np.ndarray:
         week = np.clip(np.floor(np.asarray(day) / 7).astype(np.int64), 0, self.window.weeks - 1)
-        return self.E[kind, acc, week]
+        return cast(np.ndarray, self.E[kind, acc, week])
 
     def alive(self, acc: np.ndarray, day: np.ndarray) -> np.ndarray:
         """Records may fall on days from the account's start (and the window's) before its churn."""
         day = np.asarray(day, dtype=np.float64)
         lo = np.maximum(self.start[acc], 0)
-        return (day >= lo) & (day < self.stop[acc]) & (day <= self.window.days - 1)
+        keep: np.ndarray = (day >= lo) & (day < self.stop[acc]) & (day <= self.window.days - 1)
+        return keep
 
     def weekly_events(self, rate_per_week: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Poisson events per (account, week) at the given rate, only while the account is
@@ -972,9 +973,9 @@ class _Firm:
         rng, n, days = self.rng, self.n, self.window.days
         # retainers: on the first of each month (quarterly: every third month)
         months = pd.date_range(pd.Timestamp(self.window.start), periods=days // 28 + 2, freq="MS")
-        month_day = ((months.values - np.datetime64(self.window.start, "ns")) // 86_400e9).astype(
-            np.int64
-        )
+        month_day = (
+            (months.values - self.window.start.astype("datetime64[ns]")) // 86_400e9
+        ).astype(np.int64)
         month_day = month_day[(month_day >= 0) & (month_day <= days - 1)]
         phase = rng.integers(0, 3, n)
         grid = np.broadcast_to(month_day, (n, len(month_day)))
@@ -1228,7 +1229,7 @@ def _to_text(table: Table, frame: pd.DataFrame) -> pd.DataFrame:
     for col in table.columns:
         values = frame[col.name]
         if col.kind in ("date", "timestamp"):
-            unit = "D" if col.kind == "date" else "s"
+            unit: Literal["D", "s"] = "D" if col.kind == "date" else "s"
             arr = values.to_numpy(dtype="datetime64[s]")
             text = np.datetime_as_string(arr, unit=unit)
             text = np.char.replace(text, "T", " ") if col.kind == "timestamp" else text

@@ -21,7 +21,7 @@ Definitions (also printed with the numbers):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -77,7 +77,7 @@ class DemoProfile:
         """Length of the observed period, both end days included."""
         if self.period_start is None or self.period_end is None:
             return float("nan")
-        return ((self.period_end - self.period_start).days + 1) / DAYS_PER_YEAR
+        return cast(float, ((self.period_end - self.period_start).days + 1) / DAYS_PER_YEAR)
 
 
 def profile(tables: Tables) -> DemoProfile:
@@ -169,7 +169,7 @@ def _churn_rates(
 def _days(values: pd.Series) -> np.ndarray:
     """Dates as float day numbers (NaN for missing)."""
     stamps = pd.to_datetime(values).to_numpy(dtype="datetime64[D]")
-    out = stamps.astype(np.int64).astype(np.float64)
+    out: np.ndarray = stamps.astype(np.int64).astype(np.float64)
     out[np.isnat(stamps)] = np.nan
     return out
 

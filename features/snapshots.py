@@ -45,7 +45,7 @@ import logging
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -229,7 +229,7 @@ class _Activity:
         """The inactivity window N of each row, in whole days."""
         median = self.cycles.value_at("median", self.cycles.last(acc, t))
         scaled = np.ceil(self.cfg.purchase_cycles * median)
-        return np.fmax(float(self.cfg.min_silence_days), scaled)
+        return cast(np.ndarray, np.fmax(float(self.cfg.min_silence_days), scaled))
 
     def active(self, acc: np.ndarray, t: np.ndarray) -> np.ndarray:
         window = self.silence_days(acc, t)
@@ -333,7 +333,11 @@ def assign_segments(frame: pd.DataFrame) -> pd.DataFrame:
     has_revenue = frame.groupby("as_of")["revenue_365d"].transform("count") > 0
     basis = frame["revenue_365d"].where(has_revenue, frame["contract_value"])
     pct = basis.groupby(frame["as_of"]).rank(method="average", pct=True)
-    segment = np.select([pct > 0.8, pct <= 0.2, pct.notna()], ["A", "C", "B"], default=None)
+    segment = np.select(
+        [pct > 0.8, pct <= 0.2, pct.notna()],
+        ["A", "C", "B"],
+        default=None,  # type: ignore[call-overload]  # numpy accepts None (an object array)
+    )
     return frame.assign(revenue_segment=pd.array(segment, dtype="string"))
 
 

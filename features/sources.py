@@ -25,10 +25,10 @@ import contextlib
 import csv
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import pandas as pd
 
@@ -36,6 +36,8 @@ from churn.errors import ChurnError, DataContractError
 from features.contract import TABLE_NAMES, TABLES, Tables
 
 if TYPE_CHECKING:
+    import sqlalchemy
+
     from churn.settings import TableMapping
 
 logger = logging.getLogger(__name__)
@@ -176,7 +178,10 @@ def _refuse_duplicates(name: str, columns: list[str], origin: str) -> None:
         )
 
 
-def _find(names: Mapping[str, str], wanted: str) -> str | None:
+_T = TypeVar("_T")
+
+
+def _find(names: Mapping[str, _T], wanted: str) -> _T | None:
     """The source name matching ``wanted`` exactly, else the only one matching ignoring case."""
     if wanted in names:
         return names[wanted]
@@ -219,8 +224,8 @@ def _read_folder(
     frames: dict[str, pd.DataFrame] = {}
     origins: dict[str, str] = {}
     for name, stem in wanted.items():
-        found = {fmt: _find(files, stem) for fmt, files in by_format.items()}
-        found = {fmt: path for fmt, path in found.items() if path is not None}
+        matches = {fmt: _find(files, stem) for fmt, files in by_format.items()}
+        found = {fmt: path for fmt, path in matches.items() if path is not None}
         if len(found) > 1:
             raise DataContractError(
                 f"table {name!r} is in {folder} twice: "
@@ -386,7 +391,7 @@ def _read_duckdb(
 # --- SQL -----------------------------------------------------------------------------------
 
 
-def _engine(url: str):  # -> sqlalchemy.Engine (import kept local: heavy)
+def _engine(url: str) -> sqlalchemy.Engine:  # the import is kept local: heavy
     import sqlalchemy as sa
 
     try:
@@ -429,7 +434,9 @@ def _read_sql(
                     _not_found(name, wanted_name, f"database {mask_url(url)}")
                     continue
                 origins[name] = found
-                query = sa.select(sa.literal_column("*")).select_from(sa.table(found))
+                query: sa.Select[Any] = sa.select(sa.literal_column("*")).select_from(
+                    sa.table(found)
+                )
                 try:
                     frames[name] = pd.read_sql_query(query, conn)
                 except sa.exc.SQLAlchemyError as exc:
@@ -563,7 +570,7 @@ def _write_sql(items: Mapping[str, pd.DataFrame], url: str) -> None:
         engine.dispose()
 
 
-def _copy_rows(table, conn, keys: list[str], data_iter) -> int:
+def _copy_rows(table: Any, conn: Any, keys: list[str], data_iter: Iterable[Sequence[Any]]) -> int:
     """pandas ``to_sql`` method for PostgreSQL: COPY instead of INSERTs (tens of times faster)."""
     from psycopg import sql
 

@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pandas as pd
@@ -103,7 +103,9 @@ class LoadResult:
     @property
     def missing(self) -> list[str]:
         """Contract tables the source does not have."""
-        return self.summary.loc[self.summary["status"] == "missing", "table"].tolist()
+        return cast(
+            list[str], self.summary.loc[self.summary["status"] == "missing", "table"].tolist()
+        )
 
     def top_reasons(self, n: int = 10) -> pd.DataFrame:
         """The most frequent problems: table, column, reason, rows (distinct rows affected)."""

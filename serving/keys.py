@@ -34,12 +34,28 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Literal, Protocol, TypeGuard, get_args
 
 from churn.errors import ConfigError
 
 Role = Literal["crm", "manager", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
+
+
+def _is_role(value: str) -> TypeGuard[Role]:
+    return value in ROLES
+
+
+class _KeySettings(Protocol):
+    """What ``KeyStore.from_settings`` reads of the settings."""
+
+    @property
+    def keys_file(self) -> Path: ...
+
+    @property
+    def secret_key(self) -> str | None: ...
+
+
 KEY_PREFIX = "ck"
 _ID_BYTES = 6  # 12 hex characters
 FILE_FORMAT = 1
@@ -105,9 +121,9 @@ class KeyStore:
         self._keys: dict[str, ApiKey] = {}
 
     @classmethod
-    def from_settings(cls, settings: object) -> KeyStore:
+    def from_settings(cls, settings: _KeySettings) -> KeyStore:
         """The store named by ``settings.keys_file`` with ``settings.secret_key`` (if set)."""
-        return cls(settings.keys_file, settings.secret_key or None)  # type: ignore[attr-defined]
+        return cls(settings.keys_file, settings.secret_key or None)
 
     # ------------------------------------------------------------------------------ secret
     def _server_secret(self, create: bool) -> bytes | None:
@@ -215,7 +231,7 @@ class KeyStore:
                 f"--expires-days must be between 1 and 3650, not {expires_days:g}",
                 hint="leave it out for a key that does not expire",
             )
-        if role not in ROLES:
+        if not _is_role(role):
             raise ConfigError(f"unknown role {role!r}", hint=f"use one of {', '.join(ROLES)}")
         manager = manager.strip() if manager else None
         if role == "manager" and not manager:
@@ -239,7 +255,7 @@ class KeyStore:
             expires = (now + timedelta(days=expires_days)).isoformat() if expires_days else None
             record = ApiKey(
                 key_id,
-                role,  # type: ignore[arg-type]
+                role,
                 manager,
                 self._digest(token, secret),
                 now.isoformat(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeGuard, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
@@ -24,6 +24,7 @@ DEFAULT_PLAYBOOK = PROJECT_ROOT / "configs" / "playbook.yaml"
 Owner = Literal["account manager", "partner", "delivery lead"]
 Priority = Literal["critical", "high", "medium", "low"]
 Stage = Literal["new", "established", "long_term"]
+Source = Literal["escalation", "driver"]
 
 
 class _Strict(BaseModel):
@@ -74,7 +75,7 @@ class Action(_Strict):
     due: str
     priority: Priority
     because: str = Field(description="the driver feature or escalation code behind the action")
-    source: Literal["escalation", "driver"]
+    source: Source
 
 
 class Playbook(_Strict):
@@ -146,8 +147,12 @@ def load_playbook(
     return playbook
 
 
-def _render(spec: ActionSpec, because: str, source: str, stage: str | None) -> Action:
-    variant = spec.variants.get(stage) if stage is not None else None  # type: ignore[call-overload]
+def _is_stage(value: str | None) -> TypeGuard[Stage]:
+    return value in get_args(Stage)
+
+
+def _render(spec: ActionSpec, because: str, source: Source, stage: str | None) -> Action:
+    variant = spec.variants.get(stage) if _is_stage(stage) else None
     return Action(
         id=spec.id,
         title=(variant and variant.title) or spec.title,
@@ -156,7 +161,7 @@ def _render(spec: ActionSpec, because: str, source: str, stage: str | None) -> A
         due=(variant and variant.due) or spec.due,
         priority=spec.priority,
         because=because,
-        source=source,  # type: ignore[arg-type]
+        source=source,
     )
 
 
@@ -180,7 +185,7 @@ def recommend(
     out: list[Action] = []
     seen: set[str] = set()
 
-    def add(spec: ActionSpec | None, because: str, source: str) -> None:
+    def add(spec: ActionSpec | None, because: str, source: Source) -> None:
         if spec is None or spec.id in seen:
             return
         seen.add(spec.id)

@@ -68,7 +68,9 @@ class Problem(Exception):
         self.extra = extra
 
 
-def problem_body(status: int, detail: str, title: str | None = None, **extra: Any) -> dict:
+def problem_body(
+    status: int, detail: str, title: str | None = None, **extra: Any
+) -> dict[str, Any]:
     """The JSON body of a problem response."""
     return {
         "type": "about:blank",
@@ -208,6 +210,8 @@ def _route(request: Request) -> str:
 
 def install_handlers(app: FastAPI) -> None:
     """Answer every error of ``app`` as problem+json (unforeseen ones: ``unhandled_problem``)."""
+    # Starlette types a handler as taking any Exception; each of these takes the one class it
+    # is registered for, which Starlette guarantees but cannot express.
     app.add_exception_handler(RequestValidationError, _on_validation)  # type: ignore[arg-type]
     app.add_exception_handler(Problem, _on_problem)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _on_http)  # type: ignore[arg-type]

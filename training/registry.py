@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from churn.errors import ChurnError
 from features.sources import mask_url
@@ -345,9 +345,10 @@ def export_champion(client: MlflowClient, name: str, models_dir: Path) -> tuple[
     try:
         try:
             with no_warnings():
-                path = Path(
-                    client.download_artifacts(current.run_id, BUNDLE_ARTIFACT_DIR, str(tmp))
-                )
+                # a version registered by training always has a run; were it missing, the
+                # download fails and is reported below like any other
+                run_id = cast(str, current.run_id)
+                path = Path(client.download_artifacts(run_id, BUNDLE_ARTIFACT_DIR, str(tmp)))
         except Exception as exc:  # a missing artifact surfaces as one of several MLflow errors
             detail = mask_url(str(exc).strip().splitlines()[0] if str(exc).strip() else "")
             raise ChurnError(

@@ -35,9 +35,9 @@ def compute_features(tables: Tables, grid: Grid) -> pd.DataFrame:
             data = values.get(feature.name, np.full(len(grid), pd.NA, dtype=object))
             columns[feature.name] = pd.array(data, dtype="string")
         else:
-            data = values.get(feature.name)
+            found = values.get(feature.name)
             columns[feature.name] = (
-                np.full(len(grid), np.nan) if data is None else np.asarray(data, dtype=np.float64)
+                np.full(len(grid), np.nan) if found is None else np.asarray(found, dtype=np.float64)
             )
     return pd.DataFrame(columns, index=pd.RangeIndex(len(grid)))
 

@@ -7,6 +7,8 @@ Sources: ``interactions`` (any channel, stamped ``occurred_at``) and ``projects`
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from features.contract import Tables
@@ -42,7 +44,7 @@ def compute(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
 
 def trend(recent: np.ndarray, previous: np.ndarray) -> np.ndarray:
     """(recent - previous) / max(previous, 1): a relative change that stays finite from zero."""
-    return (recent - previous) / np.maximum(previous, 1.0)
+    return cast(np.ndarray, (recent - previous) / np.maximum(previous, 1.0))
 
 
 def _interactions(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:

@@ -7,6 +7,8 @@ the static ``accounts`` attributes ``contract_value`` and ``renewal_at``.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pandas as pd
 
@@ -58,7 +60,7 @@ def next_renewal_days(renewal: pd.Series, as_of: pd.Series) -> np.ndarray:
     shifted = _add_years(renewal, years)
     behind = shifted < as_of
     shifted = shifted.where(~behind, _add_years(renewal, years + 1))
-    return ((shifted - as_of).dt.days).to_numpy(dtype=np.float64, na_value=np.nan)
+    return cast(np.ndarray, ((shifted - as_of).dt.days).to_numpy(dtype=np.float64, na_value=np.nan))
 
 
 def _add_years(dates: pd.Series, years: pd.Series) -> pd.Series:

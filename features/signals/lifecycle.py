@@ -6,6 +6,8 @@ here but by :func:`features.snapshots.assign_segments` over the whole grid.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pandas as pd
 
@@ -34,6 +36,6 @@ def lifecycle_stage(tenure_months: np.ndarray) -> np.ndarray:
             tenure >= STAGE_BOUNDS_MONTHS[1],
         ],
         list(STAGES),
-        default=None,
+        default=None,  # type: ignore[call-overload]  # numpy accepts None here (an object array)
     )
-    return pd.array(stage, dtype="string").to_numpy(dtype=object, na_value=pd.NA)
+    return cast(np.ndarray, pd.array(stage, dtype="string").to_numpy(dtype=object, na_value=pd.NA))

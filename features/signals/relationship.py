@@ -7,6 +7,8 @@ and ``interactions``.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 from features.contract import SENIORITY_LEVELS, Tables
@@ -77,7 +79,7 @@ def _contacts(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
 
     def active(what: str) -> np.ndarray:
         # joined before as_of minus left before as_of (an end is never before its start)
-        return joins.total(what, a, None, t) - leaves.total(what, a, None, t)
+        return cast(np.ndarray, joins.total(what, a, None, t) - leaves.total(what, a, None, t))
 
     out: dict[str, np.ndarray] = {
         "client_contacts_active": active("client"),

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from features.contract import Tables
@@ -40,7 +42,7 @@ def seconds(values: pd.Series | pd.Index | np.ndarray) -> np.ndarray:
         series = series.dt.tz_convert("UTC").dt.tz_localize(None)
     elif not pd.api.types.is_datetime64_dtype(series.dtype):
         series = pd.to_datetime(series)
-    return series.to_numpy(dtype="datetime64[s]").view(np.int64).copy()
+    return cast(np.ndarray, series.to_numpy(dtype="datetime64[s]").view(np.int64).copy())
 
 
 def to_datetime(secs: np.ndarray) -> np.ndarray:
@@ -71,7 +73,7 @@ def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     num = np.asarray(num, dtype=np.float64)
     den = np.asarray(den, dtype=np.float64)
     ok = np.isfinite(den) & (den != 0)
-    return np.divide(num, den, out=np.full(num.shape, np.nan), where=ok)
+    return cast(np.ndarray, np.divide(num, den, out=np.full(num.shape, np.nan), where=ok))
 
 
 def flag(condition: np.ndarray) -> np.ndarray:
@@ -99,12 +101,15 @@ def recorded(tables: Tables, table: str, name: str) -> bool:
 
 def floats(series: pd.Series) -> np.ndarray:
     """A numeric or boolean column as float64 with NaN for missing values."""
-    return pd.to_numeric(series, errors="coerce").astype("float64").to_numpy(na_value=np.nan)
+    return cast(
+        np.ndarray,
+        pd.to_numeric(series, errors="coerce").astype("float64").to_numpy(na_value=np.nan),
+    )
 
 
 def mask(series: pd.Series) -> np.ndarray:
     """A boolean condition on a column as a plain numpy bool array (missing -> False)."""
-    return series.fillna(False).to_numpy(dtype=bool)
+    return cast(np.ndarray, series.fillna(False).to_numpy(dtype=bool))
 
 
 @dataclass
@@ -130,7 +135,7 @@ class Grid:
 
     def code(self, account_id: pd.Series) -> np.ndarray:
         """Account codes of a table's ``account_id`` column (-1 for unknown accounts)."""
-        return self._ids.get_indexer(account_id.astype("string")).astype(np.int64)
+        return cast(np.ndarray, self._ids.get_indexer(account_id.astype("string")).astype(np.int64))
 
     def ago(self, days: float) -> np.ndarray:
         """The instant ``days`` before each row's as_of."""
@@ -153,7 +158,7 @@ class Timeline:
         self,
         acc: np.ndarray,
         when: np.ndarray,
-        values: Mapping[str, np.ndarray] | None = None,
+        values: Mapping[str, npt.ArrayLike] | None = None,
         tiebreak: np.ndarray | None = None,
     ) -> None:
         acc = np.asarray(acc, dtype=np.int64)
@@ -179,7 +184,7 @@ class Timeline:
     def _pos(self, acc: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Global index of the first event of ``acc`` at or after ``t``."""
         query = np.asarray(acc, dtype=np.int64) * _SPAN + _offset(t)
-        return np.searchsorted(self.key, query, side="left")
+        return cast(np.ndarray, np.searchsorted(self.key, query, side="left"))
 
     def _start(self, acc: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.key, np.asarray(acc, dtype=np.int64) * _SPAN, side="left")
@@ -195,7 +200,7 @@ class Timeline:
         """Events of each row's account with ``start <= when < end`` (``start=None``: from the
         first)."""
         lo, hi = self._bounds(acc, start, end)
-        return (hi - lo).astype(np.float64)
+        return cast(np.ndarray, (hi - lo).astype(np.float64))
 
     def _inclusive_prefix(self, name: str) -> np.ndarray:
         if name not in self._prefix:
