@@ -14,12 +14,12 @@ import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
-from features.health import COMPONENT_MAXIMA
 from serving.dashboard import TEMPLATES_DIR
 from serving.retention import BAND_LABELS
+from serving.score_record import BY_COLUMN
 
 # -- score field labels -----------------------------------------------------------------------
-# The one place the dashboard maps a stored score column to the words and maximum it shows.
+# Labels and maxima of score columns come from the score record (serving/score_record.py).
 
 
 class FieldLabel(NamedTuple):
@@ -29,23 +29,6 @@ class FieldLabel(NamedTuple):
     maximum: float
 
 
-_COMPONENT_LABELS: Mapping[str, str] = {
-    "engagement": "Engagement",
-    "relationship": "Relationship depth",
-    "financial": "Financial health",
-    "satisfaction": "Satisfaction",
-}
-SCORE_FIELD_LABELS: Mapping[str, FieldLabel] = {
-    **{
-        f"health_{name}": FieldLabel(_COMPONENT_LABELS[name], maximum)
-        for name, maximum in COMPONENT_MAXIMA.items()
-    },
-    "service_client_contacts": FieldLabel("More than one contact at the client", 1),
-    "service_firm_contacts": FieldLabel("Client knows more than one of us", 1),
-    "service_meetings": FieldLabel("Two or more meetings in six months", 1),
-    "service_seniority": FieldLabel("Most senior contact (junior 0, middle 1, senior 2)", 2),
-    "service_survey": FieldLabel("Last survey score above 8", 1),
-}
 STAGE_NAMES: Mapping[str, str] = {
     "new": "New",
     "established": "Established",
@@ -54,8 +37,12 @@ STAGE_NAMES: Mapping[str, str] = {
 
 
 def field_label(column: str) -> FieldLabel:
-    """The label and maximum the dashboard shows for the score column ``column``."""
-    return SCORE_FIELD_LABELS[column]
+    """The label and maximum the dashboard shows for the score column ``column`` (a bounded
+    field of the score record)."""
+    field = BY_COLUMN[column]
+    if field.maximum is None:
+        raise KeyError(f"score field {column} has no maximum to show")
+    return FieldLabel(field.label, field.maximum)
 
 
 # -- values -----------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 
 import pandas as pd
 
-from features.health import COMPONENT_COLUMNS, COMPONENT_MAXIMA, Bands
+from features.health import Bands
 from serving.dashboard import charts
 from serving.dashboard.formatting import change_between, field_label, is_missing
 from serving.dashboard.sessions import Viewer
@@ -25,11 +25,12 @@ from serving.retention import (
     RetentionSummary,
     retention_summary,
 )
-from serving.store import SERVICE_PARTS, Store
+from serving.score_record import BY_COLUMN, HEALTH_COMPONENT_FIELDS, SERVICE_PART_FIELDS
+from serving.store import Store
 
 PAGE_SIZE = 25
 #: The health score's maximum: the bands of ``configs/health.yaml`` are points out of it.
-HEALTH_MAX = sum(COMPONENT_MAXIMA.values())
+HEALTH_MAX = float(BY_COLUMN["health_score"].maximum or 100)
 _SUMMARY_CACHE: dict[tuple[Any, ...], RetentionSummary] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -170,8 +171,9 @@ def account_context(
         ],
     )
     components = []
-    for column in COMPONENT_COLUMNS:
-        label, maximum = field_label(column)
+    for field in HEALTH_COMPONENT_FIELDS:
+        label, maximum = field_label(field.column)
+        column = field.column
         value = s.get(column)
         css = _component_css(value, maximum, bands)
         components.append(
@@ -183,8 +185,8 @@ def account_context(
             }
         )
     service_parts = [
-        {"label": field_label(p).label, "value": s.get(p), "max": int(field_label(p).maximum)}
-        for p in SERVICE_PARTS
+        {"label": p.label, "value": s.get(p.column), "max": int(p.maximum or 0)}
+        for p in SERVICE_PART_FIELDS
     ]
     reasons = _records(record.reasons)
     scale = max([abs(r["impact_pts"] or 0.0) for r in reasons] + [1.0])
