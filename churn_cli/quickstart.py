@@ -85,18 +85,7 @@ def quickstart(
         console.print(f"[dim]model:[/] using the champion bundle in {champion}")
     else:
         console.rule("1/3 train")
-        train(
-            data=data,
-            label_mode=None,
-            horizon_days=None,
-            config=None,
-            as_json=False,
-            force=False,
-            seed=None,
-            trials=None,
-            engine=None,  # the engine and dask_scheduler settings decide
-            scheduler=None,
-        )
+        train(data=data)  # the engine and dask_scheduler settings decide where
 
     store = Store(settings.store_url)
     try:
@@ -107,9 +96,7 @@ def quickstart(
         console.print(f"[dim]store:[/] latest scored date {scored} in {settings.store_url}")
     else:
         console.rule("2/3 score (with 12 months of history)")
-        score_commands.score(
-            data=data, as_of=None, history_months=12, store_url=None, engine=None, scheduler=None
-        )
+        score_commands.score(data=data, history_months=12)
 
     keys_out = settings.data_dir / "demo-keys.txt"
     if KeyStore.from_settings(settings).has_keys():

@@ -32,9 +32,12 @@ from sklearn.pipeline import Pipeline
 from churn.model_terms import annual_revenue
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from training.calibrate import CalibrationFit
-    from training.config import TrainConfig
+    from training.config import RunPlan, TrainConfig
     from training.fit import FittedModel
+    from training.frame import TrainingFrame
     from training.split import SplitParts
 
 METRICS: tuple[str, ...] = (
@@ -269,3 +272,17 @@ def calibrate_and_evaluate(
         revenue=revenue,
         test_frame=test_frame,
     )
+
+
+@dataclass(frozen=True)
+class RunOutputs:
+    """What a run has produced before it is tracked and exported: its plan, the labeled frame
+    and its lineage, the time split, the fitted model and its evaluation. The logging and
+    export steps read it."""
+
+    plan: RunPlan
+    data: TrainingFrame
+    lineage: dict[str, Any]
+    parts: SplitParts
+    model: FittedModel
+    report: Evaluation

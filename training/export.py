@@ -38,12 +38,8 @@ from churn.bundle import (
 from churn.errors import BundleIntegrityError
 
 if TYPE_CHECKING:
-    from training.config import RunPlan
-    from training.evaluate import Evaluation
-    from training.fit import FittedModel
-    from training.frame import TrainingFrame
+    from training.evaluate import Evaluation, RunOutputs
     from training.registry import Candidate
-    from training.split import SplitParts
 
 PREDICTION_COLUMNS = ("account_id", "as_of", "label", "churn_probability", "health_score")
 
@@ -181,22 +177,21 @@ def bundle_base_rate(report: Evaluation) -> float:
     return model_terms.base_rate(bias, report.calibration.calibration.apply)
 
 
-def export_bundle(
-    models_dir: Path,
-    candidate: Candidate,
-    plan: RunPlan,
-    data: TrainingFrame,
-    lineage: dict[str, Any],
-    model: FittedModel,
-    report: Evaluation,
-    parts: SplitParts,
-) -> Path:
+def export_bundle(models_dir: Path, candidate: Candidate, run: RunOutputs) -> Path:
     """Write the candidate's serving bundle (model, calibration, metadata, catalogue, metrics,
     model card, test predictions) to ``models_dir/<name>-v<N>``, verified to load and to
     reproduce its test predictions; returns the folder. Needs no tracking store."""
     from features.catalog import catalog_records
     from training.model_card import CardInputs, mean_abs_drivers, render_model_card
 
+    plan, data, lineage, parts, model, report = (
+        run.plan,
+        run.data,
+        run.lineage,
+        run.parts,
+        run.model,
+        run.report,
+    )
     cfg, snap, features = plan.config, plan.snapshots, list(parts.features)
     periods: dict[str, Any] = parts.split.to_dict()
     promotion = candidate.promotion

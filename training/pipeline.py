@@ -124,7 +124,7 @@ def run(
 ) -> TrainResult:
     """The pipeline: each step in order, on ``engine``."""
     from training import export, registry
-    from training.evaluate import calibrate_and_evaluate
+    from training.evaluate import RunOutputs, calibrate_and_evaluate
     from training.fit import fit_model
     from training.frame import build_training_frame, data_lineage, load_source
     from training.progress import SILENT
@@ -147,11 +147,10 @@ def run(
         ui.step("logging to MLflow, registering, exporting the bundle"),
         registry.tracking_run(settings, plan.config.mlflow.experiment) as tracked,
     ):
-        model_id = registry.log_run(plan, data, lineage, model, report, parts)
+        outputs = RunOutputs(plan, data, lineage, parts, model, report)
+        model_id = registry.log_run(outputs)
         candidate = registry.register(tracked, model_id, settings, plan, parts, report, force=force)
-        bundle = export.export_bundle(
-            Path(settings.models_dir), candidate, plan, data, lineage, model, report, parts
-        )
+        bundle = export.export_bundle(Path(settings.models_dir), candidate, outputs)
         champion = registry.promote(tracked, candidate, bundle)
     return TrainResult(
         metrics=report.metrics,

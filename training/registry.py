@@ -34,9 +34,8 @@ if TYPE_CHECKING:
     from churn.bundle import Bundle
     from churn.settings import Settings
     from training.config import RunPlan
-    from training.evaluate import Evaluation
+    from training.evaluate import Evaluation, RunOutputs
     from training.fit import FittedModel
-    from training.frame import TrainingFrame
     from training.split import SplitParts
 
 log = logging.getLogger(__name__)
@@ -469,14 +468,7 @@ def _flat_params(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}{k}": v for k, v in sorted(values.items())}
 
 
-def log_run(
-    plan: RunPlan,
-    data: TrainingFrame,
-    lineage: dict[str, Any],
-    model: FittedModel,
-    report: Evaluation,
-    parts: SplitParts,
-) -> str:
+def log_run(run: RunOutputs) -> str:
     """Log the active run's parameters, data lineage, test metrics, plots and model (with its
     signature and an input example); returns the logged model's id for the registry."""
     import mlflow
@@ -486,6 +478,14 @@ def log_run(
 
     from training.export import json_safe
 
+    plan, data, lineage, parts, model, report = (
+        run.plan,
+        run.data,
+        run.lineage,
+        run.parts,
+        run.model,
+        run.report,
+    )
     cfg = plan.config
     mlflow.log_params(
         {

@@ -17,7 +17,7 @@ from churn.bundle import METADATA_FILE, TEST_PREDICTIONS_FILE, load_bundle
 from churn.engine import LocalEngine
 from churn.settings import Settings, load_settings
 from training.config import RunPlan, plan_run
-from training.evaluate import METRICS, SCORERS, Evaluation, calibrate_and_evaluate
+from training.evaluate import METRICS, SCORERS, Evaluation, RunOutputs, calibrate_and_evaluate
 from training.export import export_bundle
 from training.fit import FittedModel, fit_booster, fit_model
 from training.frame import TrainingFrame, build_training_frame, data_lineage, load_source
@@ -109,7 +109,9 @@ def test_export_writes_a_bundle_that_reproduces_its_test_predictions_without_mlf
         promotion=Promotion(promoted=True, reason="a test", new_version="churn-model/7"),
     )
     lineage = data_lineage(data, parts.split)
-    folder = export_bundle(tmp_path, candidate, plan, data, lineage, model, report, parts)
+    folder = export_bundle(
+        tmp_path, candidate, RunOutputs(plan, data, lineage, parts, model, report)
+    )
 
     assert folder == tmp_path / "churn-model-v7"
     bundle = load_bundle(folder)
