@@ -14,16 +14,15 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from markupsafe import escape
 
-pytestmark = pytest.mark.slow
+from tests.support.cli import isolated_env, run_churn
 
-CHURN = Path(sys.executable).with_name("churn")
+pytestmark = pytest.mark.slow
 
 # contract table -> (the export's file stem, {the export's column: the contract's column})
 RENAMES: dict[str, tuple[str, dict[str, str]]] = {
@@ -76,34 +75,11 @@ mapping:
 
 
 def _environment(root: Path, config: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.update(
-        {
-            "CHURN_CONFIG": str(config),
-            "CHURN_MODELS_DIR": str(root / "models"),
-            "CHURN_STORE_URL": str(root / "store.duckdb"),
-            "CHURN_REJECTS_DIR": str(root / "rejects"),
-            "CHURN_KEYS_FILE": str(root / "api_keys.json"),
-            "CHURN_DATA_DIR": str(root / "data"),
-            "CHURN_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-            "CHURN_MLFLOW_ARTIFACTS_DIR": str(root / "mlartifacts"),
-            "COLUMNS": "200",  # wide enough that rich does not wrap the lines asserted on
-        }
-    )
-    return env
+    return isolated_env(root, CHURN_CONFIG=str(config), CHURN_KEYS_FILE=str(root / "api_keys.json"))
 
 
 def churn(root: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(CHURN), *args],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    return run_churn(list(args), env, root, timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,34 +12,19 @@ import pytest
 from churn.bundle import CHAMPION_DIR, load_bundle
 from serving.keys import KeyStore
 from serving.store import Store
+from tests.support.cli import isolated_env, run_churn
 
 pytestmark = pytest.mark.slow
 
 
-def _quickstart(data: Path, root: Path) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "CHURN_MODELS_DIR": str(root / "models"),
-        "CHURN_DATA_DIR": str(root / "data"),
-        "CHURN_REJECTS_DIR": str(root / "data" / "rejects"),
-        "CHURN_STORE_URL": str(root / "data" / "store.duckdb"),
-        "CHURN_KEYS_FILE": str(root / "data" / "api_keys.json"),
-        "CHURN_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "CHURN_MLFLOW_ARTIFACTS_DIR": str(root / "artifacts"),
-        "COLUMNS": "200",
-    }
-    for name in ("CHURN_CONFIG", "MLFLOW_TRACKING_URI", "CHURN_ENGINE"):
-        env.pop(name, None)
-    churn = Path(sys.executable).with_name("churn")
-    return subprocess.run(
-        [str(churn), "quickstart", "--no-serve", "--data", str(data)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=root,
-        timeout=600,
-        check=False,
+def _quickstart(data: Path, root: Path) -> subprocess.CompletedProcess[str]:
+    env = isolated_env(
+        root,
+        CHURN_REJECTS_DIR=str(root / "data" / "rejects"),
+        CHURN_STORE_URL=str(root / "data" / "store.duckdb"),
+        CHURN_KEYS_FILE=str(root / "data" / "api_keys.json"),
     )
+    return run_churn(["quickstart", "--no-serve", "--data", str(data)], env, root)
 
 
 def test_quickstart_trains_scores_a_year_and_creates_keys_once(demo_source, tmp_path):

@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.support.cli import isolated_env, run_churn
 
 pytestmark = pytest.mark.slow
 
@@ -32,10 +32,7 @@ VOLATILE_KEYS = {"mlflow_run_id", "run_id", "scored_at", "trained_at", "seconds"
 
 
 def _churn(args: list[str], env: dict[str, str], cwd: Path) -> str:
-    churn = Path(sys.executable).with_name("churn")
-    done = subprocess.run(
-        [str(churn), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600
-    )
+    done = run_churn(args, env, cwd)
     assert done.returncode == 0, f"churn {' '.join(args)} failed:\n{done.stderr[-3000:]}"
     return done.stdout
 
@@ -70,16 +67,7 @@ def _stable(value: Any, digits: int) -> Any:
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("default-demo")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHURN_", "MLFLOW_TRACKING"))}
-    env |= {
-        "CHURN_MODELS_DIR": str(root / "models"),
-        "CHURN_STORE_URL": str(root / "store.duckdb"),
-        "CHURN_KEYS_FILE": str(root / "keys.json"),
-        "CHURN_REJECTS_DIR": str(root / "rejects"),
-        "CHURN_MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "CHURN_MLFLOW_ARTIFACTS_DIR": str(root / "artifacts"),
-        "CHURN_SECRET_KEY": "fixed-outputs-test-secret",
-    }
+    env = isolated_env(root, CHURN_SECRET_KEY="fixed-outputs-test-secret")
     data = root / "demo"
     _churn(["demo-data", "--out", str(data)], env, root)
     trained = json.loads(_churn(["train", "--data", str(data), "--json"], env, root))

@@ -15,7 +15,8 @@ import pytest
 
 from churn.bundle import METADATA_FILE, TEST_PREDICTIONS_FILE, load_bundle
 from churn.engine import LocalEngine
-from churn.settings import Settings, load_settings
+from churn.settings import Settings
+from tests.support.cli import isolated_settings
 from training.config import RunPlan, plan_run
 from training.evaluate import METRICS, SCORERS, Evaluation, RunOutputs, calibrate_and_evaluate
 from training.export import export_bundle
@@ -27,14 +28,8 @@ from training.split import SplitParts, split_by_time
 
 @pytest.fixture(scope="module")
 def settings(tmp_path_factory) -> Settings:
-    root = tmp_path_factory.mktemp("store")
-    return load_settings(
-        models_dir=root / "models",
-        # A store the steps must never open: the test checks that it is never created.
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        mlflow_artifacts_dir=root / "artifacts",
-        rejects_dir=root / "rejects",
-    )
+    # Its MLflow store is one the steps must never open: a test checks it is never created.
+    return isolated_settings(tmp_path_factory.mktemp("store"))
 
 
 @pytest.fixture(scope="module")

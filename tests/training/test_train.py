@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,8 @@ import pytest
 
 from churn.bundle import CHAMPION_DIR, TEST_PREDICTIONS_FILE, load_bundle
 from churn.errors import ChurnError, ConfigError
-from churn.settings import Settings, load_settings
+from churn.settings import Settings
+from tests.support.cli import isolated_env, isolated_settings, run_churn
 from training.config import load_train_config
 from training.evaluate import METRICS, feature_matrix
 from training.pipeline import TrainResult, train
@@ -39,13 +38,7 @@ lightgbm:
 """
 
 
-def store_settings(root: Path) -> Settings:
-    return load_settings(
-        models_dir=root / "models",
-        mlflow_tracking_uri=f"sqlite:///{root / 'mlflow.db'}",
-        mlflow_artifacts_dir=root / "artifacts",
-        rejects_dir=root / "rejects",
-    )
+store_settings = isolated_settings
 
 
 @pytest.fixture(scope="module")
@@ -129,24 +122,8 @@ def test_mlflow_run_holds_params_lineage_metrics_plots_and_the_registered_model(
 def test_second_run_on_the_same_data_gives_the_same_metrics(first_run, demo_source, tmp_path):
     """Through the command line, with --json: the last stdout line is the metrics object."""
     result, _, _ = first_run
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
-        "CHURN_MODELS_DIR": str(tmp_path / "models"),
-        "CHURN_MLFLOW_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
-        "CHURN_REJECTS_DIR": str(tmp_path / "rejects"),
-    }
-    env.pop("CHURN_CONFIG", None)
-    churn = Path(sys.executable).with_name("churn")
-    done = subprocess.run(
-        [str(churn), "train", "--data", str(demo_source), "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-        check=False,
-    )
+    env = isolated_env(tmp_path)
+    done = run_churn(["train", "--data", str(demo_source), "--json"], env, tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     last = done.stdout.strip().splitlines()[-1]
     summary = json.loads(last)
