@@ -101,9 +101,9 @@ def features(
     settings = resolve_engine(get_settings(), engine, scheduler)  # --engine dask: docs/cluster.md
     health = load_health_config(settings.health_config)
     result = load_validated(data or settings.data, settings)
-    with open_engine(settings) as engine:
+    with open_engine(settings) as compute:
         frame = build_snapshots(
-            engine, result.tables, [as_of_date], settings.snapshots, health=health
+            compute, result.tables, [as_of_date], settings.snapshots, health=health
         )
     write_frame(frame, out)
     console.print(f"wrote {len(frame)} accounts x {frame.shape[1]} columns to {out}")

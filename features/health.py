@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import numpy as np
 import pandas as pd
@@ -367,11 +367,13 @@ def _float_column(frame: pd.DataFrame, name: str) -> np.ndarray:
     if name not in frame.columns:
         return np.full(len(frame), np.nan)
     col = frame[name]
+    values: np.ndarray
     try:
-        return col.to_numpy(dtype=float, na_value=np.nan)
+        values = col.to_numpy(dtype=float, na_value=np.nan)
     except (TypeError, ValueError):
         numeric = pd.to_numeric(col, errors="coerce")
-        return numeric.to_numpy(dtype=float, na_value=np.nan)
+        values = numeric.to_numpy(dtype=float, na_value=np.nan)
+    return values
 
 
 def _expected_from_frame(frame: pd.DataFrame, cadence: Cadence) -> np.ndarray:
@@ -471,7 +473,7 @@ def _plan(cfg: HealthConfig) -> _Plan:
     plan = _Plan(
         components=tuple(components),
         segment_feature=cadence.segment_feature,
-        expected=dict(cadence.expected),
+        expected={segment: pts for segment, pts in cadence.expected.items()},
         default_expected=cadence.expected[cadence.default_segment],
         healthy=cfg.bands.healthy,
         at_risk=cfg.bands.at_risk,
@@ -485,7 +487,7 @@ def _plan(cfg: HealthConfig) -> _Plan:
 def _score_record(record: Mapping[str, object], plan: _Plan) -> dict[str, object]:
     """:func:`_score_arrays` for one record in plain floats: the same operations in the same
     order (IEEE float64 either way), so the same values to the last bit."""
-    expected = plan.expected.get(record.get(plan.segment_feature), plan.default_expected)  # type: ignore[call-overload]
+    expected = plan.expected.get(record.get(plan.segment_feature), plan.default_expected)
     out: dict[str, object] = {}
     total = 0.0
     for key, rules in plan.components:
@@ -542,10 +544,10 @@ def score_health_records(
 
     seg_col = cfg.cadence.segment_feature
     default = cfg.cadence.expected[cfg.cadence.default_segment]
+    # A record's segment may be any value; one not in the config falls back to the default.
+    by_segment = cast("Mapping[object, float]", cfg.cadence.expected)
     expected = np.fromiter(
-        (cfg.cadence.expected.get(r.get(seg_col), default) for r in records),  # type: ignore[call-overload]
-        float,
-        n,
+        (by_segment.get(r.get(seg_col), default) for r in records), np.float64, n
     )
     arrays = _score_arrays(column, expected, cfg)
     columns = {k: arrays[k].tolist() for k in HEALTH_COLUMNS}
@@ -585,7 +587,10 @@ def _escalation_flags(now: float, ago: float, overdue: float, cfg: HealthConfig)
 
 def _as_float_array(values: pd.Series | np.ndarray | float) -> np.ndarray:
     if isinstance(values, pd.Series):
-        return pd.to_numeric(values, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        numeric: np.ndarray = pd.to_numeric(values, errors="coerce").to_numpy(
+            dtype=float, na_value=np.nan
+        )
+        return numeric
     return np.atleast_1d(np.asarray(values, dtype=float))
 
 

@@ -41,7 +41,7 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -214,7 +214,7 @@ class ServingMiddleware:
                 self.in_flight -= 1
             self._record(scope, request_id, status, time.perf_counter() - started)
 
-    def _handler_ended(self, handler: asyncio.Future) -> None:
+    def _handler_ended(self, handler: asyncio.Future[Any]) -> None:
         """A handler that outlived its deadline has ended: free its place, drop its result."""
         self.in_flight -= 1
         if not handler.cancelled() and handler.exception() is not None:
@@ -470,7 +470,7 @@ def _add_docs(app: FastAPI) -> str:
     assets = Path(fastapi_offline.__file__).resolve().parent / "static"
     # Mounted before the dashboard's /static, so that this more specific prefix wins.
     app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
-    html = get_swagger_ui_html(
+    page = get_swagger_ui_html(
         openapi_url=app.openapi_url or "/openapi.json",
         title=f"{app.title} - API documentation",
         swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
@@ -478,7 +478,8 @@ def _add_docs(app: FastAPI) -> str:
         swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
         oauth2_redirect_url=None,
         swagger_ui_parameters=app.swagger_ui_parameters,
-    ).body
+    )
+    html = cast(bytes, page.body)  # rendered from a str: bytes, never starlette's memoryview
 
     @app.get(DOCS_URL, include_in_schema=False)
     async def swagger_ui() -> HTMLResponse:

@@ -187,7 +187,8 @@ def default_as_of(tables: Tables) -> date:
     """
     from features.snapshots import observed_end
 
-    return observed_end(tables).date()
+    end: date = observed_end(tables).date()
+    return end
 
 
 def history_dates(as_of: date, months: int) -> list[date]:
@@ -262,7 +263,8 @@ def _sentences(features: Sequence[Feature], cols: np.ndarray, values: np.ndarray
         features[c].sentence(None if math.isnan(v) else v)
         for c, v in zip(cols[example].tolist(), values[example].tolist(), strict=True)
     ]
-    return np.asarray(texts, dtype=object)[pair]
+    per_row: np.ndarray = np.asarray(texts, dtype=object)[pair]
+    return per_row
 
 
 def score_batches(

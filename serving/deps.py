@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -82,7 +82,8 @@ class Principal:
 
 async def get_state(request: Request) -> ServingState:
     # Dependencies are async on purpose: FastAPI runs plain functions in the thread pool.
-    return request.app.state.serving
+    state: ServingState = request.app.state.serving
+    return state
 
 
 State = Annotated[ServingState, Depends(get_state)]
@@ -90,7 +91,8 @@ State = Annotated[ServingState, Depends(get_state)]
 
 async def current_model(request: Request) -> LoadedModel | None:
     """The serving model at the start of this request (None: rule-based scores only)."""
-    return request.app.state.serving.holder.current
+    model: LoadedModel | None = request.app.state.serving.holder.current
+    return model
 
 
 CurrentModel = Annotated[LoadedModel | None, Depends(current_model)]
@@ -134,7 +136,7 @@ async def current_principal(
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
-def require_roles(*roles: str) -> Callable[..., Principal]:
+def require_roles(*roles: str) -> Callable[[Principal], Awaitable[Principal]]:
     """A dependency admitting only keys of ``roles`` (403 for the others)."""
 
     async def dependency(principal: CurrentPrincipal) -> Principal:

@@ -50,7 +50,7 @@ _Flag = Annotated[
 def _feature_type(feature: Feature) -> Any:
     if feature.kind == "category":
         levels = CATEGORY_LEVELS.get(feature.name)
-        base: Any = Literal[levels] if levels else Annotated[str, Field(max_length=100)]  # type: ignore[valid-type]
+        base: Any = Literal[levels] if levels else Annotated[str, Field(max_length=100)]
     elif feature.kind == "flag":
         base = _Flag
     else:
@@ -99,7 +99,7 @@ class AccountIn(BaseModel):
         strict=True,
         description="Required with a manager key: must be the key's manager.",
     )
-    features: FeatureValues = Field(default_factory=dict)  # type: ignore[valid-type]
+    features: FeatureValues = Field(default_factory=FeatureValues)
     health_score_30d_ago: float | None = Field(
         None,
         ge=0,
@@ -291,7 +291,7 @@ class AccountList(BaseModel):
     accounts: list[AccountSummary] = Field(description="Sorted by revenue at risk, largest first.")
 
 
-def _reason(feature: str, family: str, value: float, pts: float, sentence: str) -> dict:
+def _reason(feature: str, family: str, value: float, pts: float, sentence: str) -> dict[str, Any]:
     return {
         "feature": feature,
         "family": family,

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -38,6 +38,10 @@ _VECTOR_ESCALATIONS_FROM = 32
 _ACTION_CACHE_SIZE = 4096
 
 
+# Escalation codes, the drivers that push risk up (in order), lifecycle stage.
+_ActionKey = tuple[tuple[str, ...], tuple[str, ...], str | None]
+
+
 @dataclass(frozen=True)
 class Rules:
     """The validated health rules and playbook the service scores with."""
@@ -45,7 +49,7 @@ class Rules:
     health: HealthConfig
     escalations: Mapping[str, Escalation]
     playbook: Playbook
-    _actions: dict[tuple, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
+    _actions: dict[_ActionKey, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     def actions(
         self, codes: Sequence[str], drivers: Sequence[tuple[str, float]], stage: str | None
@@ -178,7 +182,9 @@ def score_accounts(
             "churn_probability": p,
             "risk_band": bands[i],
             "base_rate": base_rate,
-            "health_drop_30d": None if ago is None else round(ago - h["health_score"], 6),
+            "health_drop_30d": None
+            if ago is None
+            else round(ago - cast(float, h["health_score"]), 6),
             "revenue_at_risk": None if p is None or revenue is None else p * revenue,
             "model_version": version,
         }

@@ -185,7 +185,7 @@ def _to_python(value: Any) -> Any:
     return value
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException | None) -> str:
     """A driver's message on one line (psycopg's span several, with tabs)."""
     return " ".join(str(exc).split())
 
@@ -430,7 +430,7 @@ class Store:
                     f"store_url is not a usable database URL: {type(exc).__name__}",
                     hint="use a .duckdb file path or postgresql://user@host/db",
                 ) from exc
-            self.display = self._backend.display  # type: ignore[attr-defined]
+            self.display = self._backend.display
         self._schema_ready = False
 
     @property

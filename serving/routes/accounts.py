@@ -49,11 +49,15 @@ Band = Annotated[
 
 
 def _clean(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    return frame.astype(object).where(frame.notna(), None).to_dict("records")
+    records: list[dict[str, Any]] = (
+        frame.astype(object).where(frame.notna(), None).to_dict("records")
+    )
+    return records
 
 
 def _day(value: Any) -> date:
-    return value.date() if hasattr(value, "date") else value
+    day: date = value.date() if hasattr(value, "date") else value
+    return day
 
 
 def _store(state: Any) -> Any:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from collections.abc import Mapping
+from typing import Annotated, cast
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request
@@ -106,8 +107,15 @@ async def predict(
     if principal.role == "manager":
         _check_manager(principal, body)
     model = state.holder.current  # this request uses this model throughout
+    # Validated feature values are numbers, category names or None; the TypedDict the schema
+    # builds from the catalogue names no fields for mypy.
     accounts = [
-        AccountInput(a.account_id, a.features, a.health_score_30d_ago, a.revenue)
+        AccountInput(
+            a.account_id,
+            cast("Mapping[str, float | str | None]", a.features),
+            a.health_score_30d_ago,
+            a.revenue,
+        )
         for a in body.accounts
     ]
     k = serve.top_reasons if top_reasons is None else top_reasons
