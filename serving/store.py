@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pandas as pd
 
 from churn.errors import StoreError
-from serving.score_record import FIELDS, SERVICE_PART_FIELDS, ScoreField, stored
+from serving.score_record import FIELDS, ScoreField, stored
 
 if TYPE_CHECKING:
     from serving.batch import ScoredBatch
@@ -50,8 +50,6 @@ SCHEMA_VERSION = "1"
 _F = "DOUBLE PRECISION"
 # SQL type of each kind of score field; whole numbers are stored as DOUBLE PRECISION too.
 _SCORE_TYPES: Mapping[str, str] = {"float": _F, "int": _F, "text": "TEXT", "band": "TEXT"}
-# The client service score's parts, in order (the columns of the score record's group).
-SERVICE_PARTS: tuple[str, ...] = tuple(f.column for f in SERVICE_PART_FIELDS)
 
 
 def scores_table(fields: Iterable[ScoreField] = FIELDS) -> dict[str, str]:
