@@ -259,3 +259,49 @@ def test_the_docs_reference_finder_reads_paths_not_urls():
         ("docs/domain.md", "escalations"),
         ("docs/cluster.md", ""),
     ]
+
+
+# -- the README's annotated tree -----------------------------------------------------------------
+
+
+def _layout_entries() -> dict[str, str]:
+    """Path -> annotation of every entry of the README's "Repository layout" tree."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("## Repository layout", 1)[1]
+    block = _FENCE.search(section)
+    assert block is not None, "the Repository layout section has no tree"
+    entries: dict[str, str] = {}
+    folder = ""
+    for line in block.group(0).splitlines()[1:-1]:
+        names, _, note = line.strip().partition("  ")
+        if not line.startswith(" "):
+            folder = names
+        elif not names.endswith((".py", "/")):
+            continue  # a continued annotation
+        for name in names.split():
+            entries[name if name == folder else folder + name] = note.strip()
+    return entries
+
+
+def test_every_path_in_the_readme_tree_exists():
+    missing = [path for path in _layout_entries() if not (ROOT / path).exists()]
+    assert not missing, f"the README tree names paths that do not exist: {missing}"
+
+
+# Internal helpers the tree may leave out: they serve one module beside them.
+_UNLISTED_HELPERS = {"lazy", "bundle_checks", "distributed", "config_files", "progress"}
+
+
+def test_the_readme_tree_names_every_package_and_every_core_and_pipeline_module():
+    entries = _layout_entries()
+    expected = [f"{p}/" for p in ("churn", "churn_cli", "features", "training", "serving")]
+    for package in ("churn", "churn_cli", "training"):
+        expected += [
+            f"{package}/{m.name}"
+            for m in sorted((ROOT / package).glob("*.py"))
+            if not m.name.startswith("_") and m.stem not in _UNLISTED_HELPERS
+        ]
+    expected += ["serving/score_record.py", "training/pipeline.py", "churn/engine.py"]
+    missing = [path for path in expected if path not in entries]
+    assert not missing, f"the README tree leaves out {missing}"
+    assert entries["serving/score_record.py"] and entries["training/pipeline.py"]
