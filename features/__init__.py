@@ -6,9 +6,8 @@ typed tables into one row per account and ``as_of`` date: the catalogue's featur
 and the rule-based health score, service score and escalations. Training and serving call the
 names below; everything else in the package is internal.
 
-The names are imported on first use (module ``__getattr__``), so ``import features`` - and the
-``churn`` command line, which imports this package for its subcommands - does not pay for
-pandas until a function is actually called.
+The names are imported on first use (module ``__getattr__``), so ``import features`` does not
+pay for pandas until a function is actually called.
 """
 
 from __future__ import annotations
