@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -32,8 +32,6 @@ from sklearn.pipeline import Pipeline
 from churn.model_terms import annual_revenue
 
 if TYPE_CHECKING:
-    from typing import Any
-
     from training.calibrate import CalibrationFit
     from training.config import RunPlan, TrainConfig
     from training.fit import FittedModel
@@ -274,11 +272,10 @@ def calibrate_and_evaluate(
     )
 
 
-@dataclass(frozen=True)
-class RunOutputs:
+class RunOutputs(NamedTuple):
     """What a run has produced before it is tracked and exported: its plan, the labeled frame
     and its lineage, the time split, the fitted model and its evaluation. The logging and
-    export steps read it."""
+    export steps read it (a named tuple: a step unpacks what it reads, typed, in one line)."""
 
     plan: RunPlan
     data: TrainingFrame

@@ -184,14 +184,7 @@ def export_bundle(models_dir: Path, candidate: Candidate, run: RunOutputs) -> Pa
     from features.catalog import catalog_records
     from training.model_card import CardInputs, mean_abs_drivers, render_model_card
 
-    plan, data, lineage, parts, model, report = (
-        run.plan,
-        run.data,
-        run.lineage,
-        run.parts,
-        run.model,
-        run.report,
-    )
+    plan, data, lineage, parts, model, report = run
     cfg, snap, features = plan.config, plan.snapshots, list(parts.features)
     periods: dict[str, Any] = parts.split.to_dict()
     promotion = candidate.promotion

@@ -478,14 +478,7 @@ def log_run(run: RunOutputs) -> str:
 
     from training.export import json_safe
 
-    plan, data, lineage, parts, model, report = (
-        run.plan,
-        run.data,
-        run.lineage,
-        run.parts,
-        run.model,
-        run.report,
-    )
+    plan, data, lineage, parts, model, report = run
     cfg = plan.config
     mlflow.log_params(
         {
