@@ -102,6 +102,10 @@ class PartitionedSnapshots:
         in that partition (training picks its rows where they lie with them).
         """
         frames = self.engine.gather(self.parts)
+        if len(frames) == 1:  # the local engine's whole source: already in that order
+            (frame,) = frames
+            self.positions = (np.zeros(len(frame), dtype=np.int64), np.arange(len(frame)))
+            return frame.reset_index(drop=True)
         part = np.repeat(np.arange(len(frames)), [len(f) for f in frames])
         row = np.concatenate([np.arange(len(f)) for f in frames]) if frames else np.empty(0, int)
         frame = _concat(frames)
