@@ -370,7 +370,7 @@ def create_app(
     settings: Settings | None = None,
     *,
     bundle_dir: Path | None = None,
-    store: Any = None,
+    store: Store | None = None,
     include_routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """Build the API.

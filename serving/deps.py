@@ -26,6 +26,7 @@ from serving.metrics import Metrics
 from serving.model_holder import LoadedModel, ModelHolder
 from serving.problems import Problem
 from serving.scoring import Rules
+from serving.store import Store
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -66,8 +67,8 @@ class ServingState:
     rules: Rules
     metrics: Metrics
     limiter: RateLimiter
-    store: Any = None
-    owns_store: bool = False  # opened by create_app from settings: the lifespan closes it
+    store: Store
+    owns_store: bool = False  # built by create_app from settings: the lifespan closes it
     extras: dict[str, Any] = field(default_factory=dict)
 
 

@@ -142,7 +142,8 @@ def _risk_band_text() -> str:
     return f"{bounds}, {RISK_BANDS[-1][0]}; without a model from the health band ({fallback})."
 
 
-_HEALTH_MAXIMUM = float(sum(COMPONENT_MAXIMA.values()))
+#: The health score's maximum: the sum of its components' maxima.
+HEALTH_MAXIMUM = float(sum(COMPONENT_MAXIMA.values()))
 _SERVICE_MAXIMUM = float(sum(SERVICE_PART_MAXIMA.values()))
 
 #: Every score field, in the order of the store's columns and of the API's fields.
@@ -191,12 +192,12 @@ FIELDS: tuple[ScoreField, ...] = (
     ScoreField(
         "health_score",
         "Health score",
-        f"Rule-based health score 0-{_HEALTH_MAXIMUM:g}.",
+        f"Rule-based health score 0-{HEALTH_MAXIMUM:g}.",
         "float",
         "snapshot",
         _ALL,
         unit="points",
-        maximum=_HEALTH_MAXIMUM,
+        maximum=HEALTH_MAXIMUM,
         nullable=False,
     ),
     *(
@@ -252,7 +253,7 @@ FIELDS: tuple[ScoreField, ...] = (
         "float",
         "snapshot",
         unit="points",
-        maximum=_HEALTH_MAXIMUM,
+        maximum=HEALTH_MAXIMUM,
     ),
     ScoreField(
         "health_drop_30d",

@@ -25,12 +25,10 @@ from serving.retention import (
     RetentionSummary,
     retention_summary,
 )
-from serving.score_record import BY_COLUMN, HEALTH_COMPONENT_FIELDS, SERVICE_PART_FIELDS
+from serving.score_record import HEALTH_COMPONENT_FIELDS, HEALTH_MAXIMUM, SERVICE_PART_FIELDS
 from serving.store import Store
 
 PAGE_SIZE = 25
-#: The health score's maximum: the bands of ``configs/health.yaml`` are points out of it.
-HEALTH_MAX = float(BY_COLUMN["health_score"].maximum or 100)
 _SUMMARY_CACHE: dict[tuple[Any, ...], RetentionSummary] = {}
 _CACHE_LOCK = threading.Lock()
 
@@ -163,7 +161,7 @@ def account_context(
         ],
         title="Churn probability and health score over time",
         y_min=0,
-        y_max=HEALTH_MAX,
+        y_max=HEALTH_MAXIMUM,
         y2_format=lambda v: f"{v:.3g} %",
         zones=[
             charts.Zone(0, bands.at_risk, "critical", "critical zone"),
@@ -227,9 +225,9 @@ def _component_css(value: Any, maximum: float, bands: Bands) -> str:
     if is_missing(value):
         return "primary"
     share = float(value) / maximum
-    if share >= bands.healthy / HEALTH_MAX:
+    if share >= bands.healthy / HEALTH_MAXIMUM:
         return "healthy"
-    return "at_risk" if share >= bands.at_risk / HEALTH_MAX else "critical"
+    return "at_risk" if share >= bands.at_risk / HEALTH_MAXIMUM else "critical"
 
 
 def retention_for(

@@ -60,12 +60,6 @@ def _day(value: Any) -> date:
     return day
 
 
-def _store(state: Any) -> Any:
-    if state.store is None:
-        raise Problem(503, "No score store is configured (store_url).")
-    return state.store
-
-
 def _unavailable(exc: StoreError) -> Problem:
     return Problem(503, f"The score store cannot be read: {exc}", hint=exc.hint)
 
@@ -93,7 +87,7 @@ def list_accounts(
         if manager is not None and manager != principal.manager:
             raise Problem(403, "A manager key can list only its own accounts.")
         manager = principal.manager
-    store = _store(state)
+    store = state.store
     try:
         with store.reading():
             day = as_of or store.latest_as_of()
@@ -131,7 +125,7 @@ def get_account(
     """The score of the latest stored date (or the last one on or before ``as_of``)."""
     scope = principal.manager if principal.role == "manager" else None
     try:
-        record = _store(state).account(account_id, as_of=as_of, manager=scope)
+        record = state.store.account(account_id, as_of=as_of, manager=scope)
     except StoreError as exc:
         raise _unavailable(exc) from exc
     if record is None:
