@@ -18,6 +18,7 @@ from churn import model_terms
 from churn.bundle import Calibration
 from features.catalog import FEATURES, MODEL_FEATURES, catalog_records
 from training.calibrate import fit_isotonic, fit_platt
+from training.export import feature_typical
 from training.export import promote_folder as promote
 from training.export import write_bundle
 
@@ -77,8 +78,10 @@ def make_bundle(
     rows: int = 600,
     trees: int = 25,
     calibration: CalibrationKind = "isotonic",
+    typical: bool = True,
 ) -> Path:
-    """Train a small booster on synthetic accounts and write a complete, verified bundle."""
+    """Train a small booster on synthetic accounts and write a complete, verified bundle
+    (without ``typical``: one exported before bundles carried the features' typical values)."""
     import lightgbm as lgb
 
     folder = Path(folder)
@@ -107,6 +110,8 @@ def make_bundle(
         "horizon_days": 90,
         "label_mode": "events",
     }
+    if typical:
+        metadata["feature_typical"] = feature_typical(x, list(MODEL_FEATURES))
     predictions = pd.DataFrame(
         {
             "account_id": [f"A-{i}" for i in range(rows)],
