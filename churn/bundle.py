@@ -125,9 +125,9 @@ class Bundle:
             return {}
         out = {}
         for name, value in typical.items():
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                if math.isfinite(float(value)):
-                    out[str(name)] = float(value)
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and math.isfinite(float(value)):
+                out[str(name)] = float(value)
         return out
 
     def raw_probability(self, x: np.ndarray) -> np.ndarray:

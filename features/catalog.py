@@ -213,7 +213,9 @@ def _honest(number: float, spec: str, exact: Sequence[float]) -> str:
         spec_more = f"{match['head']}.{digits + extra}{match['type']}"
         if shows_exact(digits + extra) is None:
             return format(number, spec_more)
-    unit = format(10.0 ** -(digits + 3) / scale, f"{match['head'].lstrip('+')}.{digits + 3}{match['type']}")
+    unit = format(
+        10.0 ** -(digits + 3) / scale, f"{match['head'].lstrip('+')}.{digits + 3}{match['type']}"
+    )
     return f"under {unit}" if hit == 0 else f"almost {format(hit, spec)}"
 
 

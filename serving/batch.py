@@ -285,7 +285,9 @@ def _sentences(
     return per_row
 
 
-def completeness_columns(snapshot: pd.DataFrame, bundle: Bundle | None) -> tuple[np.ndarray, list[str]]:
+def completeness_columns(
+    snapshot: pd.DataFrame, bundle: Bundle | None
+) -> tuple[np.ndarray, list[str]]:
     """Each row's data completeness and missing sources over the model's features (the
     catalogue's model inputs without a model): ``features.catalog.data_completeness``."""
     from features.catalog import MODEL_FEATURES, data_completeness
@@ -356,9 +358,7 @@ def score_snapshot(
         scores["model_version"] = pd.NA
     scores["churn_probability"] = probability
     scores["risk_band"] = risk_bands(probability, snapshot["health_band"])
-    scores["data_completeness"], scores["missing_sources"] = completeness_columns(
-        snapshot, bundle
-    )
+    scores["data_completeness"], scores["missing_sources"] = completeness_columns(snapshot, bundle)
 
     escalations = escalations_frame(snapshot, health)
     stages = snapshot.set_index(["as_of", "account_id"])["lifecycle_stage"]

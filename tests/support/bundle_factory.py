@@ -18,9 +18,8 @@ from churn import model_terms
 from churn.bundle import Calibration
 from features.catalog import FEATURES, MODEL_FEATURES, catalog_records
 from training.calibrate import fit_isotonic, fit_platt
-from training.export import feature_typical
+from training.export import feature_typical, write_bundle
 from training.export import promote_folder as promote
-from training.export import write_bundle
 
 CalibrationKind = Literal["isotonic", "platt", "none"]
 

@@ -1,0 +1,65 @@
+"""On a small generated demo, every account of the latest date: no reason and no action rests
+on an unknown value, and each account's data completeness matches its snapshot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from churn.bundle import load_bundle
+from churn.settings import load_settings
+from features.catalog import FEATURES, data_completeness
+from features.snapshots import build_snapshots
+from serving.batch import default_as_of, score_batch
+from tests.support.demo_read import read_demo
+
+
+@pytest.fixture(scope="module")
+def scored(demo_source, tiny_bundle, tmp_path_factory):
+    root = tmp_path_factory.mktemp("known-reasons")
+    settings = load_settings(
+        models_dir=root / "models", store_url=str(root / "store.duckdb"), keys_file=root / "k"
+    )
+    tables = read_demo(demo_source).tables
+    as_of = default_as_of(tables)
+    bundle = load_bundle(tiny_bundle)
+    snapshot = build_snapshots(tables, [as_of], settings.snapshots)
+    return score_batch(tables, as_of, bundle, settings), snapshot, bundle
+
+
+def test_no_reason_and_no_action_rests_on_an_unknown_value(scored):
+    batch, snapshot, bundle = scored
+    rows = snapshot.set_index("account_id")
+    names = bundle.feature_names
+    unknown = {
+        account: {n for n in names if pd.isna(rows.at[account, n])} for account in rows.index
+    }
+    assert sum(len(u) > 0 for u in unknown.values()) > len(rows) / 4  # the demo has gaps
+    reasons = batch.reasons
+    assert len(reasons) and reasons["value"].notna().all()
+    assert not reasons["sentence"].str.contains("unknown").any()
+    for account, group in reasons.groupby("account_id"):
+        assert not set(group["feature"]) & unknown[account]
+        assert group["rank"].tolist() == list(range(1, len(group) + 1))
+    drivers = batch.actions[batch.actions["source"] == "driver"]
+    assert len(drivers)
+    for _, action in drivers.iterrows():
+        assert action["because"] not in unknown[action["account_id"]]
+        assert "unknown" not in action["because_text"]
+
+
+def test_each_account_shows_its_data_completeness(scored):
+    batch, snapshot, bundle = scored
+    names = bundle.feature_names
+    scores = batch.scores.set_index("account_id")
+    rows = snapshot.set_index("account_id").loc[scores.index]
+    share, missing = data_completeness(rows[names].notna().to_numpy(), names)
+    assert np.allclose(scores["data_completeness"].to_numpy(dtype=float), share)
+    assert scores["missing_sources"].tolist() == missing
+    assert ((scores["data_completeness"] > 0) & (scores["data_completeness"] <= 1)).all()
+    # A source is named missing exactly when none of its own features is known.
+    for account, text in scores["missing_sources"].items():
+        for table in filter(None, text.split(", ")):
+            own = [n for n in names if FEATURES[n].tables == (table,)]
+            assert rows.loc[account, own].isna().all()
