@@ -123,7 +123,8 @@ class Feature:
         is never printed as one ("0.5%", not "0%"). With ``typical`` (the median of the
         training accounts) and an ``impact`` that raises the risk, a value on the risky side
         of the typical one says so: "Sentiment +0.12 in the last 90 days, below the +0.35
-        typical of your clients".
+        typical of your clients" (not for flags and named levels, nor for a signed measure
+        already on the risky side of zero: "Spend down 12%" reads as a risk on its own).
         """
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return f"{self.description}: unknown"
@@ -167,6 +168,9 @@ class Feature:
         below = number < typical
         if (self.direction == "lower") != below or number == typical:
             return ""  # not on the risky side of the typical value
+        low = self.valid_range[0]
+        if (low is None or low < 0) and (number < 0) == (self.direction == "lower") and number:
+            return ""  # a signed measure on the risky side of zero reads as a risk on its own
         spec = _value_spec(self.template) or "g"
         if self.template_negative is not None and "+" not in spec:
             spec = "+" + spec  # a signed measure: show the typical value's sign

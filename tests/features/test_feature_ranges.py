@@ -115,7 +115,13 @@ def test_a_value_outside_its_range_is_never_read_as_a_fact():
         ("sentiment_90d", 0.12, 0.35, 2.0, ", below the +0.35 typical of your clients"),
         ("days_since_last_contact", 74, 21, 5.0, ", above the 21 typical of your clients"),
         ("meetings_90d", 0, 2, 1.0, ", below the 2 typical of your clients"),
-        ("spend_change_qoq", -0.12, 0.03, 1.0, ", below the +3% typical of your clients"),
+        ("spend_change_qoq", 0.01, 0.08, 1.0, ", below the +8% typical of your clients"),
+        ("spend_change_qoq", 0.0, 0.08, 1.0, ", below the +8% typical of your clients"),
+        ("response_time_trend", -2, -9, 1.0, ", above the -9 typical of your clients"),
+        # A signed measure on the risky side of zero reads as a risk on its own.
+        ("spend_change_qoq", -0.12, 0.03, 1.0, ""),
+        ("sentiment_90d", -0.2, 0.35, 2.0, ""),
+        ("response_time_trend", 5, 1, 1.0, ""),
         # Not on the risky side of the typical value, or not raising the risk: no comparison.
         ("sentiment_90d", 0.5, 0.35, 2.0, ""),
         ("sentiment_90d", 0.12, 0.35, -2.0, ""),
