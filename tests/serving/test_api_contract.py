@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +25,7 @@ from features.catalog import FEATURES, MODEL_FEATURES
 from serving.app import JsonFormatter, create_app
 from serving.keys import KeyStore
 from serving.schemas import PredictResponse
-from tests.support.bundle_factory import make_bundle, make_models_dir, promote
+from tests.support.bundle_factory import make_bundle, make_models_dir, promote, synthetic_features
 
 MANAGER = "Dana Reyes"
 ROLES = ("crm", "manager", "admin")
@@ -204,15 +205,9 @@ def test_a_prediction_carries_every_spec_field_and_matches_the_schema(api):
     assert p["actions"][0]["source"] == "escalation"
 
 
-def _within(name: str, value: float) -> float:
-    low, high = FEATURES[name].valid_range
-    return min(max(value, low if low is not None else value), high if high is not None else value)
-
-
 def test_the_top_factor_names_the_feature_value_in_its_sentence(api):
-    features = {
-        name: _within(name, 2) for name in MODEL_FEATURES if FEATURES[name].kind == "number"
-    }
+    typical = np.nanmedian(synthetic_features(400, seed=1), axis=0)  # an ordinary account
+    features = {name: float(v) for name, v in zip(MODEL_FEATURES, typical, strict=True)}
     features |= {name: 0 for name in MODEL_FEATURES if FEATURES[name].kind == "flag"}
     features["days_since_last_contact"] = 170
     (p,) = api.predict({"accounts": [account(**features)]}).json()["predictions"]

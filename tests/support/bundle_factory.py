@@ -25,13 +25,19 @@ CalibrationKind = Literal["isotonic", "platt", "none"]
 
 
 def synthetic_features(n: int, seed: int = 0, missing_share: float = 0.1) -> np.ndarray:
-    """An ``(n, len(MODEL_FEATURES))`` float matrix of plausible feature values, some NaN."""
+    """An ``(n, len(MODEL_FEATURES))`` float matrix of plausible feature values within the
+    catalogue's valid ranges, some NaN."""
     rng = np.random.default_rng(seed)
     cols = []
     for name in MODEL_FEATURES:
         kind = FEATURES[name].kind
+        low, high = FEATURES[name].valid_range
         if kind == "flag":
             col = rng.integers(0, 2, n).astype(float)
+        elif low is not None and high is not None and high - low <= 2:  # shares, sentiment
+            col = rng.uniform(low, high, n)
+        elif low is not None and high is not None:  # survey scores, seniority levels
+            col = rng.integers(int(low), int(high) + 1, n).astype(float)
         elif name == "days_since_last_contact":
             col = rng.integers(0, 180, n).astype(float)
         elif name.startswith(("revenue", "contract", "overdue_amount")):
