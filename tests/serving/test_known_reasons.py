@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from churn.bundle import load_bundle
-from churn.settings import load_settings
+from churn.settings import Settings, load_settings
 from features.catalog import FEATURES, data_completeness
 from features.snapshots import build_snapshots
 from serving.batch import default_as_of, score_batch
@@ -16,11 +16,18 @@ from tests.support.demo_read import read_demo
 
 
 @pytest.fixture(scope="module")
-def scored(demo_source, tiny_bundle, tmp_path_factory):
+def settings(tmp_path_factory) -> Settings:
     root = tmp_path_factory.mktemp("known-reasons")
-    settings = load_settings(
-        models_dir=root / "models", store_url=str(root / "store.duckdb"), keys_file=root / "k"
+    return load_settings(
+        models_dir=root / "models",
+        store_url=str(root / "store.duckdb"),
+        keys_file=root / "keys.json",
+        serve={"reload_interval_seconds": 0},
     )
+
+
+@pytest.fixture(scope="module")
+def scored(demo_source, tiny_bundle, settings):
     tables = read_demo(demo_source).tables
     as_of = default_as_of(tables)
     bundle = load_bundle(tiny_bundle)
@@ -63,3 +70,31 @@ def test_each_account_shows_its_data_completeness(scored):
         for table in filter(None, text.split(", ")):
             own = [n for n in names if FEATURES[n].tables == (table,)]
             assert rows.loc[account, own].isna().all()
+
+
+def test_the_api_and_the_account_page_show_the_data_completeness(scored, settings):
+    from fastapi.testclient import TestClient
+
+    from serving import create_app
+    from serving.keys import KeyStore
+    from serving.store import Store
+
+    batch = scored[0]
+    Store(settings.store_url).write_batch(batch)
+    scores = batch.scores.set_index("account_id")
+    account = scores.index[scores["missing_sources"] != ""][0]
+    expected = scores.loc[account]
+    token = KeyStore.from_settings(settings).add("admin")[1]
+    with TestClient(create_app(settings)) as client:
+        detail = client.get(
+            f"/v1/accounts/{account}", headers={"Authorization": f"Bearer {token}"}
+        ).json()
+        assert detail["data_completeness"] == pytest.approx(expected["data_completeness"])
+        assert detail["missing_sources"] == expected["missing_sources"]
+        listed = client.get("/v1/accounts", headers={"Authorization": f"Bearer {token}"}).json()
+        assert all("data_completeness" in a for a in listed["accounts"])
+        client.post("/login", data={"api_key": token}, follow_redirects=False)
+        page = client.get(f"/accounts/{account}").text
+    share = f"{expected['data_completeness'] * 100:.0f} %"
+    assert "Data completeness" in page and share in page
+    assert f"missing: <b>{expected['missing_sources']}</b>" in page
