@@ -87,7 +87,9 @@ class Feature:
     bounds: Bounds | None = None
 
     def __post_init__(self) -> None:
-        if self.bounds is None:
+        if self.bounds is None and self.kind == "category":
+            object.__setattr__(self, "bounds", (None, None))
+        elif self.bounds is None:
             if self.unit not in UNIT_BOUNDS:
                 raise ValueError(f"feature {self.name}: unit {self.unit!r} needs its own bounds")
             object.__setattr__(self, "bounds", UNIT_BOUNDS[self.unit])

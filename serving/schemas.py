@@ -152,7 +152,10 @@ class EscalationOut(BaseModel):
 class Reason(BaseModel):
     feature: str
     family: str
-    value: float | None = Field(description="The feature's value; null when unknown.")
+    value: float | None = Field(
+        description="The feature's value: always known (an unknown value is never a reason); "
+        "null only in rows stored by an older version."
+    )
     impact_pts: float = Field(
         description="Signed impact on the churn probability in percentage points "
         "(+9.0 = nine points more likely to churn)."
@@ -251,12 +254,16 @@ else:
                 "escalations": (list[EscalationOut], ...),
                 "reasons": (
                     list[Reason],
-                    Field(description="Top factors by size of impact, largest first."),
+                    Field(
+                        description="Top factors by size of impact among the features whose "
+                        "value is known, largest first."
+                    ),
                 ),
                 "other_impact_pts": (
                     float | None,
                     Field(
-                        description="Summed impact of every feature not listed in reasons (points)."
+                        description="Summed impact of every feature not listed in reasons "
+                        "(points), unknown values included."
                     ),
                 ),
                 "actions": (list[ActionOut], ...),

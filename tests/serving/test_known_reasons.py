@@ -3,20 +3,26 @@ on an unknown value, and each account's data completeness matches its snapshot."
 
 from __future__ import annotations
 
+import functools
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from churn.bundle import load_bundle
+from churn.bundle import Bundle, load_bundle
 from churn.settings import Settings, load_settings
-from features.catalog import FEATURES, data_completeness
+from features.catalog import FEATURES, MODEL_FEATURES, data_completeness
 from features.snapshots import build_snapshots
-from serving.batch import default_as_of, score_batch
+from serving.batch import default_as_of, explained_reasons, recommend_frame, score_batch
+from serving.playbook import Playbook, load_playbook
 from tests.support.demo_read import read_demo
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory) -> Settings:
+def service_settings(tmp_path_factory) -> Settings:
     root = tmp_path_factory.mktemp("known-reasons")
     return load_settings(
         models_dir=root / "models",
@@ -27,12 +33,12 @@ def settings(tmp_path_factory) -> Settings:
 
 
 @pytest.fixture(scope="module")
-def scored(demo_source, tiny_bundle, settings):
+def scored(demo_source, tiny_bundle, service_settings):
     tables = read_demo(demo_source).tables
     as_of = default_as_of(tables)
     bundle = load_bundle(tiny_bundle)
-    snapshot = build_snapshots(tables, [as_of], settings.snapshots)
-    return score_batch(tables, as_of, bundle, settings), snapshot, bundle
+    snapshot = build_snapshots(tables, [as_of], service_settings.snapshots)
+    return score_batch(tables, as_of, bundle, service_settings), snapshot, bundle
 
 
 def test_no_reason_and_no_action_rests_on_an_unknown_value(scored):
@@ -72,7 +78,8 @@ def test_each_account_shows_its_data_completeness(scored):
             assert rows.loc[account, own].isna().all()
 
 
-def test_the_api_and_the_account_page_show_the_data_completeness(scored, settings):
+def test_the_api_and_the_account_page_show_the_data_completeness(scored, service_settings):
+    settings = service_settings
     from fastapi.testclient import TestClient
 
     from serving import create_app
@@ -98,3 +105,48 @@ def test_the_api_and_the_account_page_show_the_data_completeness(scored, setting
     share = f"{expected['data_completeness'] * 100:.0f} %"
     assert "Data completeness" in page and share in page
     assert f"missing: <b>{expected['missing_sources']}</b>" in page
+
+
+sparse_rows = st.lists(
+    st.one_of(st.just(float("nan")), st.integers(0, 200).map(float)),
+    min_size=len(MODEL_FEATURES),
+    max_size=len(MODEL_FEATURES),
+)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(sparse_rows, min_size=1, max_size=8))
+def test_batch_reasons_and_actions_of_rows_with_gaps_rest_on_known_values(tiny_bundle, batch):
+    bundle = _bundle(tiny_bundle)
+    x = np.array(batch, dtype=float)
+    for j, name in enumerate(MODEL_FEATURES):  # keep every value within its valid range
+        low, high = FEATURES[name].valid_range
+        x[:, j] = np.clip(x[:, j], low, high)
+    snapshot = pd.DataFrame(x, columns=MODEL_FEATURES)
+    snapshot.insert(0, "account_id", [f"A-{i}" for i in range(len(x))])
+    snapshot.insert(0, "as_of", pd.Timestamp("2024-06-01"))
+    _, reasons = explained_reasons(snapshot, bundle, 5)
+    assert reasons["value"].notna().all()
+    assert not reasons["sentence"].str.contains("unknown").any()
+    unknown = {
+        f"A-{i}": {n for j, n in enumerate(MODEL_FEATURES) if np.isnan(x[i, j])}
+        for i in range(len(x))
+    }
+    for account, group in reasons.groupby("account_id"):
+        assert not set(group["feature"]) & unknown[account]
+        assert len(group) == min(5, len(MODEL_FEATURES) - len(unknown[account]))
+    stages = pd.Series("established", index=snapshot["account_id"])
+    no_escalations = pd.DataFrame({"account_id": [], "code": [], "rule": []})
+    actions = recommend_frame(_playbook(), reasons, no_escalations, stages)
+    for account, because in zip(actions["account_id"], actions["because"], strict=True):
+        assert because not in unknown[account]
+
+
+@functools.cache
+def _bundle(folder: Path) -> Bundle:
+    return load_bundle(folder)
+
+
+@functools.cache
+def _playbook() -> Playbook:
+    return load_playbook(None, known_features=FEATURES)
