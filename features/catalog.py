@@ -170,7 +170,9 @@ class Feature:
         below = number < typical
         if (self.direction == "lower") != below or number == typical:
             return ""  # not on the risky side of the typical value
-        low = self.valid_range[0]
+        low, high = self.valid_range
+        if typical in (low, high):
+            return ""  # most clients sit at the end of the range ("0 complaints"): nothing to add
         if (low is None or low < 0) and (number < 0) == (self.direction == "lower") and number:
             return ""  # a signed measure on the risky side of zero reads as a risk on its own
         spec = _value_spec(self.template) or "g"

@@ -129,6 +129,9 @@ def test_a_value_outside_its_range_is_never_read_as_a_fact():
         ("single_threaded", 1, 0, 3.0, ""),  # flags have no typical value to compare
         ("most_senior_client_level", 0, 2, 3.0, ""),  # nor do named levels
         ("sentiment_90d", 0.349, 0.35, 2.0, ""),  # indistinguishable once printed
+        ("complaints_90d", 1, 0, 2.0, ""),  # typical at the end of the range
+        ("discount_share_365d", 0.05, 0.0, 2.0, ""),
+        ("discount_share_365d", 0.05, 0.01, 2.0, ", above the 1% typical of your clients"),
     ],
 )
 def test_a_risk_on_the_wrong_side_of_the_typical_value_says_so(
