@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -234,9 +235,10 @@ def rule_metrics(
         components[comp] = components.get(comp, np.zeros(len(y))) + pts
     for comp, pts in components.items():
         out[comp] = {"roc_auc": roc_auc(y, -pts), "pr_auc": pr_auc(y, -pts)}
-    for key in shapes.columns:
-        risk = -shapes[key].to_numpy()
-        out[key] = {"roc_auc": roc_auc(y, risk), "pr_auc": pr_auc(y, risk)}
+        for key in shapes.columns:
+            if component_of(key) == comp:
+                risk = -shapes[key].to_numpy()
+                out[key] = {"roc_auc": roc_auc(y, risk), "pr_auc": pr_auc(y, risk)}
     return out
 
 
@@ -280,9 +282,8 @@ def _weighted_auc(y: np.ndarray, risk: np.ndarray, weights: np.ndarray) -> np.nd
     """ROC AUC of ``risk`` under each row of ``weights`` (resamples x rows), ties counted 1/2."""
     order = np.argsort(risk, kind="stable")
     r, yy, w = risk[order], y[order].astype(bool), weights[:, order]
-    # Tie groups of equal risk: negatives strictly below, and tied, for each positive.
+    # Tie groups of equal risk: each positive counts the negatives below it, and half the tied.
     starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
-    group = np.cumsum(np.r_[True, r[1:] != r[:-1]]) - 1
     neg = np.where(yy, 0.0, w)
     pos = np.where(yy, w, 0.0)
     neg_by_group = np.add.reduceat(neg, starts, axis=1)
@@ -290,7 +291,6 @@ def _weighted_auc(y: np.ndarray, risk: np.ndarray, weights: np.ndarray) -> np.nd
     neg_below = np.cumsum(neg_by_group, axis=1) - neg_by_group
     pairs = (pos_by_group * (neg_below + 0.5 * neg_by_group)).sum(axis=1)
     total = pos.sum(axis=1) * neg.sum(axis=1)
-    del group
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(total > 0, pairs / total, np.nan)
 
@@ -789,3 +789,84 @@ def config_yaml(bt: Backtest) -> str:
     body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
     header = "".join(f"# {line}\n" for line in config_header(bt))
     return header + "#\n# Layout and meaning of every key: see configs/health.yaml.\n\n" + body
+
+
+# ------------------------------------------------------------------------------- apply
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What ``churn health apply`` did."""
+
+    target: Path
+    backup: Path
+    old_version: int
+    new_version: int
+    changes: list[str]
+
+
+def describe_changes(old: HealthConfig, new: HealthConfig) -> list[str]:
+    """One line per component whose points changed: its maximum and its sub-rules' points."""
+    lines = []
+    before, after = rule_points(old), rule_points(new)
+    for name, component in new.components.items():
+        was = old.components.maxima()[name]
+        parts = []
+        keys = [k for k in dict.fromkeys([*before, *after]) if component_of(k) == name]
+        for key in keys:
+            a, b = before.get(key), after.get(key)
+            short = key.split(".", 1)[1]
+            if a is None:
+                parts.append(f"{short} new {b:g}")
+            elif b is None:
+                parts.append(f"{short} {a:g} -> dropped")
+            elif a != b:
+                parts.append(f"{short} {a:g} -> {b:g}")
+        if parts or was != component.max_points:
+            lines.append(
+                f"{name} {was:g} -> {component.max_points:g} points: "
+                + ("; ".join(parts) if parts else "same sub-rule points")
+            )
+    if old.bands != new.bands:
+        lines.append(
+            f"bands {old.bands.healthy:g}/{old.bands.at_risk:g} -> "
+            f"{new.bands.healthy:g}/{new.bands.at_risk:g}"
+        )
+    return lines or ["no points changed"]
+
+
+def apply_config(file: Path | str, target: Path | str) -> Applied:
+    """Validate ``file`` as health rules and make it ``target`` (the active config), keeping
+    the old ``target`` next to it as ``<name>.v<version>.bak.yaml``. Nothing is replaced when
+    the file is not valid rules, names an unknown feature, or does not raise the version."""
+    import os
+    import shutil
+
+    from churn.errors import ConfigError
+    from features.catalog import FEATURES
+    from features.health import load_health_config
+
+    file, target = Path(file), Path(target)
+    if not file.is_file():
+        raise ConfigError(
+            f"{file} does not exist", hint="pass the file `churn health backtest` wrote"
+        )
+    new = load_health_config(file, known_features=FEATURES)
+    old = load_health_config(target)
+    if file.resolve() == target.resolve():
+        raise ConfigError(
+            f"{file} is already the active health config", hint="nothing to apply"
+        )
+    if new.version <= old.version:
+        raise ConfigError(
+            f"{file}: version {new.version} is not above the active rules' version "
+            f"{old.version} ({target})",
+            hint="every change of the rules gets a higher version (it is stored with each "
+            "score); raise `version` in the file",
+        )
+    backup = target.with_name(f"{target.stem}.v{old.version}.bak{target.suffix}")
+    shutil.copy2(target, backup)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(file, tmp)
+    os.replace(tmp, target)
+    return Applied(target, backup, old.version, new.version, describe_changes(old, new))
