@@ -17,8 +17,6 @@ if TYPE_CHECKING:
 
     from training.health_backtest import Backtest
 
-DEFAULT_SUGGESTION = Path("configs") / "health.v{version}.suggested.yaml"
-
 health_app = typer.Typer(
     name="health",
     help="Backtest the rule-based health score, suggest new points, apply them.",
@@ -164,15 +162,15 @@ def backtest(
 
     settings = get_settings()
     active = Path(settings.health_config)
+    if out is not None and out.resolve() == active.resolve():
+        raise ChurnError(
+            f"--out {out} is the active health config; the suggestion is never written over it",
+            hint="write it to another file and activate it with `churn health apply FILE`",
+        )
     bt = backtest_source(
         data or settings.data, settings, by_segment=by_segment, progress=Progress(True)
     )
     target = out or active.parent / f"health.v{bt.config.version}.suggested.yaml"
-    if target.resolve() == active.resolve():
-        raise ChurnError(
-            f"--out {target} is the active health config; the suggestion is never written over it",
-            hint="write it to another file and activate it with `churn health apply FILE`",
-        )
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(config_yaml(bt), encoding="utf-8")
