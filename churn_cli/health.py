@@ -106,9 +106,7 @@ def _report(bt: Backtest, out: Console) -> None:
         table.add_column("ROC AUC", justify="right")
         table.add_column("component maxima")
         for seg, row in segments.items():
-            maxima = ", ".join(
-                f"{k} {v:g}" for k, v in row["weights"].items() if "." not in k
-            )
+            maxima = ", ".join(f"{k} {v:g}" for k, v in row["weights"].items() if "." not in k)
             table.add_row(
                 seg, str(row["train_rows"]), str(row["test_rows"]), _num(row["roc_auc"]), maxima
             )

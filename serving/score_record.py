@@ -217,7 +217,9 @@ FIELDS: tuple[ScoreField, ...] = (
             nullable=False,
             group="health_components",
         )
-        for column, (name, maximum) in zip(COMPONENT_COLUMNS, _COMPONENT_MAXIMA.items(), strict=True)
+        for column, (name, maximum) in zip(
+            COMPONENT_COLUMNS, _COMPONENT_MAXIMA.items(), strict=True
+        )
     ),
     ScoreField(
         "health_band",

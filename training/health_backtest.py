@@ -496,12 +496,8 @@ def suggested_config(cfg: HealthConfig, points: dict[str, list[float]]) -> Healt
                 continue
             levels, new = by_key[key].levels, points[key]
             old = float(rule["points"])
-
-            def level(p: float, levels: tuple[float, ...] = levels, new: list[float] = new) -> float:
-                return new[_nearest(levels, float(p) / old)]
-
-            rule["steps"] = [[t, level(p)] for t, p in rule["steps"]]
-            rule["below"] = level(rule["below"])
+            rule["steps"] = [[t, new[_nearest(levels, p / old)]] for t, p in rule["steps"]]
+            rule["below"] = new[_nearest(levels, rule["below"] / old)]
             rule["points"] = new[-1]
             rules.append(rule)
         component["rules"] = rules
@@ -592,9 +588,7 @@ class Backtest:
         return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
 
 
-def fit_suggestion(
-    train: pd.DataFrame, cfg: HealthConfig, method: str
-) -> HealthConfig:
+def fit_suggestion(train: pd.DataFrame, cfg: HealthConfig, method: str) -> HealthConfig:
     """The suggested config fitted on ``train`` rows (labels in ``churned``) by ``method``."""
     x, layout = design_matrix(train, cfg, method)
     fit = fit_weights(x, train["churned"].to_numpy(float))
@@ -854,9 +848,7 @@ def apply_config(file: Path | str, target: Path | str) -> Applied:
     new = load_health_config(file, known_features=FEATURES)
     old = load_health_config(target)
     if file.resolve() == target.resolve():
-        raise ConfigError(
-            f"{file} is already the active health config", hint="nothing to apply"
-        )
+        raise ConfigError(f"{file} is already the active health config", hint="nothing to apply")
     if new.version <= old.version:
         raise ConfigError(
             f"{file}: version {new.version} is not above the active rules' version "

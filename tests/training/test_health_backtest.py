@@ -28,9 +28,7 @@ def demo_frame(demo_source, tmp_path_factory):
     """The small demo's labeled snapshots and their time split, as training builds them."""
     settings_ = isolated_settings(tmp_path_factory.mktemp("backtest"))
     plan = plan_run(settings_)
-    data = build_training_frame(
-        load_source(str(demo_source), settings_, plan), plan, LocalEngine()
-    )
+    data = build_training_frame(load_source(str(demo_source), settings_, plan), plan, LocalEngine())
     split = time_split(data.frame, plan.config.split, plan.snapshots.horizon_days)
     return data.frame, split, plan.health
 
