@@ -779,7 +779,7 @@ def config_yaml(bt: Backtest) -> str:
     """The suggested config as YAML, with :func:`config_header` as its comment."""
     import yaml
 
-    data = bt.config.model_dump(mode="json", exclude_defaults=False)
+    data = bt.config.model_dump(mode="json", exclude_none=True)
     body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
     header = "".join(f"# {line}\n" for line in config_header(bt))
     return header + "#\n# Layout and meaning of every key: see configs/health.yaml.\n\n" + body

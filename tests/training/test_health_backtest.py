@@ -5,6 +5,7 @@ the default demo the suggestion meets its targets on the test period."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
 from churn.engine import LocalEngine
-from features.health import load_health_config, score_health
+from features.health import DEFAULT_HEALTH_CONFIG, load_health_config, score_health
 from tests.support.cli import isolated_settings
 from training import health_backtest as hb
 from training.config import plan_run
@@ -209,15 +210,20 @@ def test_the_backtest_reports_both_rule_sets_and_an_interval_around_the_gain(dem
 
 @pytest.mark.slow
 def test_on_the_default_demo_the_suggestion_meets_its_targets(tmp_path):
-    """Default `churn demo-data` source: the suggested points raise the test ROC AUC by at
-    least 0.05 and catch at least 28 % of the test churners at the current rules' workload;
-    the bootstrap interval of the gain is printed with the suggestion's file."""
-    from features.demo import generate_demo
+    """Default `churn demo-data` source, through the command line: the suggested points raise
+    the test ROC AUC by at least 0.05 and catch at least 28 % of the test churners at the
+    current rules' workload, and the bootstrap interval of the gain is printed."""
+    from tests.support.cli import isolated_env, run_churn
 
-    generate_demo(tmp_path / "demo")
-    bt = hb.backtest_source(str(tmp_path / "demo"), isolated_settings(tmp_path / "store"))
-    assert bt.gain >= 0.05, bt.summary()["current"]
-    assert bt.suggested.recall_at_equal_workload >= 0.28
-    assert bt.interval["low"] > 0, bt.interval
-    header = hb.config_yaml(bt).split("\n\n", 1)[0]
-    assert "95 % bootstrap interval" in header
+    env = isolated_env(tmp_path, CHURN_HEALTH_CONFIG=str(tmp_path / "health.yaml"))
+    (tmp_path / "health.yaml").write_bytes(DEFAULT_HEALTH_CONFIG.read_bytes())
+    assert run_churn(["demo-data", "--out", "demo"], env, tmp_path).returncode == 0
+    result = run_churn(["health", "backtest", "--data", "demo", "--json"], env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    current, suggested = summary["current"], summary["suggested"]
+    assert current["roc_auc"] == pytest.approx(0.63, abs=0.01)
+    assert suggested["roc_auc"] >= current["roc_auc"] + 0.05, summary
+    assert suggested["recall_at_equal_workload"] >= 0.28, summary
+    assert summary["interval"]["low"] > 0, summary["interval"]
+    assert "95 % bootstrap interval" in result.stderr
