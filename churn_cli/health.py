@@ -149,6 +149,15 @@ def backtest(
         bool,
         typer.Option("--by-segment", help="Also fit and report points per revenue segment."),
     ] = False,
+    keep_level: Annotated[
+        bool,
+        typer.Option(
+            "--keep-level",
+            help="Fit points whose mean score on the training period is at most the current "
+            "rules', so about as many accounts fall below 60 and 40 as today (slower; ranks "
+            "a little less well).",
+        ),
+    ] = False,
 ) -> None:
     """Score the historical snapshots with the health rules, compare with what happened,
     fit suggested points on the training period and write them to a new file."""
@@ -166,7 +175,11 @@ def backtest(
             hint="write it to another file and activate it with `churn health apply FILE`",
         )
     bt = backtest_source(
-        data or settings.data, settings, by_segment=by_segment, progress=Progress(True)
+        data or settings.data,
+        settings,
+        by_segment=by_segment,
+        keep_level=keep_level,
+        progress=Progress(True),
     )
     target = out or active.parent / f"health.v{bt.config.version}.suggested.yaml"
     try:

@@ -313,9 +313,14 @@ class WeightFit:
         return {k: total * b / s for k, b in self.beta.items()}
 
 
-def fit_weights(shapes: pd.DataFrame, y: np.ndarray, l2: float = _L2) -> WeightFit:
+def fit_weights(
+    shapes: pd.DataFrame, y: np.ndarray, l2: float = _L2, mean_cap: float | None = None
+) -> WeightFit:
     """Maximum likelihood of ``logit P(churn) = a - shapes @ beta`` with ``beta >= 0``
-    (L-BFGS-B with bounds, a small ridge on beta for a unique answer)."""
+    (L-BFGS-B with bounds, a small ridge on beta for a unique answer).
+
+    With ``mean_cap`` the rows' mean of ``shapes @ beta`` is at most ``mean_cap * sum(beta)``
+    (the mean score, as a share of its maximum, capped; SLSQP, slower)."""
     from scipy.optimize import minimize
     from scipy.special import expit
 
@@ -338,15 +343,24 @@ def fit_weights(shapes: pd.DataFrame, y: np.ndarray, l2: float = _L2) -> WeightF
         return float(value), grad
 
     rate = float(np.clip(yy.mean(), 1e-6, 1 - 1e-6))
-    start = np.r_[math.log(rate / (1 - rate)), np.zeros(k)]
-    result = minimize(
-        loss,
-        start,
-        jac=True,
-        method="L-BFGS-B",
-        bounds=[(None, None)] + [(0.0, None)] * k,
-        options={"maxiter": 500},
-    )
+    bounds = [(None, None)] + [(0.0, None)] * k
+    if mean_cap is None:
+        start = np.r_[math.log(rate / (1 - rate)), np.zeros(k)]
+        result = minimize(
+            loss, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500}
+        )
+    else:
+        slack = np.r_[0.0, mean_cap - x.mean(axis=0)]  # slack @ theta >= 0
+        start = np.r_[math.log(rate / (1 - rate)), np.full(k, 0.1)]
+        result = minimize(
+            loss,
+            start,
+            jac=True,
+            method="SLSQP",
+            bounds=bounds,
+            constraints=[{"type": "ineq", "fun": lambda t: slack @ t, "jac": lambda t: slack}],
+            options={"maxiter": 1000},
+        )
     theta = result.x
     return WeightFit(
         intercept=float(theta[0]),
@@ -588,10 +602,14 @@ class Backtest:
         return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
 
 
-def fit_suggestion(train: pd.DataFrame, cfg: HealthConfig, method: str) -> HealthConfig:
-    """The suggested config fitted on ``train`` rows (labels in ``churned``) by ``method``."""
+def fit_suggestion(
+    train: pd.DataFrame, cfg: HealthConfig, method: str, mean_cap: float | None = None
+) -> HealthConfig:
+    """The suggested config fitted on ``train`` rows (labels in ``churned``) by ``method``;
+    ``mean_cap``: the training rows' mean score as a share of 100 at most this
+    (:func:`fit_weights`)."""
     x, layout = design_matrix(train, cfg, method)
-    fit = fit_weights(x, train["churned"].to_numpy(float))
+    fit = fit_weights(x, train["churned"].to_numpy(float), mean_cap=mean_cap)
     return suggested_config(cfg, suggested_points(fitted_levels(fit, layout, cfg), cfg))
 
 
@@ -607,11 +625,14 @@ def run_backtest(
     cfg: HealthConfig,
     *,
     by_segment: bool = False,
+    keep_level: bool = False,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> Backtest:
     """The backtest of ``cfg`` over the periods of ``split`` (a :class:`training.split.
-    TimeSplit` of ``frame``) and the suggestion fitted on its training period."""
+    TimeSplit` of ``frame``) and the suggestion fitted on its training period; with
+    ``keep_level`` the suggestion's mean score on the training period is at most the current
+    rules' (so about as many accounts fall below the bands' cut-offs as today)."""
     import time
 
     started = time.perf_counter()
@@ -621,7 +642,10 @@ def run_backtest(
     current_test = _health_score(test, cfg)
     workload = float((current_test < cfg.bands.healthy).mean())
 
-    candidates = {m: fit_suggestion(train, cfg, m) for m in FIT_METHODS}
+    y_train = train["churned"].to_numpy(float)
+    train_score = _health_score(train, cfg)
+    cap = float(train_score.mean()) / 100.0 if keep_level else None
+    candidates = {m: fit_suggestion(train, cfg, m, cap) for m in FIT_METHODS}
     valid_auc = {
         m: roc_auc(y_valid, 100.0 - _health_score(validation, c)) for m, c in candidates.items()
     }
@@ -631,8 +655,6 @@ def run_backtest(
 
     current = score_report(y_test, current_test, cfg, workload)
     suggested = score_report(y_test, suggested_test, chosen, workload)
-    y_train = train["churned"].to_numpy(float)
-    train_score = _health_score(train, cfg)
     current_train = score_report(
         y_train, train_score, cfg, float((train_score < cfg.bands.healthy).mean())
     )
@@ -646,7 +668,7 @@ def run_backtest(
     )
     segments: dict[str, Any] = {}
     if by_segment:
-        segments = _by_segment(train, test, cfg, method, workload, chosen)
+        segments = _by_segment(train, test, cfg, method, workload, chosen, cap)
     return Backtest(
         periods=split.to_dict(),
         current=current,
@@ -655,7 +677,7 @@ def run_backtest(
         rules=rule_metrics(y_test, rule_shapes(test, cfg), rule_points(cfg)),
         gain=suggested.roc_auc - current.roc_auc,
         interval=interval,
-        method=method,
+        method=method if cap is None else f"{method}, level kept",
         validation_roc_auc=valid_auc,
         config=chosen,
         current_config=cfg,
@@ -671,6 +693,7 @@ def _by_segment(
     method: str,
     workload: float,
     pooled: HealthConfig,
+    cap: float | None,
 ) -> dict[str, Any]:
     """Points fitted per revenue segment; test metrics of scoring each segment with its own."""
     column = cfg.cadence.segment_feature
@@ -682,7 +705,7 @@ def _by_segment(
         mask = (test[column].astype(str) == seg).to_numpy()
         if rows_train["churned"].nunique() < 2 or not mask.any():
             continue
-        seg_cfg = fit_suggestion(rows_train, cfg, method)
+        seg_cfg = fit_suggestion(rows_train, cfg, method, cap)
         score[mask] = _health_score(test[mask], seg_cfg)
         y_seg = test.loc[mask, "churned"].to_numpy(float)
         out[seg] = {
@@ -708,6 +731,7 @@ def backtest_source(
     *,
     health_config: Any = None,
     by_segment: bool = False,
+    keep_level: bool = False,
     resamples: int = BOOTSTRAP_RESAMPLES,
     progress: Any = None,
 ) -> Backtest:
@@ -733,7 +757,12 @@ def backtest_source(
         )
     with ui.step("scoring the rules, fitting new points, bootstrapping the gain"):
         return run_backtest(
-            data.frame, parts.split, cfg, by_segment=by_segment, resamples=resamples
+            data.frame,
+            parts.split,
+            cfg,
+            by_segment=by_segment,
+            keep_level=keep_level,
+            resamples=resamples,
         )
 
 

@@ -113,6 +113,18 @@ def test_the_written_suggestion_loads_back_as_the_same_rules(demo_frame, tmp_pat
     assert path.read_text().startswith("# Suggested health rules, version 2")
 
 
+def test_a_mean_cap_keeps_the_suggested_score_level_at_the_current_rules(demo_frame):
+    frame, split, cfg = demo_frame
+    train, _, _ = split.frames(frame)
+    current_mean = score_health(train, cfg)["health_score"].mean()
+    free = hb.fit_suggestion(train, cfg, "weights")
+    kept = hb.fit_suggestion(train, cfg, "weights", mean_cap=current_mean / 100)
+    kept_mean = score_health(train, kept)["health_score"].mean()
+    # rounding the points to half points may move the mean a little
+    assert kept_mean <= current_mean + 1.0
+    assert kept_mean <= score_health(train, free)["health_score"].mean()
+
+
 def test_steps_refit_keeps_each_rule_monotone_in_its_original_order(demo_frame):
     frame, split, cfg = demo_frame
     train, _, _ = split.frames(frame)
