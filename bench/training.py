@@ -6,12 +6,18 @@ scoring and API suites then use its champion. Quality ratios are model / baselin
 targets are the issue's: ROC AUC at least 0.05 above the health score's (as a ratio: (health
 + 0.05) / health, computed from this run's baseline), PR AUC above both baselines, expected
 calibration error at most 0.05 and the whole run under 3 minutes.
+
+The run's health rules backtest (docs/health-backtest.md) adds two rows: the test ROC AUC of
+the points suggested on the training period against the current rules' (at least 0.05 above,
+with the bootstrap interval of the gain in the row's name), and the recall at equal workload
+(at least 28 % of the test churners in the share of rows the current rules put below 60).
 """
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 from bench.common import Result
 from bench.data import DEMO, DemoSpec, train_model
@@ -19,6 +25,8 @@ from bench.data import DEMO, DemoSpec, train_model
 BUDGET_SECONDS = 180.0
 ROC_AUC_MARGIN = 0.05
 ECE_LIMIT = 0.05
+HEALTH_ROC_AUC_GAIN = 0.05
+HEALTH_RECALL_TARGET = 0.28
 
 
 def quality_results(metrics: dict[str, dict[str, float]], seconds: float) -> list[Result]:
@@ -75,9 +83,50 @@ def quality_results(metrics: dict[str, dict[str, float]], seconds: float) -> lis
     ]
 
 
+def health_results(backtest: dict[str, Any]) -> list[Result]:
+    """The health rules rows from a run's backtest (``TrainResult.health_backtest``)."""
+    current, suggested, ci = backtest["current"], backtest["suggested"], backtest["interval"]
+    gain = suggested["roc_auc"] - current["roc_auc"]
+    recall_now = current["recall_at_equal_workload"]
+    return [
+        Result(
+            name=(
+                "health rules: test ROC AUC, suggested vs current points (gain "
+                f"{gain:+.3f}, 95 % bootstrap interval {ci['low']:+.3f} to {ci['high']:+.3f})"
+            ),
+            unit="ROC AUC",
+            ours=suggested["roc_auc"],
+            reference=current["roc_auc"],
+            reference_name="current health rules",
+            target=_ratio_up(current["roc_auc"] + HEALTH_ROC_AUC_GAIN, current["roc_auc"]),
+            extra={"interval": ci, "required": f"gain >= {HEALTH_ROC_AUC_GAIN}"},
+        ),
+        Result(
+            name=(
+                "health rules: recall at equal workload "
+                f"({100 * backtest['workload_share']:.1f} % of test rows), suggested vs current"
+            ),
+            unit="recall",
+            ours=suggested["recall_at_equal_workload"],
+            reference=recall_now,
+            reference_name="current health rules",
+            target=_ratio_up(HEALTH_RECALL_TARGET, recall_now),
+            extra={"required": f"suggested >= {HEALTH_RECALL_TARGET}"},
+        ),
+    ]
+
+
+def _ratio_up(required: float, reference: float) -> float:
+    """The ratio to the reference that a figure of exactly ``required`` reaches (less a
+    float's noise); a figure short of the requirement does not."""
+    return (required - 1e-9) / reference if reference else math.inf
+
+
 def run(workdir: Path, spec: DemoSpec = DEMO) -> list[Result]:
     model, result = train_model(workdir, spec)
     results = quality_results(result.metrics, result.seconds)
+    if result.health_backtest:
+        results += health_results(result.health_backtest)
     results[0].extra.update(
         {
             "model_version": result.model_version,

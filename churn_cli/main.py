@@ -17,7 +17,7 @@ import typer
 
 from churn.console import err_console
 from churn.errors import ChurnError
-from churn_cli import data, quickstart, score, serve, train
+from churn_cli import data, health, quickstart, score, serve, train
 
 app = typer.Typer(
     name="churn",
@@ -47,8 +47,9 @@ def _main(
         logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 
-# The order of `churn --help`: data, training, serving, batch scoring, then the quick start.
-for _group in (data, train, serve, score, quickstart):
+# The order of `churn --help`: data, training, health rules, serving, batch scoring, then the
+# quick start.
+for _group in (data, train, health, serve, score, quickstart):
     _group.register(app)
 
 

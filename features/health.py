@@ -28,7 +28,9 @@ from churn.settings import PROJECT_ROOT
 
 DEFAULT_HEALTH_CONFIG = PROJECT_ROOT / "configs" / "health.yaml"
 
-# Fixed component maxima (docs/domain.md#health-score); the config splits them over sub-rules.
+# The shipped split of the health score's 100 points over the components
+# (docs/domain.md#health-score); a config may split them otherwise, see ``component_maxima``.
+HEALTH_SCORE_MAXIMUM = 100.0
 COMPONENT_MAXIMA: Mapping[str, float] = {
     "engagement": 30.0,
     "relationship": 25.0,
@@ -156,7 +158,8 @@ class Component(_Strict):
 
 
 class Components(_Strict):
-    """The four health components, with their fixed maxima (docs/domain.md#health-score)."""
+    """The four health components: non-negative maxima that add up to 100
+    (docs/domain.md#health-score; the shipped split is ``COMPONENT_MAXIMA``)."""
 
     engagement: Component
     relationship: Component
@@ -164,14 +167,23 @@ class Components(_Strict):
     satisfaction: Component
 
     @model_validator(mode="after")
-    def _maxima_match_spec(self) -> Components:
-        for name, expected in COMPONENT_MAXIMA.items():
+    def _maxima_add_up(self) -> Components:
+        for name in COMPONENT_MAXIMA:
             got = getattr(self, name).max_points
-            if not math.isclose(got, expected):
-                raise ValueError(
-                    f"component {name}: max_points is {got:g}, it must be {expected:g}"
-                )
+            if not (math.isfinite(got) and got >= 0):
+                raise ValueError(f"component {name}: max_points is {got:g}, it must be 0 or more")
+        total = sum(self.maxima().values())
+        if not math.isclose(total, HEALTH_SCORE_MAXIMUM):
+            split = ", ".join(f"{k} {v:g}" for k, v in self.maxima().items())
+            raise ValueError(
+                f"component max_points add up to {total:g} ({split}), they must add up to "
+                f"{HEALTH_SCORE_MAXIMUM:g}"
+            )
         return self
+
+    def maxima(self) -> dict[str, float]:
+        """Each component's maximum points, in the components' order."""
+        return {name: float(getattr(self, name).max_points) for name in COMPONENT_MAXIMA}
 
     def items(self) -> list[tuple[str, Component]]:
         return [(name, getattr(self, name)) for name in COMPONENT_MAXIMA]
@@ -294,6 +306,11 @@ def load_health_config(
 @lru_cache(maxsize=1)
 def _default_config() -> HealthConfig:
     return load_health_config()
+
+
+def component_maxima(cfg: HealthConfig | None = None) -> dict[str, float]:
+    """The component maxima of ``cfg`` (default: the shipped config), for display."""
+    return (cfg or _default_config()).components.maxima()
 
 
 # The shipped escalation rules (code, rule text, action text), most severe first: the words the

@@ -23,9 +23,9 @@ from churn.model_terms import HEALTH_TO_RISK, REVENUE_BASIS, RISK_BAND_NAMES, RI
 from features.catalog import FEATURES
 from features.health import (
     COMPONENT_COLUMNS,
-    COMPONENT_MAXIMA,
     HEALTH_BANDS,
     SERVICE_PART_MAXIMA,
+    component_maxima,
 )
 from serving.priority import PRIORITIES
 
@@ -144,8 +144,11 @@ def _risk_band_text() -> str:
     return f"{bounds}, {RISK_BANDS[-1][0]}; without a model from the health band ({fallback})."
 
 
+#: The components' maxima as the shipped health config splits the 100 points (a config may
+#: split them otherwise; the scores hold points, these are what they are shown out of).
+_COMPONENT_MAXIMA = component_maxima()
 #: The health score's maximum: the sum of its components' maxima.
-HEALTH_MAXIMUM = float(sum(COMPONENT_MAXIMA.values()))
+HEALTH_MAXIMUM = float(sum(_COMPONENT_MAXIMA.values()))
 _SERVICE_MAXIMUM = float(sum(SERVICE_PART_MAXIMA.values()))
 
 #: Every score field, in the order of the store's columns and of the API's fields.
@@ -229,7 +232,9 @@ FIELDS: tuple[ScoreField, ...] = (
             nullable=False,
             group="health_components",
         )
-        for column, (name, maximum) in zip(COMPONENT_COLUMNS, COMPONENT_MAXIMA.items(), strict=True)
+        for column, (name, maximum) in zip(
+            COMPONENT_COLUMNS, _COMPONENT_MAXIMA.items(), strict=True
+        )
     ),
     ScoreField(
         "health_band",

@@ -188,10 +188,16 @@ def feature_typical(x: np.ndarray, features: list[str]) -> dict[str, float | Non
     return out
 
 
-def export_bundle(models_dir: Path, candidate: Candidate, run: RunOutputs) -> Path:
+def export_bundle(
+    models_dir: Path,
+    candidate: Candidate,
+    run: RunOutputs,
+    health_backtest: dict[str, Any] | None = None,
+) -> Path:
     """Write the candidate's serving bundle (model, calibration, metadata, catalogue, metrics,
     model card, test predictions) to ``models_dir/<name>-v<N>``, verified to load and to
-    reproduce its test predictions; returns the folder. Needs no tracking store."""
+    reproduce its test predictions; returns the folder. Needs no tracking store.
+    ``health_backtest`` (``Backtest.summary()``) adds its section to the model card."""
     from features.catalog import catalog_records
     from training.model_card import CardInputs, mean_abs_drivers, render_model_card
 
@@ -261,6 +267,7 @@ def export_bundle(models_dir: Path, candidate: Candidate, run: RunOutputs) -> Pa
             seed=plan.seed,
             search_trials=plan.trials,
             ece_bins=cfg.evaluation.ece_bins,
+            health_backtest=health_backtest,
         )
     )
     test_frame = report.test_frame

@@ -42,6 +42,8 @@ class CardInputs:
     search_trials: int = 0
     ece_bins: int = 10
     extra_limitations: list[str] = field(default_factory=list)
+    # ``Backtest.summary()`` of the health rules on the same split (training.health_backtest)
+    health_backtest: dict[str, Any] | None = None
 
 
 def mean_abs_drivers(
@@ -86,6 +88,57 @@ def _period_line(name: str, p: dict[str, Any]) -> str:
         f"| {name} | {p['start']} | {p['end']} | {p['as_of_dates']} | {p['rows']} | "
         f"{p['positives']} | {p['positives'] / max(p['rows'], 1):.1%} |"
     )
+
+
+def _pct(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{100 * value:.1f} %"
+
+
+def health_backtest_section(bt: dict[str, Any]) -> list[str]:
+    """The "Health rules backtest" section: the current rules and the points fitted on the
+    training period, on the test period (docs/health-backtest.md)."""
+    cur, sug, ci = bt["current"], bt["suggested"], bt["interval"]
+    lines = [
+        "## Health rules backtest",
+        "",
+        "The rule-based health score (version "
+        f"{bt['version']['current']}) on the same test rows, against points fitted on the "
+        f"training period (version {bt['version']['suggested']}, method `{bt['method']}`, "
+        "non-negative, summing to 100, bands unchanged). The suggestion is not applied: "
+        "`churn health backtest` writes it to a file and `churn health apply FILE` activates it.",
+        "",
+        "| metric | current rules | suggested points |",
+        "|---|---:|---:|",
+        f"| ROC AUC of 100 - score | {_fmt(cur['roc_auc'])} | {_fmt(sug['roc_auc'])} |",
+        f"| PR AUC | {_fmt(cur['pr_auc'])} | {_fmt(sug['pr_auc'])} |",
+        f"| recall at equal workload ({_pct(bt['workload_share'])} of rows) | "
+        f"{_pct(cur['recall_at_equal_workload'])} | {_pct(sug['recall_at_equal_workload'])} |",
+        f"| churners in the healthy band | {_pct(cur['churners_in_healthy_band'])} | "
+        f"{_pct(sug['churners_in_healthy_band'])} |",
+        "",
+        f"ROC AUC gain {bt['roc_auc_gain']:+.3f}, 95 % bootstrap interval "
+        f"{ci['low']:+.3f} to {ci['high']:+.3f} ({ci['resamples']} resamples of the "
+        f"{ci['accounts']} test accounts).",
+        "",
+        "| band | rules | share of rows | share of churners | churn rate |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for band in ("healthy", "at_risk", "critical"):
+        for side in ("current", "suggested"):
+            row = bt["bands"][side][band]
+            lines.append(
+                f"| {band if side == 'current' else ''} | {side} | {_pct(row['share_of_rows'])} "
+                f"| {_pct(row['share_of_churners'])} | {_pct(row['churn_rate'])} |"
+            )
+    maxima = ", ".join(
+        f"{name} {bt['current_weights'].get(name, 0):g} -> {points:g}"
+        for name, points in bt["weights"].items()
+        if "." not in name
+    )
+    lines += ["", f"Suggested component maxima: {maxima}.", ""]
+    return lines
 
 
 def render_model_card(card: CardInputs) -> str:
@@ -150,6 +203,8 @@ def render_model_card(card: CardInputs) -> str:
     ]
     if card.promotion:
         lines.append(f"- Promotion: {card.promotion}")
+    if card.health_backtest:
+        lines += ["", *health_backtest_section(card.health_backtest)]
     lines += ["", "## Top drivers (mean absolute SHAP value on the test period, log-odds)", ""]
     lines += [
         "| feature | family | mean abs SHAP | direction | description |",

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from churn.engine import Engine
     from churn.settings import Settings
     from training.config import RunPlan
+    from training.health_backtest import Backtest
     from training.progress import Progress
     from training.registry import Promotion
     from training.split import TimeSplit
@@ -53,6 +54,9 @@ class TrainResult:
     params: dict[str, Any]
     seconds: float
     lineage: dict[str, Any] = field(default_factory=dict)
+    # The health rules backtest on the same split (training.health_backtest; empty if the
+    # split cannot rank the rules, e.g. a period with one class only).
+    health_backtest: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         """The ``--json`` object: per-scorer metrics, the promotion, and the run's facts."""
@@ -140,6 +144,8 @@ def run(
             data.frame, plan.config.split, plan.snapshots.horizon_days, plan.features
         )
     lineage = data_lineage(data, parts.split)
+    with ui.step("backtesting the health rules"):
+        backtest = _backtest_health(data.frame, parts.split, plan)
     model = fit_model(engine, data.snapshots, parts, plan, ui)
     with ui.step("calibrating and evaluating against the baselines"):
         report = calibrate_and_evaluate(model, parts, plan.config, plan.seed)
@@ -148,9 +154,14 @@ def run(
         registry.tracking_run(settings, plan.config.mlflow.experiment) as tracked,
     ):
         outputs = RunOutputs(plan, data, lineage, parts, model, report)
-        model_id = registry.log_run(outputs)
+        model_id = registry.log_run(outputs, health_backtest=backtest)
         candidate = registry.register(tracked, model_id, settings, plan, parts, report, force=force)
-        bundle = export.export_bundle(Path(settings.models_dir), candidate, outputs)
+        bundle = export.export_bundle(
+            Path(settings.models_dir),
+            candidate,
+            outputs,
+            health_backtest=backtest.summary() if backtest else None,
+        )
         champion = registry.promote(tracked, candidate, bundle)
     return TrainResult(
         metrics=report.metrics,
@@ -170,4 +181,19 @@ def run(
         params=model.params,
         seconds=time.perf_counter() - started,
         lineage=lineage,
+        health_backtest=backtest.summary() if backtest else {},
     )
+
+
+def _backtest_health(frame: pd.DataFrame, split: TimeSplit, plan: RunPlan) -> Backtest | None:
+    """The health rules' backtest and suggested points on the run's split (a second or two);
+    None, with a warning, when the periods cannot rank the rules."""
+    import logging
+
+    from training.health_backtest import run_backtest
+
+    try:
+        return run_backtest(frame, split, plan.health)
+    except ValueError as exc:
+        logging.getLogger(__name__).warning("health rules backtest skipped: %s", exc)
+        return None

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from training.config import RunPlan
     from training.evaluate import Evaluation, RunOutputs
     from training.fit import FittedModel
+    from training.health_backtest import Backtest
     from training.split import SplitParts
 
 log = logging.getLogger(__name__)
@@ -468,9 +469,11 @@ def _flat_params(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}{k}": v for k, v in sorted(values.items())}
 
 
-def log_run(run: RunOutputs) -> str:
+def log_run(run: RunOutputs, health_backtest: Backtest | None = None) -> str:
     """Log the active run's parameters, data lineage, test metrics, plots and model (with its
-    signature and an input example); returns the logged model's id for the registry."""
+    signature and an input example), and the health rules backtest when given (metrics
+    ``health_backtest.*``, ``health_backtest.json`` and the suggested rules); returns the
+    logged model's id for the registry."""
     import mlflow
     import numpy as np
     import pandas as pd
@@ -522,6 +525,12 @@ def log_run(run: RunOutputs) -> str:
     }
     if model.search_score is not None:
         flat_metrics["search.best_validation_pr_auc"] = model.search_score
+    if health_backtest is not None:
+        from training.health_backtest import config_yaml
+
+        flat_metrics |= {f"health_backtest.{k}": v for k, v in health_backtest.metrics().items()}
+        mlflow.log_dict(json_safe(health_backtest.summary()), "health_backtest.json")
+        mlflow.log_text(config_yaml(health_backtest), "health_backtest/suggested_health.yaml")
     mlflow.log_metrics(flat_metrics)
     with tempfile.TemporaryDirectory() as tmp:
         for path in _plots(plan, model, report, parts, Path(tmp)):

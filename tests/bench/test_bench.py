@@ -117,6 +117,24 @@ def test_training_targets_follow_the_issue():
     assert ok[wall].meets_target and not short[wall].meets_target
 
 
+def test_health_rule_rows_follow_the_issue_and_print_the_interval():
+    def backtest(roc: float, recall: float) -> dict:
+        keys = {"pr_auc": 0.1, "churners_in_healthy_band": 0.8}
+        return {
+            "current": {"roc_auc": 0.63, "recall_at_equal_workload": 0.2, **keys},
+            "suggested": {"roc_auc": roc, "recall_at_equal_workload": recall, **keys},
+            "interval": {"low": 0.02, "high": 0.1, "resamples": 1000},
+            "workload_share": 0.066,
+        }
+
+    ok = training.health_results(backtest(0.68, 0.28))
+    short = training.health_results(backtest(0.679, 0.279))
+    assert [r.meets_target for r in ok] == [True, True]
+    assert [r.meets_target for r in short] == [False, False]
+    assert "95 % bootstrap interval +0.020 to +0.100" in ok[0].name
+    assert "6.6 % of test rows" in ok[1].name
+
+
 def test_api_payloads_pass_the_api_schema_and_carry_the_same_rows(tmp_path):
     from features.catalog import MODEL_FEATURES
     from features.snapshots import build_snapshots

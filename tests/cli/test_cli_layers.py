@@ -39,6 +39,7 @@ def test_every_command_group_is_registered():
         "train",
         "export-champion",
         "promote",
+        "health",
         "serve",
         "keys",
         "score",

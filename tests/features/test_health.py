@@ -341,13 +341,31 @@ def test_config_error_when_sub_rule_points_do_not_add_up(tmp_path):
         load_health_config(write_config(tmp_path, data))
 
 
-def test_config_error_when_a_component_maximum_leaves_spec(tmp_path):
+def test_config_error_when_the_component_maxima_do_not_add_up_to_100(tmp_path):
     data = shipped()
     data["components"]["satisfaction"]["max_points"] = 25
     data["components"]["satisfaction"]["rules"][0]["points"] = 15
     data["components"]["satisfaction"]["rules"][0]["steps"][-1][1] = 15
-    with pytest.raises(ConfigError, match="component satisfaction: max_points is 25"):
+    with pytest.raises(ConfigError, match="component max_points add up to 105 .* add up to 100"):
         load_health_config(write_config(tmp_path, data))
+
+
+def test_another_split_of_the_100_points_over_the_components_loads(tmp_path):
+    data = shipped()
+    # satisfaction 20 -> 25 and engagement 30 -> 25: still 100 in all
+    data["components"]["satisfaction"]["max_points"] = 25
+    data["components"]["satisfaction"]["rules"][0]["points"] = 15
+    data["components"]["satisfaction"]["rules"][0]["steps"][-1][1] = 15
+    data["components"]["engagement"]["max_points"] = 25
+    data["components"]["engagement"]["rules"][0]["points"] = 5
+    data["components"]["engagement"]["rules"][0]["steps"] = [[0, 0], [0.5, 3], [1.0, 5]]
+    cfg = load_health_config(write_config(tmp_path, data))
+    assert cfg.components.maxima() == {
+        "engagement": 25.0,
+        "relationship": 25.0,
+        "financial": 25.0,
+        "satisfaction": 25.0,
+    }
 
 
 def test_config_error_names_an_unknown_key(tmp_path):

@@ -57,3 +57,33 @@ def test_the_card_names_version_horizon_and_test_period():
     assert card.startswith("# Model card: churn-model/7")
     assert "within 90 days" in card
     assert "| test | 2025-01-01 | 2025-03-01 | 3 | 300 | 12 | 4.0% |" in card
+
+
+def test_the_card_reports_the_health_rules_backtest_when_the_run_has_one():
+    side = {
+        "roc_auc": 0.63,
+        "pr_auc": 0.08,
+        "churners_in_healthy_band": 0.8,
+        "recall_at_equal_workload": 0.2,
+    }
+    band = {"rows": 10, "share_of_rows": 0.5, "share_of_churners": 0.25, "churn_rate": 0.02}
+    bands = {b: band for b in ("healthy", "at_risk", "critical")}
+    backtest = {
+        "current": side,
+        "suggested": {**side, "roc_auc": 0.70, "recall_at_equal_workload": 0.3},
+        "interval": {"low": 0.03, "high": 0.11, "resamples": 1000, "accounts": 900},
+        "roc_auc_gain": 0.07,
+        "method": "steps",
+        "version": {"current": 1, "suggested": 2},
+        "workload_share": 0.066,
+        "bands": {"current": bands, "suggested": bands},
+        "weights": {"engagement": 12.0, "engagement.recency": 12.0},
+        "current_weights": {"engagement": 30.0},
+    }
+    assert "## Health rules backtest" not in render_model_card(_card())
+    text = render_model_card(_card(health_backtest=backtest))
+    assert "## Health rules backtest" in text
+    assert "| ROC AUC of 100 - score | 0.630 | 0.700 |" in text
+    assert "| recall at equal workload (6.6 % of rows) | 20.0 % | 30.0 % |" in text
+    assert "95 % bootstrap interval +0.030 to +0.110 (1000 resamples" in text
+    assert "engagement 30 -> 12" in text

@@ -119,6 +119,28 @@ def test_mlflow_run_holds_params_lineage_metrics_plots_and_the_registered_model(
     assert Path(settings.mlflow_artifacts_dir, "churn").is_dir()
 
 
+def test_the_run_logs_the_health_rules_backtest_and_its_card_reports_it(first_run):
+    from mlflow import MlflowClient
+
+    result, settings, _ = first_run
+    backtest = result.health_backtest
+    assert set(backtest["current"]) >= {"roc_auc", "recall_at_equal_workload"}
+    assert backtest["current"]["roc_auc"] == pytest.approx(
+        result.metrics["health_score"]["roc_auc"]
+    )
+    client = MlflowClient(settings.tracking_uri())
+    metrics = client.get_run(result.run_id).data.metrics
+    assert metrics["health_backtest.current_roc_auc"] == pytest.approx(
+        backtest["current"]["roc_auc"]
+    )
+    assert "health_backtest.suggested_roc_auc" in metrics
+    assert "health_backtest.roc_auc_gain_low" in metrics
+    logged = {a.path for a in client.list_artifacts(result.run_id)}
+    assert "health_backtest.json" in logged
+    card = (result.bundle_path / "model_card.md").read_text()
+    assert "## Health rules backtest" in card
+
+
 def test_second_run_on_the_same_data_gives_the_same_metrics(first_run, demo_source, tmp_path):
     """Through the command line, with --json: the last stdout line is the metrics object."""
     result, _, _ = first_run

@@ -1,0 +1,229 @@
+"""`churn health backtest` and `churn health apply`: the health rules against what happened,
+a suggested new version of them, and its explicit activation (docs/health-backtest.md)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from churn_cli.options import DataOption
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from training.health_backtest import Backtest
+
+health_app = typer.Typer(
+    name="health",
+    help="Backtest the rule-based health score, suggest new points, apply them.",
+    no_args_is_help=True,
+)
+
+
+def _num(value: float, pct: bool = False) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{100 * value:.1f} %" if pct else f"{value:.3f}"
+
+
+def _report(bt: Backtest, out: Console) -> None:
+    from rich.table import Table
+
+    test = bt.periods["test"]
+    out.print(
+        f"test period {test['start']} to {test['end']}: {test['rows']} account-dates, "
+        f"{test['positives']} churned; points fitted on {bt.periods['train']['start']} to "
+        f"{bt.periods['train']['end']} (method: {bt.method})"
+    )
+    head = Table(title="Test period: current against suggested health rules")
+    head.add_column("metric")
+    head.add_column("current", justify="right")
+    head.add_column("suggested", justify="right")
+    cur, sug = bt.current, bt.suggested
+    head.add_row("ROC AUC of 100 - score ↑", _num(cur.roc_auc), _num(sug.roc_auc))
+    head.add_row("PR AUC ↑", _num(cur.pr_auc), _num(sug.pr_auc))
+    head.add_row(
+        f"recall at equal workload ({_num(cur.workload_share, True)} of rows) ↑",
+        _num(cur.recall_at_equal_workload, True),
+        _num(sug.recall_at_equal_workload, True),
+    )
+    head.add_row(
+        "churners in the healthy band ↓",
+        _num(cur.churners_in_healthy_band, True),
+        _num(sug.churners_in_healthy_band, True),
+    )
+    head.add_row("lift below 60 ↑", _num(cur.lift_below_60), _num(sug.lift_below_60))
+    head.add_row("lift below 40 ↑", _num(cur.lift_below_40), _num(sug.lift_below_40))
+    out.print(head)
+    ci = bt.interval
+    out.print(
+        f"ROC AUC gain {bt.gain:+.3f}, 95 % bootstrap interval {ci['low']:+.3f} to "
+        f"{ci['high']:+.3f} ({ci['resamples']} resamples of {ci['accounts']} accounts, "
+        f"seed {ci['seed']})"
+    )
+
+    bands = Table(title="Test period by health band")
+    for col in ("band", "rules", "share of rows", "share of churners", "churn rate"):
+        bands.add_column(col, justify="left" if col in ("band", "rules") else "right")
+    for band in ("healthy", "at_risk", "critical"):
+        for side, report in (("current", cur), ("suggested", sug)):
+            row = report.bands[band]
+            bands.add_row(
+                band if side == "current" else "",
+                side,
+                _num(row["share_of_rows"], True),
+                _num(row["share_of_churners"], True),
+                _num(row["churn_rate"], True),
+            )
+    out.print(bands)
+
+    rules = Table(title="Current rules on the test period, and the suggested points")
+    for col in ("component / sub-rule", "ROC AUC", "PR AUC", "points now", "suggested"):
+        rules.add_column(col, justify="left" if col.startswith("component") else "right")
+    now = {**bt.current_config.components.maxima(), **_rule_points(bt.current_config)}
+    new = bt.weights
+    for key, m in bt.rules.items():
+        label = key if "." not in key else f"  {key.split('.', 1)[1]}"
+        style = "bold" if "." not in key else ""
+        rules.add_row(
+            f"[{style}]{label}[/]" if style else label,
+            _num(m["roc_auc"]),
+            _num(m["pr_auc"]),
+            f"{now.get(key, 0):g}",
+            f"{new.get(key, 0):g}" if key in new else "dropped",
+        )
+    out.print(rules)
+    segments = {k: v for k, v in bt.segments.items() if k != "combined"}
+    if segments:
+        table = Table(title="Points fitted per revenue segment (test ROC AUC in the segment)")
+        table.add_column("segment")
+        table.add_column("train rows", justify="right")
+        table.add_column("test rows", justify="right")
+        table.add_column("ROC AUC", justify="right")
+        table.add_column("component maxima")
+        for seg, row in segments.items():
+            maxima = ", ".join(f"{k} {v:g}" for k, v in row["weights"].items() if "." not in k)
+            table.add_row(
+                seg, str(row["train_rows"]), str(row["test_rows"]), _num(row["roc_auc"]), maxima
+            )
+        out.print(table)
+        combined = bt.segments["combined"]
+        out.print(
+            f"each segment scored with its own points: ROC AUC {_num(combined['roc_auc'])}, "
+            f"recall at equal workload {_num(combined['recall_at_equal_workload'], True)} "
+            "(the written file holds the points fitted on all segments)"
+        )
+
+
+def _rule_points(cfg: Any) -> dict[str, float]:
+    from training.health_backtest import rule_points
+
+    return rule_points(cfg)
+
+
+@health_app.command("backtest")
+def backtest(
+    data: DataOption = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the figures as one JSON object on the last line of stdout (the tables "
+            "go to stderr).",
+        ),
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Where to write the suggested rules (default "
+            "configs/health.v<N>.suggested.yaml next to the active config). Never the active "
+            "config itself.",
+        ),
+    ] = None,
+    by_segment: Annotated[
+        bool,
+        typer.Option("--by-segment", help="Also fit and report points per revenue segment."),
+    ] = False,
+    keep_level: Annotated[
+        bool,
+        typer.Option(
+            "--keep-level",
+            help="Fit points whose mean score on the training period is at most the current "
+            "rules', so about as many accounts fall below 60 and 40 as today (slower; ranks "
+            "a little less well).",
+        ),
+    ] = False,
+) -> None:
+    """Score the historical snapshots with the health rules, compare with what happened,
+    fit suggested points on the training period and write them to a new file."""
+    from churn.console import console, err_console
+    from churn.errors import ChurnError
+    from churn.settings import get_settings
+    from training.health_backtest import backtest_source, config_yaml
+    from training.progress import Progress
+
+    settings = get_settings()
+    active = Path(settings.health_config)
+    if out is not None and out.resolve() == active.resolve():
+        raise ChurnError(
+            f"--out {out} is the active health config; the suggestion is never written over it",
+            hint="write it to another file and activate it with `churn health apply FILE`",
+        )
+    bt = backtest_source(
+        data or settings.data,
+        settings,
+        by_segment=by_segment,
+        keep_level=keep_level,
+        progress=Progress(True),
+    )
+    target = out or active.parent / f"health.v{bt.config.version}.suggested.yaml"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(config_yaml(bt), encoding="utf-8")
+    except OSError as exc:
+        raise ChurnError(
+            f"cannot write the suggested rules to {target}: {exc.strerror or exc}",
+            hint="pass a writable path with --out",
+        ) from exc
+    screen = err_console if as_json else console
+    _report(bt, screen)
+    screen.print(
+        f"suggested rules (version {bt.config.version}) written to {target}; "
+        f"activate them with `churn health apply {target}`"
+    )
+    if as_json:
+        from training.export import json_safe
+
+        summary = {**bt.summary(), "file": str(target)}
+        typer.echo(json.dumps(json_safe(summary), allow_nan=False))
+
+
+@health_app.command("apply")
+def apply(
+    file: Annotated[Path, typer.Argument(help="The health rules to activate (a YAML file).")],
+) -> None:
+    """Validate a health config and make it the active one (the old one is kept as a backup)."""
+    from churn.console import console
+    from churn.settings import get_settings
+    from training.health_backtest import apply_config
+
+    settings = get_settings()
+    result = apply_config(file, Path(settings.health_config))
+    console.print(
+        f"[green]health rules version {result.new_version} active[/] in {result.target} "
+        f"(was version {result.old_version}; backup {result.backup})"
+    )
+    for line in result.changes:
+        console.print(f"  {line}")
+    console.print(
+        "scores use them from the next `churn score` run; restart `churn serve` to serve them"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(health_app, name="health")

@@ -1,0 +1,160 @@
+"""`churn health backtest` and `churn health apply` as a user runs them: the backtest prints its
+tables and, with --json, one JSON object as the last line, and writes the suggestion to a new
+file; apply refuses a broken file in one line and replaces nothing, and otherwise makes the
+file the active rules, keeping the old ones as a backup."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from features.health import DEFAULT_HEALTH_CONFIG, load_health_config
+from tests.support.cli import isolated_env, run_churn
+
+
+@pytest.fixture
+def active(tmp_path) -> Path:
+    """A copy of the shipped rules as the active health config of the test's runs."""
+    path = tmp_path / "configs" / "health.yaml"
+    path.parent.mkdir()
+    shutil.copyfile(DEFAULT_HEALTH_CONFIG, path)
+    return path
+
+
+def _env(tmp_path: Path, active: Path) -> dict[str, str]:
+    return isolated_env(tmp_path, CHURN_HEALTH_CONFIG=str(active))
+
+
+@pytest.fixture(scope="module")
+def backtest_run(demo_source, tmp_path_factory):
+    root = tmp_path_factory.mktemp("health-backtest")
+    active = root / "configs" / "health.yaml"
+    active.parent.mkdir()
+    shutil.copyfile(DEFAULT_HEALTH_CONFIG, active)
+    result = run_churn(
+        ["health", "backtest", "--data", str(demo_source), "--json"],
+        isolated_env(root, CHURN_HEALTH_CONFIG=str(active)),
+        root,
+    )
+    return root, active, result
+
+
+def test_backtest_json_last_line_is_one_object_with_both_rule_sets(backtest_run):
+    _, _, result = backtest_run
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    keys = {"roc_auc", "pr_auc", "churners_in_healthy_band", "recall_at_equal_workload"}
+    assert set(summary["current"]) == keys
+    assert set(summary["suggested"]) == keys
+    for side in ("current", "suggested"):
+        assert 0 <= summary[side]["churners_in_healthy_band"] <= 1
+        assert 0 <= summary[side]["recall_at_equal_workload"] <= 1
+    components = {k: v for k, v in summary["weights"].items() if "." not in k}
+    assert set(components) == {"engagement", "relationship", "financial", "satisfaction"}
+    assert sum(components.values()) == pytest.approx(100.0)
+    assert summary["interval"]["low"] <= summary["interval"]["high"]
+    # the tables and the interval go to stderr with --json
+    assert "bootstrap interval" in result.stderr
+    assert "share of churners" in result.stderr
+
+
+def test_backtest_writes_a_new_version_beside_the_active_rules_and_leaves_them(backtest_run):
+    _, active, result = backtest_run
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    written = active.parent / "health.v2.suggested.yaml"
+    assert summary["file"] == str(written)
+    assert active.read_bytes() == DEFAULT_HEALTH_CONFIG.read_bytes()
+    cfg = load_health_config(written)
+    assert cfg.version == 2
+    assert cfg.bands == load_health_config(active).bands
+    header = written.read_text().split("\n\n", 1)[0]
+    assert "ROC AUC" in header and "bootstrap interval" in header
+    assert "recall at equal workload" in header
+
+
+def test_backtest_out_option_and_refusal_to_overwrite_the_active_rules(demo_source, tmp_path):
+    active = tmp_path / "health.yaml"
+    shutil.copyfile(DEFAULT_HEALTH_CONFIG, active)
+    env = _env(tmp_path, active)
+    refused = run_churn(
+        ["health", "backtest", "--data", str(demo_source), "--out", str(active)], env, tmp_path
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[0].startswith("error: --out")
+    assert "hint:" in refused.stderr
+    assert active.read_bytes() == DEFAULT_HEALTH_CONFIG.read_bytes()
+
+
+def _suggestion(tmp_path: Path, **change) -> Path:
+    """The shipped rules as version 2 with 5 points moved from engagement to satisfaction."""
+    data = yaml.safe_load(DEFAULT_HEALTH_CONFIG.read_text())
+    data["version"] = 2
+    eng = data["components"]["engagement"]
+    eng["max_points"] = 25
+    eng["rules"][0]["points"] = 5
+    eng["rules"][0]["steps"] = [[0, 0], [0.5, 3], [1.0, 5]]
+    sat = data["components"]["satisfaction"]
+    sat["max_points"] = 25
+    sat["rules"][0]["points"] = 15
+    sat["rules"][0]["steps"][-1][1] = 15
+    data.update(change)
+    path = tmp_path / "suggested.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def test_apply_replaces_the_active_rules_keeps_a_backup_and_says_what_changed(tmp_path, active):
+    file = _suggestion(tmp_path)
+    result = run_churn(["health", "apply", str(file)], _env(tmp_path, active), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert load_health_config(active).version == 2
+    assert active.read_bytes() == file.read_bytes()
+    backup = active.with_name("health.v1.bak.yaml")
+    assert backup.read_bytes() == DEFAULT_HEALTH_CONFIG.read_bytes()
+    assert "version 2 active" in result.stdout
+    assert "engagement 30 -> 25 points: interaction_frequency 10 -> 5" in result.stdout
+    assert "satisfaction 20 -> 25 points: survey_score 10 -> 15" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("version: [\n", "is not valid YAML"),
+        (None, "component max_points add up to 105"),
+        ("version: 2\n", "cadence: Field required"),
+    ],
+)
+def test_apply_refuses_a_broken_file_in_one_line_and_replaces_nothing(
+    tmp_path, active, content, message
+):
+    if content is None:  # sub-rules that add up, component maxima that do not
+        file = _suggestion(tmp_path)
+        data = yaml.safe_load(file.read_text())
+        data["components"]["relationship"]["max_points"] = 30
+        data["components"]["relationship"]["rules"][0]["points"] = 12
+        data["components"]["relationship"]["rules"][0]["steps"][-1][1] = 12
+        file.write_text(yaml.safe_dump(data, sort_keys=False))
+    else:
+        file = tmp_path / "broken.yaml"
+        file.write_text(content)
+    before = active.read_bytes()
+    result = run_churn(["health", "apply", str(file)], _env(tmp_path, active), tmp_path)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith("error: ") and message in lines[0], result.stderr
+    assert lines[1].startswith("hint: ")
+    assert "Traceback" not in result.stderr
+    assert active.read_bytes() == before
+    assert not list(active.parent.glob("*.bak.yaml"))
+
+
+def test_apply_refuses_rules_that_do_not_raise_the_version(tmp_path, active):
+    file = _suggestion(tmp_path, version=1)
+    result = run_churn(["health", "apply", str(file)], _env(tmp_path, active), tmp_path)
+    assert result.returncode == 1
+    assert "version 1 is not above the active rules' version 1" in result.stderr
+    assert active.read_bytes() == DEFAULT_HEALTH_CONFIG.read_bytes()

@@ -1,0 +1,893 @@
+"""Health rules backtest and suggested points (docs/health-backtest.md).
+
+The rule-based health score is scored over the same labeled point-in-time snapshots and the
+same time split as a training run, and compared with what happened: ROC AUC and PR AUC of the
+risk (100 - score) and of every component and sub-rule, each band's share of rows, share of
+churners and churn rate, the lift below the bands' cut-offs, and the recall at equal workload.
+
+It then fits new points on the training period. Each sub-rule keeps its step shape
+``f_r`` (the points it awards as a share of its maximum, in 0..1; a missing value earns the
+missing share) and gets a non-negative weight from a logistic regression with bounds
+(``logit P(churn) = a - sum_r beta_r f_r``, ``beta_r >= 0``); the weights are scaled to sum to
+100, a component's maximum is the sum of its sub-rules' points, and the bands stay where they
+are. The suggestion is evaluated on the test period with an account-level bootstrap interval
+on the gain in ROC AUC.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+if TYPE_CHECKING:
+    from features.health import HealthConfig, SubRule
+
+# The bootstrap of the test-period gain: resamples of accounts and its seed.
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 20240613
+# Smallest points a suggested sub-rule keeps; below it the sub-rule is dropped.
+MIN_RULE_POINTS = 0.5
+# Ridge penalty of the constrained fit (per row, on the weights in log-odds).
+_L2 = 1e-4
+
+
+# --------------------------------------------------------------------------- sub-rule shapes
+
+
+def rule_key(component: str, rule: str) -> str:
+    """The name of a sub-rule in tables and JSON: ``component.rule``."""
+    return f"{component}.{rule}"
+
+
+def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    if name not in frame.columns:
+        return np.full(len(frame), np.nan)
+    values: np.ndarray = pd.to_numeric(frame[name], errors="coerce").to_numpy(
+        dtype=float, na_value=np.nan
+    )
+    return values
+
+
+def _expected(frame: pd.DataFrame, cfg: HealthConfig) -> np.ndarray:
+    cadence = cfg.cadence
+    expected = np.full(len(frame), cadence.expected[cadence.default_segment])
+    if cadence.segment_feature in frame.columns:
+        segment = frame[cadence.segment_feature].to_numpy(dtype=object, na_value=None)
+        for seg, value in cadence.expected.items():
+            expected[segment == seg] = value
+    return expected
+
+
+def _shape(values: np.ndarray, rule: SubRule, missing_share: float) -> np.ndarray:
+    """The share of its points ``rule`` awards to each value (the missing share if unknown)."""
+    thresholds = np.array([t for t, _ in rule.steps], dtype=float)
+    points = np.array([p for _, p in rule.steps], dtype=float)
+    idx = np.searchsorted(thresholds, values, side="right") - 1
+    got = np.where(idx >= 0, points[np.maximum(idx, 0)], rule.below)
+    return np.where(np.isfinite(values), got / rule.points, missing_share)
+
+
+def rule_shapes(frame: pd.DataFrame, cfg: HealthConfig) -> pd.DataFrame:
+    """One column per sub-rule (``component.rule``): the share 0..1 of its points each row
+    earns under ``cfg``, so that ``sum_r points_r * shape_r`` is the (unrounded) score."""
+    expected = _expected(frame, cfg)
+    out: dict[str, np.ndarray] = {}
+    for name, component in cfg.components.items():
+        for rule in component.rules:
+            values = _column(frame, rule.feature)
+            if rule.relative_to_cadence:
+                values = values / expected
+            share = cfg.missing_share if rule.missing_share is None else rule.missing_share
+            out[rule_key(name, rule.name)] = _shape(values, rule, share)
+    return pd.DataFrame(out, index=frame.index)
+
+
+def rule_points(cfg: HealthConfig) -> dict[str, float]:
+    """Each sub-rule's maximum points under ``cfg``."""
+    return {
+        rule_key(name, rule.name): float(rule.points)
+        for name, component in cfg.components.items()
+        for rule in component.rules
+    }
+
+
+def component_of(key: str) -> str:
+    return key.split(".", 1)[0]
+
+
+# ------------------------------------------------------------------------------------ metrics
+
+
+def _ranking_metric(fn: Any, y: np.ndarray, risk: np.ndarray) -> float:
+    if len(np.unique(y)) < 2 or len(np.unique(risk)) < 2:
+        return 0.5 if fn is roc_auc_score else float(np.mean(y)) if len(y) else math.nan
+    return float(fn(y, risk))
+
+
+def roc_auc(y: np.ndarray, risk: np.ndarray) -> float:
+    """ROC AUC of ``risk`` (higher = more risk); 0.5 when it cannot rank (one class or value)."""
+    return _ranking_metric(roc_auc_score, y, risk)
+
+
+def pr_auc(y: np.ndarray, risk: np.ndarray) -> float:
+    """Average precision of ``risk``; the churn rate when it cannot rank."""
+    return _ranking_metric(average_precision_score, y, risk)
+
+
+def recall_at_share(y: np.ndarray, risk: np.ndarray, share: float) -> float:
+    """Share of the churners among the ``share`` of rows highest by ``risk``; rows tied with
+    the cut-off share the remaining places pro rata (expected value over tie orders)."""
+    n = len(y)
+    positives = float(y.sum())
+    if n == 0 or positives == 0:
+        return math.nan
+    k = share * n
+    order = np.argsort(-risk, kind="stable")
+    r, yy = risk[order], y[order]
+    weights = np.zeros(n)
+    taken = 0.0
+    for value in np.unique(r)[::-1]:
+        if taken >= k:
+            break
+        tied = r == value
+        count = float(tied.sum())
+        weights[tied] = min(1.0, (k - taken) / count)
+        taken += count
+    return float((weights * yy).sum() / positives)
+
+
+def band_table(y: np.ndarray, score: np.ndarray, cfg: HealthConfig) -> dict[str, dict[str, float]]:
+    """Per band (healthy, at_risk, critical): share of rows, share of churners, churn rate."""
+    bands = cfg.bands
+    band = np.where(
+        score >= bands.healthy, "healthy", np.where(score >= bands.at_risk, "at_risk", "critical")
+    )
+    n, positives = len(y), float(y.sum())
+    out: dict[str, dict[str, float]] = {}
+    for name in ("healthy", "at_risk", "critical"):
+        mask = band == name
+        rows = int(mask.sum())
+        churned = float(y[mask].sum())
+        out[name] = {
+            "rows": rows,
+            "share_of_rows": rows / n if n else math.nan,
+            "share_of_churners": churned / positives if positives else math.nan,
+            "churn_rate": churned / rows if rows else math.nan,
+        }
+    return out
+
+
+def lift_below(y: np.ndarray, score: np.ndarray, cutoff: float) -> float:
+    """Churn rate of the rows scoring below ``cutoff`` / the overall churn rate."""
+    below = score < cutoff
+    rate = float(y.mean()) if len(y) else math.nan
+    if not below.any() or not rate:
+        return math.nan
+    return float(y[below].mean()) / rate
+
+
+@dataclass
+class ScoreReport:
+    """How one rule set's score ranks one period's rows."""
+
+    roc_auc: float
+    pr_auc: float
+    churners_in_healthy_band: float
+    recall_at_equal_workload: float
+    workload_share: float
+    lift_below_60: float
+    lift_below_40: float
+    bands: dict[str, dict[str, float]]
+
+    def summary(self) -> dict[str, float]:
+        """The four headline figures of the ``--json`` object."""
+        return {
+            "roc_auc": self.roc_auc,
+            "pr_auc": self.pr_auc,
+            "churners_in_healthy_band": self.churners_in_healthy_band,
+            "recall_at_equal_workload": self.recall_at_equal_workload,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.summary(),
+            "workload_share": self.workload_share,
+            "lift_below_60": self.lift_below_60,
+            "lift_below_40": self.lift_below_40,
+            "bands": self.bands,
+        }
+
+
+def score_report(
+    y: np.ndarray, score: np.ndarray, cfg: HealthConfig, workload_share: float
+) -> ScoreReport:
+    """The metrics of a health score on labeled rows; ``workload_share`` is the share of rows
+    the recall at equal workload takes (lowest score first)."""
+    risk = 100.0 - score
+    bands = band_table(y, score, cfg)
+    return ScoreReport(
+        roc_auc=roc_auc(y, risk),
+        pr_auc=pr_auc(y, risk),
+        churners_in_healthy_band=bands["healthy"]["share_of_churners"],
+        recall_at_equal_workload=recall_at_share(y, risk, workload_share),
+        workload_share=workload_share,
+        lift_below_60=lift_below(y, score, cfg.bands.healthy),
+        lift_below_40=lift_below(y, score, cfg.bands.at_risk),
+        bands=bands,
+    )
+
+
+def rule_metrics(
+    y: np.ndarray, shapes: pd.DataFrame, points: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """ROC AUC and PR AUC of every component and sub-rule (risk = its maximum - its points)."""
+    out: dict[str, dict[str, float]] = {}
+    components: dict[str, np.ndarray] = {}
+    for key in shapes.columns:
+        pts = shapes[key].to_numpy() * points.get(key, 0.0)
+        comp = component_of(key)
+        components[comp] = components.get(comp, np.zeros(len(y))) + pts
+    for comp, pts in components.items():
+        out[comp] = {"roc_auc": roc_auc(y, -pts), "pr_auc": pr_auc(y, -pts)}
+        for key in shapes.columns:
+            if component_of(key) == comp:
+                risk = -shapes[key].to_numpy()
+                out[key] = {"roc_auc": roc_auc(y, risk), "pr_auc": pr_auc(y, risk)}
+    return out
+
+
+# ------------------------------------------------------------------------ weighted bootstrap
+
+
+def bootstrap_auc_gain(
+    y: np.ndarray,
+    risk_before: np.ndarray,
+    risk_after: np.ndarray,
+    groups: np.ndarray,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> dict[str, float]:
+    """Percentile interval (95 %) of ROC AUC(after) - ROC AUC(before), resampling the
+    ``groups`` (accounts) with replacement: all rows of a drawn account come along."""
+    _, group_idx = np.unique(groups, return_inverse=True)
+    n_groups = int(group_idx.max()) + 1 if len(group_idx) else 0
+    rng = np.random.default_rng(seed)
+    gains = np.empty(resamples)
+    chunk = 100
+    for start in range(0, resamples, chunk):
+        size = min(chunk, resamples - start)
+        counts = rng.multinomial(n_groups, np.full(n_groups, 1.0 / n_groups), size=size)
+        weights = counts[:, group_idx].astype(float)
+        gains[start : start + size] = _weighted_auc(y, risk_after, weights) - _weighted_auc(
+            y, risk_before, weights
+        )
+    finite = gains[np.isfinite(gains)]
+    low, high = np.percentile(finite, [2.5, 97.5]) if len(finite) else (math.nan, math.nan)
+    return {
+        "low": float(low),
+        "high": float(high),
+        "resamples": resamples,
+        "seed": seed,
+        "accounts": n_groups,
+    }
+
+
+def _weighted_auc(y: np.ndarray, risk: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """ROC AUC of ``risk`` under each row of ``weights`` (resamples x rows), ties counted 1/2."""
+    order = np.argsort(risk, kind="stable")
+    r, yy, w = risk[order], y[order].astype(bool), weights[:, order]
+    # Tie groups of equal risk: each positive counts the negatives below it, and half the tied.
+    starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
+    neg = np.where(yy, 0.0, w)
+    pos = np.where(yy, w, 0.0)
+    neg_by_group = np.add.reduceat(neg, starts, axis=1)
+    pos_by_group = np.add.reduceat(pos, starts, axis=1)
+    neg_below = np.cumsum(neg_by_group, axis=1) - neg_by_group
+    pairs = (pos_by_group * (neg_below + 0.5 * neg_by_group)).sum(axis=1)
+    total = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, pairs / total, np.nan)
+
+
+# ------------------------------------------------------------------------------- the fit
+
+
+@dataclass
+class WeightFit:
+    """A constrained logistic fit of sub-rule weights: log-odds per unit share (beta >= 0)."""
+
+    intercept: float
+    beta: dict[str, float]
+
+    def points(self, total: float = 100.0) -> dict[str, float]:
+        """The weights scaled to sum to ``total`` (all equal when every beta is 0)."""
+        s = sum(self.beta.values())
+        if s <= 0:
+            return {k: total / len(self.beta) for k in self.beta}
+        return {k: total * b / s for k, b in self.beta.items()}
+
+
+def fit_weights(
+    shapes: pd.DataFrame, y: np.ndarray, l2: float = _L2, mean_cap: float | None = None
+) -> WeightFit:
+    """Maximum likelihood of ``logit P(churn) = a - shapes @ beta`` with ``beta >= 0``
+    (L-BFGS-B with bounds, a small ridge on beta for a unique answer).
+
+    With ``mean_cap`` the rows' mean of ``shapes @ beta`` is at most ``mean_cap * sum(beta)``
+    (the mean score, as a share of its maximum, capped; SLSQP, slower)."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    x = shapes.to_numpy(dtype=float)
+    yy = np.asarray(y, dtype=float)
+    n, k = x.shape
+
+    def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        a, beta = theta[0], theta[1:]
+        z = a - x @ beta
+        # log(1 + e^z) - y z, stably
+        value = np.logaddexp(0.0, z).sum() - (yy * z).sum()
+        resid = expit(z) - yy
+        grad = np.empty(k + 1)
+        grad[0] = resid.sum()
+        grad[1:] = -(x.T @ resid)
+        value = value / n + l2 * float(beta @ beta)
+        grad = grad / n
+        grad[1:] += 2 * l2 * beta
+        return float(value), grad
+
+    rate = float(np.clip(yy.mean(), 1e-6, 1 - 1e-6))
+    bounds = [(None, None)] + [(0.0, None)] * k
+    if mean_cap is None:
+        start = np.r_[math.log(rate / (1 - rate)), np.zeros(k)]
+        result = minimize(
+            loss, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500}
+        )
+    else:
+        slack = np.r_[0.0, mean_cap - x.mean(axis=0)]  # slack @ theta >= 0
+        start = np.r_[math.log(rate / (1 - rate)), np.full(k, 0.1)]
+        result = minimize(
+            loss,
+            start,
+            jac=True,
+            method="SLSQP",
+            bounds=bounds,
+            constraints=[{"type": "ineq", "fun": lambda t: slack @ t, "jac": lambda t: slack}],
+            options={"maxiter": 1000},
+        )
+    theta = result.x
+    return WeightFit(
+        intercept=float(theta[0]),
+        beta={col: float(max(b, 0.0)) for col, b in zip(shapes.columns, theta[1:], strict=True)},
+    )
+
+
+# ----------------------------------------------------------------- suggested points from a fit
+
+
+@dataclass(frozen=True)
+class RuleLevels:
+    """A sub-rule's distinct awarded shares (``below`` and the steps'), lowest first."""
+
+    key: str
+    levels: tuple[float, ...]
+    missing_share: float
+
+
+def rule_levels(cfg: HealthConfig) -> list[RuleLevels]:
+    out = []
+    for name, component in cfg.components.items():
+        for rule in component.rules:
+            awarded = {p / rule.points for _, p in rule.steps} | {rule.below / rule.points}
+            share = cfg.missing_share if rule.missing_share is None else rule.missing_share
+            out.append(RuleLevels(rule_key(name, rule.name), tuple(sorted(awarded)), share))
+    return out
+
+
+def design_matrix(
+    frame: pd.DataFrame, cfg: HealthConfig, method: str
+) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
+    """The fit's inputs and what each column is (sub-rule key, level index).
+
+    ``weights``: one column per sub-rule, its shape (a weight per sub-rule keeps the steps'
+    shape). ``steps``: per sub-rule one column per level above the lowest, 1 where the rule
+    awards at least that level (the points of a level are then the sum of non-negative
+    increments: monotone in the original order); an unknown value is the missing share in
+    every column, so it earns the missing share of the refitted points.
+    """
+    shapes = rule_shapes(frame, cfg)
+    if method == "weights":
+        return shapes, [(key, -1) for key in shapes.columns]
+    if method != "steps":
+        raise ValueError(f"unknown fit method {method!r}")
+    known = _known(frame, cfg)
+    columns: dict[str, np.ndarray] = {}
+    layout: list[tuple[str, int]] = []
+    for rule in rule_levels(cfg):
+        shape = shapes[rule.key].to_numpy()
+        for j, level in enumerate(rule.levels[1:], start=1):
+            hit = (shape >= level - 1e-9).astype(float)
+            columns[f"{rule.key}@{j}"] = np.where(known[rule.key], hit, rule.missing_share)
+            layout.append((rule.key, j))
+    return pd.DataFrame(columns, index=frame.index), layout
+
+
+def _known(frame: pd.DataFrame, cfg: HealthConfig) -> dict[str, np.ndarray]:
+    expected = _expected(frame, cfg)
+    out = {}
+    for name, component in cfg.components.items():
+        for rule in component.rules:
+            values = _column(frame, rule.feature)
+            if rule.relative_to_cadence:
+                values = values / expected
+            out[rule_key(name, rule.name)] = np.isfinite(values)
+    return out
+
+
+def fitted_levels(
+    fit: WeightFit, layout: list[tuple[str, int]], cfg: HealthConfig
+) -> dict[str, list[float]]:
+    """Each sub-rule's new level for each of its original levels (log-odds units)."""
+    out: dict[str, list[float]] = {}
+    betas = list(fit.beta.values())
+    for rule in rule_levels(cfg):
+        cols = [(j, b) for (key, j), b in zip(layout, betas, strict=True) if key == rule.key]
+        if cols and cols[0][0] == -1:  # weights: the shape scaled
+            out[rule.key] = [cols[0][1] * level for level in rule.levels]
+        else:  # steps: cumulative increments from 0 at the lowest level
+            increments = dict(cols)
+            total, levels = 0.0, [0.0]
+            for j in range(1, len(rule.levels)):
+                total += increments.get(j, 0.0)
+                levels.append(total)
+            out[rule.key] = levels
+    return out
+
+
+def suggested_points(
+    levels: dict[str, list[float]], cfg: HealthConfig, step: float = 0.5
+) -> dict[str, list[float]]:
+    """The levels scaled so that the sub-rules' maxima add up to 100 on a ``step`` grid
+    (largest remainders); sub-rules below :data:`MIN_RULE_POINTS` are dropped, except that each
+    component keeps its strongest sub-rule. Levels are rounded to 0.1 within each sub-rule."""
+    maxima = {k: max(v) for k, v in levels.items()}
+    keep = {k for k, v in maxima.items() if v > 0}
+    total = sum(maxima[k] for k in keep) or 1.0
+    scaled = {k: 100.0 * maxima[k] / total for k in keep}
+    keep = {k for k in keep if scaled[k] >= MIN_RULE_POINTS}
+    for name, component in cfg.components.items():
+        keys = [rule_key(name, r.name) for r in component.rules]
+        if not any(k in keep for k in keys):
+            keep.add(max(keys, key=lambda k: maxima[k]))
+    base = {k: max(maxima[k], 1e-9) for k in keep}
+    total = sum(base.values())
+    units = {k: v * 100.0 / total / step for k, v in base.items()}
+    floors = {k: max(math.floor(v), 1) for k, v in units.items()}
+    left = round(100.0 / step) - sum(floors.values())
+    order = sorted(units, key=lambda k: floors[k] - units[k])
+    i = 0
+    while left != 0 and order:
+        key = order[i % len(order)]
+        if left > 0:
+            floors[key] += 1
+            left -= 1
+        elif floors[key] > 1:
+            floors[key] -= 1
+            left += 1
+        i += 1
+    out = {}
+    for key in keep:
+        points = floors[key] * step
+        top = max(levels[key])
+        if top > 0:
+            out[key] = [round(points * v / top, 1) for v in levels[key]]
+        else:  # a kept sub-rule with no fitted effect keeps its original shape
+            original = next(r for r in rule_levels(cfg) if r.key == key).levels
+            out[key] = [round(points * v, 1) for v in original]
+        out[key][-1] = points
+    return out
+
+
+def suggested_config(cfg: HealthConfig, points: dict[str, list[float]]) -> HealthConfig:
+    """``cfg`` with each kept sub-rule's levels replaced by ``points`` (its new points for each
+    original level, lowest first; the highest is its maximum), dropped sub-rules removed,
+    component maxima the sums, bands unchanged, version one higher; validated on build."""
+    from features.health import HealthConfig
+
+    by_key = {r.key: r for r in rule_levels(cfg)}
+    data = cfg.model_dump(mode="python")
+    for name, component in data["components"].items():
+        rules = []
+        for rule in component["rules"]:
+            key = rule_key(name, rule["name"])
+            if key not in points:
+                continue
+            levels, new = by_key[key].levels, points[key]
+            old = float(rule["points"])
+            rule["steps"] = [[t, new[_nearest(levels, p / old)]] for t, p in rule["steps"]]
+            rule["below"] = new[_nearest(levels, rule["below"] / old)]
+            rule["points"] = new[-1]
+            rules.append(rule)
+        component["rules"] = rules
+        component["max_points"] = round(sum(r["points"] for r in rules), 6)
+    data["version"] = cfg.version + 1
+    return HealthConfig.model_validate(data)
+
+
+def _nearest(levels: tuple[float, ...], value: float) -> int:
+    return int(np.argmin([abs(v - value) for v in levels]))
+
+
+# ------------------------------------------------------------------------------ the backtest
+
+
+FIT_METHODS = ("weights", "steps")
+
+
+@dataclass
+class Backtest:
+    """Everything ``churn health backtest`` reports and writes."""
+
+    periods: dict[str, Any]
+    current: ScoreReport
+    suggested: ScoreReport
+    current_train: ScoreReport
+    rules: dict[str, dict[str, float]]
+    gain: float
+    interval: dict[str, float]
+    method: str
+    validation_roc_auc: dict[str, float]
+    config: HealthConfig
+    current_config: HealthConfig
+    segments: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The suggested points: each sub-rule's and each component's maximum."""
+        out: dict[str, float] = {}
+        for name, component in self.config.components.items():
+            out[name] = float(component.max_points)
+            for rule in component.rules:
+                out[rule_key(name, rule.name)] = float(rule.points)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """The ``--json`` object (and the MLflow artifact)."""
+        return {
+            "current": self.current.summary(),
+            "suggested": self.suggested.summary(),
+            "weights": self.weights,
+            "current_weights": {
+                **self.current_config.components.maxima(),
+                **rule_points(self.current_config),
+            },
+            "roc_auc_gain": self.gain,
+            "interval": self.interval,
+            "method": self.method,
+            "validation_roc_auc": self.validation_roc_auc,
+            "workload_share": self.current.workload_share,
+            "bands": {"current": self.current.bands, "suggested": self.suggested.bands},
+            "lift": {
+                "current": {
+                    "below_60": self.current.lift_below_60,
+                    "below_40": self.current.lift_below_40,
+                },
+                "suggested": {
+                    "below_60": self.suggested.lift_below_60,
+                    "below_40": self.suggested.lift_below_40,
+                },
+            },
+            "rules": self.rules,
+            "segments": self.segments,
+            "periods": self.periods,
+            "version": {"current": self.current_config.version, "suggested": self.config.version},
+        }
+
+    def metrics(self) -> dict[str, float]:
+        """Flat figures for MLflow (``health_backtest_`` prefix is added by the caller)."""
+        out = {}
+        for side, report in (("current", self.current), ("suggested", self.suggested)):
+            for key, value in report.summary().items():
+                out[f"{side}_{key}"] = value
+        out["roc_auc_gain"] = self.gain
+        out["roc_auc_gain_low"] = self.interval["low"]
+        out["roc_auc_gain_high"] = self.interval["high"]
+        return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
+
+
+def fit_suggestion(
+    train: pd.DataFrame, cfg: HealthConfig, method: str, mean_cap: float | None = None
+) -> HealthConfig:
+    """The suggested config fitted on ``train`` rows (labels in ``churned``) by ``method``;
+    ``mean_cap``: the training rows' mean score as a share of 100 at most this
+    (:func:`fit_weights`)."""
+    x, layout = design_matrix(train, cfg, method)
+    fit = fit_weights(x, train["churned"].to_numpy(float), mean_cap=mean_cap)
+    return suggested_config(cfg, suggested_points(fitted_levels(fit, layout, cfg), cfg))
+
+
+def _health_score(frame: pd.DataFrame, cfg: HealthConfig) -> np.ndarray:
+    from features.health import score_health
+
+    return score_health(frame, cfg)["health_score"].to_numpy(dtype=float)
+
+
+def run_backtest(
+    frame: pd.DataFrame,
+    split: Any,
+    cfg: HealthConfig,
+    *,
+    by_segment: bool = False,
+    keep_level: bool = False,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+) -> Backtest:
+    """The backtest of ``cfg`` over the periods of ``split`` (a :class:`training.split.
+    TimeSplit` of ``frame``) and the suggestion fitted on its training period; with
+    ``keep_level`` the suggestion's mean score on the training period is at most the current
+    rules' (so about as many accounts fall below the bands' cut-offs as today)."""
+    import time
+
+    started = time.perf_counter()
+    train, validation, test = split.frames(frame)
+    y_test = test["churned"].to_numpy(float)
+    y_valid = validation["churned"].to_numpy(float)
+    current_test = _health_score(test, cfg)
+    workload = float((current_test < cfg.bands.healthy).mean())
+
+    y_train = train["churned"].to_numpy(float)
+    train_score = _health_score(train, cfg)
+    cap = float(train_score.mean()) / 100.0 if keep_level else None
+    candidates = {m: fit_suggestion(train, cfg, m, cap) for m in FIT_METHODS}
+    valid_auc = {
+        m: roc_auc(y_valid, 100.0 - _health_score(validation, c)) for m, c in candidates.items()
+    }
+    method = max(FIT_METHODS, key=lambda m: (valid_auc[m], m == "weights"))
+    chosen = candidates[method]
+    suggested_test = _health_score(test, chosen)
+
+    current = score_report(y_test, current_test, cfg, workload)
+    suggested = score_report(y_test, suggested_test, chosen, workload)
+    current_train = score_report(
+        y_train, train_score, cfg, float((train_score < cfg.bands.healthy).mean())
+    )
+    interval = bootstrap_auc_gain(
+        y_test,
+        100.0 - current_test,
+        100.0 - suggested_test,
+        test["account_id"].to_numpy(),
+        resamples=resamples,
+        seed=seed,
+    )
+    segments: dict[str, Any] = {}
+    if by_segment:
+        segments = _by_segment(train, test, cfg, method, workload, chosen, cap)
+    return Backtest(
+        periods=split.to_dict(),
+        current=current,
+        suggested=suggested,
+        current_train=current_train,
+        rules=rule_metrics(y_test, rule_shapes(test, cfg), rule_points(cfg)),
+        gain=suggested.roc_auc - current.roc_auc,
+        interval=interval,
+        method=method if cap is None else f"{method}, level kept",
+        validation_roc_auc=valid_auc,
+        config=chosen,
+        current_config=cfg,
+        segments=segments,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def _by_segment(
+    train: pd.DataFrame,
+    test: pd.DataFrame,
+    cfg: HealthConfig,
+    method: str,
+    workload: float,
+    pooled: HealthConfig,
+    cap: float | None,
+) -> dict[str, Any]:
+    """Points fitted per revenue segment; test metrics of scoring each segment with its own."""
+    column = cfg.cadence.segment_feature
+    segments = sorted(str(s) for s in test[column].dropna().unique()) if column in test else []
+    score = _health_score(test, pooled).copy()
+    out: dict[str, Any] = {}
+    for seg in segments:
+        rows_train = train[train[column].astype(str) == seg]
+        mask = (test[column].astype(str) == seg).to_numpy()
+        if rows_train["churned"].nunique() < 2 or not mask.any():
+            continue
+        seg_cfg = fit_suggestion(rows_train, cfg, method, cap)
+        score[mask] = _health_score(test[mask], seg_cfg)
+        y_seg = test.loc[mask, "churned"].to_numpy(float)
+        out[seg] = {
+            "train_rows": len(rows_train),
+            "test_rows": int(mask.sum()),
+            "roc_auc": roc_auc(y_seg, 100.0 - score[mask]),
+            "weights": {
+                **seg_cfg.components.maxima(),
+                **rule_points(seg_cfg),
+            },
+        }
+    y = test["churned"].to_numpy(float)
+    out["combined"] = score_report(y, score, cfg, workload).summary()
+    return out
+
+
+# ------------------------------------------------------------------------- source -> backtest
+
+
+def backtest_source(
+    source: str,
+    settings: Any,
+    *,
+    health_config: Any = None,
+    by_segment: bool = False,
+    keep_level: bool = False,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    progress: Any = None,
+) -> Backtest:
+    """Build the labeled snapshots of ``source`` as ``churn train`` does (same settings, same
+    time split) and backtest the health rules on them."""
+    from churn.engine import open_engine
+    from features.health import load_health_config
+    from training.config import plan_run
+    from training.frame import build_training_frame, load_source
+    from training.progress import SILENT
+    from training.split import split_by_time
+
+    ui = progress or SILENT
+    with open_engine(settings) as engine:
+        plan = plan_run(settings)
+        loaded = load_source(source, settings, plan)
+        with ui.step("building labeled snapshots"):
+            data = build_training_frame(loaded, plan, engine)
+    cfg = plan.health if health_config is None else load_health_config(health_config)
+    with ui.step("splitting by time"):
+        parts = split_by_time(
+            data.frame, plan.config.split, plan.snapshots.horizon_days, plan.features
+        )
+    with ui.step("scoring the rules, fitting new points, bootstrapping the gain"):
+        return run_backtest(
+            data.frame,
+            parts.split,
+            cfg,
+            by_segment=by_segment,
+            keep_level=keep_level,
+            resamples=resamples,
+        )
+
+
+# ------------------------------------------------------------------------------- the file
+
+
+def _pct(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{100 * value:.1f} %"
+
+
+def config_header(bt: Backtest) -> list[str]:
+    """The suggested file's header comment: what was measured before and after."""
+    test = bt.periods.get("test", {})
+    ci = bt.interval
+    lines = [
+        f"Suggested health rules, version {bt.config.version} (from version "
+        f"{bt.current_config.version}), fitted by `churn health backtest` on the training "
+        "period",
+        f"({bt.periods.get('train', {}).get('start')} to {bt.periods.get('train', {}).get('end')}"
+        f"; method: {bt.method}); not active until `churn health apply FILE`.",
+        f"Test period {test.get('start')} to {test.get('end')} ({test.get('rows')} rows, "
+        f"{test.get('positives')} churned):",
+        f"  ROC AUC {bt.current.roc_auc:.3f} -> {bt.suggested.roc_auc:.3f} "
+        f"(gain {bt.gain:+.3f}, 95 % bootstrap interval {ci['low']:+.3f} to {ci['high']:+.3f}, "
+        f"{ci['resamples']} resamples of {ci['accounts']} accounts)",
+        f"  PR AUC {bt.current.pr_auc:.3f} -> {bt.suggested.pr_auc:.3f}",
+        f"  recall at equal workload ({_pct(bt.current.workload_share)} of rows): "
+        f"{_pct(bt.current.recall_at_equal_workload)} -> "
+        f"{_pct(bt.suggested.recall_at_equal_workload)}",
+        "  band: share of rows / share of churners / churn rate, current -> suggested",
+    ]
+    for band in ("healthy", "at_risk", "critical"):
+        a, b = bt.current.bands[band], bt.suggested.bands[band]
+        lines.append(
+            f"    {band:<8} {_pct(a['share_of_rows'])} / {_pct(a['share_of_churners'])} / "
+            f"{_pct(a['churn_rate'])} -> {_pct(b['share_of_rows'])} / "
+            f"{_pct(b['share_of_churners'])} / {_pct(b['churn_rate'])}"
+        )
+    return lines
+
+
+def config_yaml(bt: Backtest) -> str:
+    """The suggested config as YAML, with :func:`config_header` as its comment."""
+    import yaml
+
+    data = bt.config.model_dump(mode="json", exclude_none=True)
+    body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
+    header = "".join(f"# {line}\n" for line in config_header(bt))
+    return header + "#\n# Layout and meaning of every key: see configs/health.yaml.\n\n" + body
+
+
+# ------------------------------------------------------------------------------- apply
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What ``churn health apply`` did."""
+
+    target: Path
+    backup: Path
+    old_version: int
+    new_version: int
+    changes: list[str]
+
+
+def describe_changes(old: HealthConfig, new: HealthConfig) -> list[str]:
+    """One line per component whose points changed: its maximum and its sub-rules' points."""
+    lines = []
+    before, after = rule_points(old), rule_points(new)
+    for name, component in new.components.items():
+        was = old.components.maxima()[name]
+        parts = []
+        keys = [k for k in dict.fromkeys([*before, *after]) if component_of(k) == name]
+        for key in keys:
+            a, b = before.get(key), after.get(key)
+            short = key.split(".", 1)[1]
+            if a is None:
+                parts.append(f"{short} new {b:g}")
+            elif b is None:
+                parts.append(f"{short} {a:g} -> dropped")
+            elif a != b:
+                parts.append(f"{short} {a:g} -> {b:g}")
+        if parts or was != component.max_points:
+            lines.append(
+                f"{name} {was:g} -> {component.max_points:g} points: "
+                + ("; ".join(parts) if parts else "same sub-rule points")
+            )
+    if old.bands != new.bands:
+        lines.append(
+            f"bands {old.bands.healthy:g}/{old.bands.at_risk:g} -> "
+            f"{new.bands.healthy:g}/{new.bands.at_risk:g}"
+        )
+    return lines or ["no points changed"]
+
+
+def apply_config(file: Path | str, target: Path | str) -> Applied:
+    """Validate ``file`` as health rules and make it ``target`` (the active config), keeping
+    the old ``target`` next to it as ``<name>.v<version>.bak.yaml``. Nothing is replaced when
+    the file is not valid rules, names an unknown feature, or does not raise the version."""
+    import os
+    import shutil
+
+    from churn.errors import ConfigError
+    from features.catalog import FEATURES
+    from features.health import load_health_config
+
+    file, target = Path(file), Path(target)
+    if not file.is_file():
+        raise ConfigError(
+            f"{file} does not exist", hint="pass the file `churn health backtest` wrote"
+        )
+    new = load_health_config(file, known_features=FEATURES)
+    old = load_health_config(target)
+    if file.resolve() == target.resolve():
+        raise ConfigError(f"{file} is already the active health config", hint="nothing to apply")
+    if new.version <= old.version:
+        raise ConfigError(
+            f"{file}: version {new.version} is not above the active rules' version "
+            f"{old.version} ({target})",
+            hint="every change of the rules gets a higher version (it is stored with each "
+            "score); raise `version` in the file",
+        )
+    backup = target.with_name(f"{target.stem}.v{old.version}.bak{target.suffix}")
+    shutil.copy2(target, backup)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(file, tmp)
+    os.replace(tmp, target)
+    return Applied(target, backup, old.version, new.version, describe_changes(old, new))
