@@ -4,7 +4,9 @@ A bundle is a folder of plain files, nothing pickled:
 
     model.txt                 LightGBM's own text model format
     calibration.json          the probability calibration (isotonic points or Platt a, b)
-    metadata.json             version, training date, feature order, horizon, lineage
+    metadata.json             version, training date, feature order, horizon, lineage,
+                              operating points (the churn-probability thresholds of the
+                              priorities ``act_now`` and ``watch``, chosen on validation)
     catalog.json              the feature catalogue entries the model uses
     metrics.json              test-period metrics of the model and both baselines
     model_card.md             data, period, metrics against baselines, drivers, limitations
@@ -25,6 +27,7 @@ from typing import Any, Literal, cast
 import numpy as np
 
 from churn.errors import BundleIntegrityError
+from churn.model_terms import RISK_BANDS
 
 MODEL_FILE = "model.txt"
 CALIBRATION_FILE = "calibration.json"
@@ -95,6 +98,65 @@ class Calibration:
         raise ValueError(f"unknown calibration method {method!r}")
 
 
+@dataclass(frozen=True)
+class OperatingPoints:
+    """The churn-probability thresholds of the priorities (docs/metrics.md#priority).
+
+    A probability at or above ``act_now`` makes an account ``act_now``, at or above ``watch``
+    ``watch``. Training chooses both on the validation period and stores them in the
+    bundle's ``metadata.json`` (``operating_points``) with what each catches there and on
+    the test period (``figures``: per point, ``recall``, ``precision``, ``share_flagged`` by
+    period). ``source`` says where the thresholds come from: ``validation`` (chosen by
+    training) or ``default`` (a bundle without them: the risk bands' bounds).
+    """
+
+    act_now: float
+    watch: float
+    source: str = "default"
+    rule: str = ""
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        ok = all(
+            isinstance(v, int | float) and math.isfinite(v) for v in (self.act_now, self.watch)
+        )
+        if not ok or not 0.0 <= self.watch <= self.act_now <= 1.0:
+            raise ValueError(
+                f"operating points need 0 <= watch <= act_now <= 1, got watch {self.watch!r}, "
+                f"act_now {self.act_now!r}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "act_now": self.act_now,
+            "watch": self.watch,
+            "source": self.source,
+            "rule": self.rule,
+            "figures": self.figures,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OperatingPoints:
+        return cls(
+            act_now=float(data["act_now"]),
+            watch=float(data["watch"]),
+            source=str(data.get("source", "validation")),
+            rule=str(data.get("rule", "")),
+            figures=dict(data.get("figures") or {}),
+        )
+
+
+#: The operating points of a bundle that stores none (exported before they existed, or
+#: written by hand): the lower bounds of the risk bands ``high`` and ``medium``.
+DEFAULT_OPERATING_POINTS = OperatingPoints(
+    act_now=dict(RISK_BANDS)["high"],
+    watch=dict(RISK_BANDS)["medium"],
+    source="default",
+    rule="the bundle stores no operating points: the lower bounds of the high and medium "
+    "risk bands",
+)
+
+
 @dataclass
 class Bundle:
     """A loaded, verified bundle: a LightGBM booster plus its JSON companions."""
@@ -113,6 +175,13 @@ class Bundle:
     @property
     def feature_names(self) -> list[str]:
         return list(self.metadata["feature_names"])
+
+    @property
+    def operating_points(self) -> OperatingPoints:
+        """The priorities' thresholds from ``metadata.json``; the defaults without them
+        (checked when the bundle is loaded)."""
+        stored = self.metadata.get("operating_points")
+        return DEFAULT_OPERATING_POINTS if stored is None else OperatingPoints.from_dict(stored)
 
     def raw_probability(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.predict(x, raw_score=False), dtype=float)
@@ -205,6 +274,13 @@ def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
     for key in ("model_version", "feature_names"):
         if key not in metadata:
             raise BundleIntegrityError(f"model bundle {folder}: metadata.json lacks {key!r}")
+    if metadata.get("operating_points") is not None:
+        try:
+            OperatingPoints.from_dict(metadata["operating_points"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BundleIntegrityError(
+                f"model bundle {folder}: bad operating_points in metadata.json: {exc}"
+            ) from exc
     if list(booster.feature_name()) != list(metadata["feature_names"]):
         raise BundleIntegrityError(
             f"model bundle {folder}: model features differ from metadata feature_names"

@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from churn.bundle import DEFAULT_OPERATING_POINTS
 from churn.model_terms import annual_revenue, risk_bands
 from features.health import ESCALATION_CODES, HealthConfig
 from serving.playbook import Playbook
+from serving.priority import priorities
 from serving.score_record import from_snapshot
 
 if TYPE_CHECKING:
@@ -328,6 +330,10 @@ def score_snapshot(
         scores["model_version"] = pd.NA
     scores["churn_probability"] = probability
     scores["risk_band"] = risk_bands(probability, snapshot["health_band"])
+    points = bundle.operating_points if bundle is not None else DEFAULT_OPERATING_POINTS
+    scores["priority"] = priorities(
+        probability, snapshot["health_band"], {c: snapshot[c] for c in ESCALATION_CODES}, points
+    )
 
     escalations = escalations_frame(snapshot, health)
     stages = snapshot.set_index(["as_of", "account_id"])["lifecycle_stage"]

@@ -305,6 +305,7 @@ EXAMPLE_PREDICTION: dict[str, Any] = {
     "account_id": "A-1042",
     "churn_probability": 0.34,
     "risk_band": "high",
+    "priority": "act_now",
     "base_rate": 0.08,
     "health_score": 47.5,
     "health_components": {

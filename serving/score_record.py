@@ -27,6 +27,7 @@ from features.health import (
     HEALTH_BANDS,
     SERVICE_PART_MAXIMA,
 )
+from serving.priority import PRIORITIES
 
 Kind = Literal["float", "int", "text", "band"]
 """``float`` and ``int`` numbers, free ``text``, or a ``band``: one of the field's ``values``."""
@@ -176,6 +177,19 @@ FIELDS: tuple[ScoreField, ...] = (
         nullable=False,
         nullable_stored=True,
         values=RISK_BAND_NAMES,
+    ),
+    ScoreField(
+        "priority",
+        "Priority",
+        "act_now, watch or ok: the churn probability against the model's operating points "
+        "combined with the escalations and the health band (docs/metrics.md#priority); "
+        "without a model from the escalations and the health band alone.",
+        "band",
+        "model",
+        _ALL,
+        nullable=False,
+        nullable_stored=True,
+        values=PRIORITIES,
     ),
     ScoreField(
         "base_rate",

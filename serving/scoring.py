@@ -15,6 +15,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from churn.bundle import DEFAULT_OPERATING_POINTS
 from churn.model_terms import REVENUE_BASIS, annual_revenue, risk_bands
 from features.catalog import FEATURES
 from features.health import (
@@ -29,6 +30,7 @@ from features.health import (
 from serving.explain import reasons_for_row, top_factors
 from serving.model_holder import LoadedModel
 from serving.playbook import Playbook, load_playbook, recommend
+from serving.priority import fired_matrix, priorities
 from serving.schemas import PREDICTION_KEYS
 from serving.score_record import api_values
 
@@ -151,7 +153,10 @@ def score_accounts(
         version = model.version
 
     fired = _fired_escalations(accounts, health, rules.health)
-    bands = risk_bands(probability, [h["health_band"] for h in health]).tolist()
+    health_bands = [h["health_band"] for h in health]
+    bands = risk_bands(probability, health_bands).tolist()
+    points = model.bundle.operating_points if model is not None else DEFAULT_OPERATING_POINTS
+    priority = priorities(probability, health_bands, fired_matrix(fired), points).tolist()
     revenues = _revenues(accounts)
     out = []
     for i, account in enumerate(accounts):
@@ -181,6 +186,7 @@ def score_accounts(
             **h,
             "churn_probability": p,
             "risk_band": bands[i],
+            "priority": priority[i],
             "base_rate": base_rate,
             "health_drop_30d": None
             if ago is None

@@ -157,6 +157,22 @@ def schema_ddl(schema: Mapping[str, Mapping[str, str]] = STORE_SCHEMA) -> list[s
     return statements
 
 
+def migrate_ddl(
+    existing: Mapping[str, set[str]], schema: Mapping[str, Mapping[str, str]] = STORE_SCHEMA
+) -> list[str]:
+    """ALTER TABLE statements adding the columns of ``schema`` that the ``existing`` tables
+    (table -> its columns) lack: a store written before a field was declared gains it, null
+    in the rows already stored (``churn score`` fills it for the dates it scores again).
+    Tables missing altogether are created by :func:`schema_ddl`."""
+    return [
+        f"ALTER TABLE {table} ADD COLUMN {name} {kind}"
+        for table, columns in schema.items()
+        if table in existing
+        for name, kind in columns.items()
+        if name not in existing[table]
+    ]
+
+
 class _Tx(Protocol):
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None: ...
 
@@ -451,12 +467,20 @@ class Store:
     # -- schema -------------------------------------------------------------------------
 
     def ensure_schema(self) -> None:
-        """Create the tables when they are missing; refuse a store of another schema version."""
+        """Create the tables when they are missing and add the columns a store written by an
+        earlier release of this schema version lacks (``migrate_ddl``); refuse a store of
+        another schema version."""
         if self._schema_ready:
             return
         with self._backend.transaction() as tx:
             for statement in schema_ddl():
                 tx.execute(statement)
+        added = migrate_ddl(self._columns())
+        if added:
+            with self._backend.transaction() as tx:
+                for statement in added:
+                    tx.execute(statement)
+            log.info("score store %s: %s", self.display, "; ".join(added))
         meta = self._backend.query("SELECT value FROM store_meta WHERE key = 'schema_version'")
         if meta.empty:
             with self._backend.transaction() as tx:
@@ -471,6 +495,17 @@ class Store:
                 hint="point store_url at a new store and run `churn score` again",
             )
         self._schema_ready = True
+
+    def _columns(self) -> dict[str, set[str]]:
+        """The columns each existing table of the store has."""
+        found = self._backend.query(
+            "SELECT table_name, column_name FROM information_schema.columns "
+            "WHERE table_schema = current_schema()"
+        )
+        out: dict[str, set[str]] = {}
+        for table, column in zip(found["table_name"], found["column_name"], strict=True):
+            out.setdefault(str(table).lower(), set()).add(str(column).lower())
+        return out
 
     def _readable(self) -> bool:
         """False while nothing was ever written (reads then return empty results)."""
@@ -645,7 +680,7 @@ class Store:
             WHERE {" AND ".join(where)}
             ORDER BY {PORTFOLIO_ORDER}
         """
-        frame = self._query(sql, params)
+        frame = _with_columns("scores", self._query(sql, params))
         frame["health_change"] = frame["health_score"] - frame["previous_health_score"]
         frame["churn_probability_change"] = (
             frame["churn_probability"] - frame["previous_churn_probability"]
@@ -656,8 +691,11 @@ class Store:
         """The account's stored scores, oldest first."""
         if not self._readable():
             return _empty("scores")
-        return self._query(
-            "SELECT * FROM scores WHERE account_id = :id ORDER BY as_of", {"id": account_id}
+        return _with_columns(
+            "scores",
+            self._query(
+                "SELECT * FROM scores WHERE account_id = :id ORDER BY as_of", {"id": account_id}
+            ),
         )
 
     def account(
@@ -770,6 +808,16 @@ def _record(row: pd.Series) -> dict[str, Any]:
         else:
             out[str(key)] = value
     return out
+
+
+def _with_columns(table: str, frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every column of ``table`` that it lacks added as null: a store written
+    before a column was declared reads like one holding nulls until ``churn score`` adds it
+    (``Store.ensure_schema``)."""
+    for name in STORE_SCHEMA[table]:
+        if name not in frame.columns:
+            frame[name] = None
+    return frame
 
 
 def _empty(table: str) -> pd.DataFrame:

@@ -58,6 +58,7 @@ def test_list_is_sorted_by_revenue_at_risk_with_the_change_since_last_month(env)
     assert first["revenue_at_risk"] == pytest.approx(60_000)
     assert first["health_change"] == pytest.approx(-35.0)
     assert first["health_band"] == "critical" and first["risk_band"] == "high"
+    assert [a["priority"] for a in body["accounts"]] == ["act_now", "act_now", "ok"]
     assert first["top_reason"] == "days_since_last_contact is 74"
     assert body["total"] == 3
 
@@ -110,6 +111,8 @@ def test_account_detail_has_the_explanation_actions_and_history_in_order(env):
     assert body["actions"][0]["id"] == "reach_out"
     assert [h["as_of"] for h in body["history"]] == ["2025-01-01", "2025-02-01"]
     assert [h["health_score"] for h in body["history"]] == [70.0, 35.0]
+    assert body["priority"] == "act_now"
+    assert [h["priority"] for h in body["history"]] == ["ok", "act_now"]
     earlier = _get(client, "/v1/accounts/A-1", tokens["ann"], as_of="2025-01-15").json()
     assert earlier["as_of"] == "2025-01-01" and len(earlier["history"]) == 1
 

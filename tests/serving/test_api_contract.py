@@ -171,7 +171,7 @@ def test_a_manager_scores_only_their_own_accounts(api):
 SPEC_FIELDS = {
     "account_id", "churn_probability", "risk_band", "health_score", "health_components",
     "health_band", "service_score", "escalations", "reasons", "actions", "revenue_at_risk",
-    "model_version",
+    "model_version", "priority",
 }  # fmt: skip
 
 
@@ -202,6 +202,7 @@ def test_a_prediction_carries_every_spec_field_and_matches_the_schema(api):
     assert all(e["rule"] and e["action"] for e in p["escalations"])
     assert p["actions"] and all(a["title"] and a["because_text"] for a in p["actions"])
     assert p["actions"][0]["source"] == "escalation"
+    assert p["priority"] == "act_now"  # an invoice 45 days late is a severe escalation
 
 
 def test_the_top_factor_names_the_feature_value_in_its_sentence(api):
@@ -422,6 +423,9 @@ def test_without_a_model_predict_returns_rule_based_scores_and_says_why(no_model
         assert p["reasons"] == [] and p["base_rate"] is None
         band = {"critical": "high", "at_risk": "medium", "healthy": "low"}[p["health_band"]]
         assert p["risk_band"] == band
+    risky, plain = body["predictions"]
+    assert risky["priority"] == "act_now"  # the invoice 45 days late
+    assert plain["priority"] == ("ok" if plain["health_band"] == "healthy" else "watch")
     assert body["predictions"][0]["actions"]  # escalations still lead to actions
 
 

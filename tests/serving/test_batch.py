@@ -145,6 +145,7 @@ def test_batch_scores_every_active_account_exactly_as_the_api_would(firm, bundle
         got = scores.loc[account]
         assert got["churn_probability"] == pytest.approx(expected["churn_probability"])
         assert got["risk_band"] == expected["risk_band"]
+        assert got["priority"] == expected["priority"]
         assert got["health_score"] == pytest.approx(expected["health_score"])
         assert got["health_band"] == expected["health_band"]
         assert got["revenue_at_risk"] == pytest.approx(expected["revenue_at_risk"])
@@ -172,6 +173,15 @@ def test_without_a_model_the_batch_keeps_the_rule_based_scores(firm, settings):
     )
     assert batch.scores["risk_band"].tolist() == expected.tolist()
     assert batch.reasons.empty
+    # Without a probability the escalations and the health band set the priority alone.
+    escalated = set(batch.escalations["account_id"])
+    for account, band, priority in batch.scores[
+        ["account_id", "health_band", "priority"]
+    ].itertuples(index=False):
+        if band == "healthy" and account not in escalated:
+            assert priority == "ok"
+        else:
+            assert priority in ("act_now", "watch")
     assert set(batch.actions["source"]) <= {"escalation"}
     assert len(batch.actions) >= batch.escalations["account_id"].nunique()
 

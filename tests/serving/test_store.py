@@ -244,3 +244,35 @@ def test_a_file_that_is_not_a_duckdb_database_is_a_store_error(tmp_path):
     bad.write_text("not a database")
     with pytest.raises(StoreError, match="store.duckdb"):
         Store(str(bad)).write_batch(make_batch(D1, {"A-1": ("Ann", 70.0, 0.1)}))
+
+
+def test_a_store_written_before_a_column_existed_reads_and_is_migrated_on_write(store_url):
+    """An older store of this schema version lacks the newer columns (``priority``): reads
+    give null for them, and the next write adds them, keeping the stored rows."""
+    from serving import store as store_module
+
+    old_schema = {
+        table: {c: kind for c, kind in columns.items() if c != "priority" or table != "scores"}
+        for table, columns in store_module.STORE_SCHEMA.items()
+    }
+    old_batch = make_batch(D1, {"A-1": ("Ann", 35.0, 0.6)})
+    old_batch.scores = old_batch.scores.drop(columns="priority")
+    store = Store(store_url)
+    with store._backend.transaction() as tx:  # the tables as an older release created them
+        for statement in store_module.schema_ddl(old_schema):
+            tx.execute(statement)
+        tx.execute("INSERT INTO store_meta (key, value) VALUES ('schema_version', '1')")
+        for table, frame in (("scores", old_batch.scores), ("escalations", old_batch.escalations)):
+            rows = frame.assign(as_of=pd.Timestamp(D1), run_id="old")
+            tx.insert(table, rows[[c for c in old_schema[table] if c in rows]])
+        tx.insert("runs", pd.DataFrame([{"run_id": "old", "as_of": pd.Timestamp(D1)}]))
+
+    reader = Store(store_url)
+    assert reader.portfolio(D1)["priority"].isna().all()
+    assert reader.account("A-1").score["priority"] is None
+
+    writer = Store(store_url)
+    writer.write_batch(make_batch(D2, {"A-1": ("Ann", 70.0, 0.05)}))
+    assert writer.account("A-1", as_of=D1).score["priority"] is None  # kept, still unknown
+    assert writer.account("A-1").score["priority"] == "ok"
+    assert store_module.migrate_ddl(writer._columns()) == []

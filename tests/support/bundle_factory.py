@@ -77,8 +77,10 @@ def make_bundle(
     rows: int = 600,
     trees: int = 25,
     calibration: CalibrationKind = "isotonic",
+    operating_points: dict[str, object] | None = None,
 ) -> Path:
-    """Train a small booster on synthetic accounts and write a complete, verified bundle."""
+    """Train a small booster on synthetic accounts and write a complete, verified bundle
+    (without operating points unless given: serving then uses the defaults)."""
     import lightgbm as lgb
 
     folder = Path(folder)
@@ -107,6 +109,8 @@ def make_bundle(
         "horizon_days": 90,
         "label_mode": "events",
     }
+    if operating_points is not None:
+        metadata["operating_points"] = operating_points
     predictions = pd.DataFrame(
         {
             "account_id": [f"A-{i}" for i in range(rows)],

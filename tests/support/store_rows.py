@@ -6,7 +6,9 @@ from datetime import date
 
 import pandas as pd
 
+from churn.bundle import DEFAULT_OPERATING_POINTS
 from serving.batch import ScoredBatch
+from serving.priority import priorities
 
 
 def make_batch(
@@ -29,6 +31,12 @@ def make_batch(
             "account_manager": managers,
             "churn_probability": prob,
             "risk_band": [None if p is None else "high" if p >= 0.3 else "low" for p in prob],
+            "priority": priorities(
+                prob,
+                band,
+                {"esc_below_40": [b == "critical" for b in band]},
+                DEFAULT_OPERATING_POINTS,
+            ),
             "health_score": health,
             "health_engagement": [h * 0.3 for h in health],
             "health_relationship": [h * 0.25 for h in health],
