@@ -15,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from serving.dashboard import TEMPLATES_DIR
+from serving.priority import PRIORITY_LABELS
 from serving.retention import BAND_LABELS
 from serving.score_record import BY_COLUMN
 
@@ -34,11 +35,6 @@ STAGE_NAMES: Mapping[str, str] = {
     "established": "Established",
     "long_term": "Long-term",
 }
-
-
-#: Priorities of the action queue, most urgent first, and how the pages name them.
-PRIORITIES: tuple[str, ...] = ("act_now", "watch", "ok")
-PRIORITY_LABELS: Mapping[str, str] = {"act_now": "Act now", "watch": "Watch", "ok": "OK"}
 
 
 class ServiceLevel(NamedTuple):

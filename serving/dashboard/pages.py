@@ -16,8 +16,6 @@ import pandas as pd
 from features.health import Bands
 from serving.dashboard import charts, queue
 from serving.dashboard.formatting import (
-    PRIORITIES,
-    PRIORITY_LABELS,
     SERVICE_LEVELS,
     STAGE_NAMES,
     change_between,
@@ -25,6 +23,7 @@ from serving.dashboard.formatting import (
     is_missing,
 )
 from serving.dashboard.sessions import Viewer
+from serving.priority import PRIORITIES, PRIORITY_LABELS
 from serving.retention import (
     BAND_LABELS,
     HEALTH_BANDS,

@@ -24,7 +24,8 @@ from urllib.parse import urlencode
 
 import pandas as pd
 
-from serving.dashboard.formatting import PRIORITIES, SERVICE_LEVELS
+from serving.dashboard.formatting import SERVICE_LEVELS
+from serving.priority import PRIORITIES
 
 Direction = Literal["asc", "desc"]
 

@@ -123,7 +123,7 @@ PRIORITY_RANK = {"act_now": 0, "watch": 1, "ok": 2}
 def _queue_order(frame: pd.DataFrame) -> pd.DataFrame:
     """The action queue's default order, from the stored scores: priority (act now first),
     revenue at risk, churn probability (both largest first), health score, account id."""
-    rank = frame["priority"].map(PRIORITY_RANK) if "priority" in frame else 0
+    rank = frame["priority"].map(PRIORITY_RANK)
     return (
         frame.assign(_rank=rank)
         .sort_values(
@@ -340,10 +340,8 @@ def test_the_queue_starts_with_the_most_urgent_account_and_shows_it_on_a_phone(
     assert ids == expected["account_id"].head(25).tolist()
     width = page.viewport_size["width"]  # type: ignore[index]
     first = page.locator("#accounts tbody tr").first
-    cells = ["a.client-name", "td.num .score", "td.health-cell .score"]
-    if "priority" in expected:
-        cells.append("td.prio-cell .prio")
-        assert first.locator(".prio").get_attribute("data-priority") == expected["priority"].iloc[0]
+    cells = ["a.client-name", "td.prio-cell .prio", "td.num .score", "td.health-cell .score"]
+    assert first.locator(".prio").get_attribute("data-priority") == expected["priority"].iloc[0]
     for selector in cells:
         box = first.locator(selector).first.bounding_box()
         assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, selector

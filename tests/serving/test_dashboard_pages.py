@@ -24,7 +24,7 @@ from serving.app import create_app
 from serving.dashboard import queue
 from serving.dashboard.formatting import SERVICE_LEVELS, service_worry
 from serving.keys import KeyStore
-from serving.store import STORE_SCHEMA, Store
+from serving.store import Store
 from tests.support.store_rows import make_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +71,6 @@ def test_pages_show_the_bands_of_the_health_config(
 # -- the portfolio as an action queue ---------------------------------------------------------
 
 ORDER = {"act_now": 0, "watch": 1, "ok": 2}
-HAS_PRIORITY = "priority" in STORE_SCHEMA["scores"]
 
 
 def _queue_frame(rows: list[dict]) -> pd.DataFrame:
@@ -321,6 +320,12 @@ def test_paging_keeps_the_filters_and_the_sort_and_headers_sort(tmp_path):
     assert 'href="/?manager=Bob&amp;sort=probability&amp;dir=asc"' in first  # click flips
     ids = re.findall(r'<tr data-account-id="([^"]+)"', default)
     assert ids == queue.sort_frame(store.portfolio(LATEST))["account_id"].head(25).tolist()
+    stored = store.portfolio(LATEST).assign(rank=lambda f: f["priority"].map(ORDER))
+    most_urgent = stored.sort_values(["rank", "revenue_at_risk"], ascending=[True, False])
+    assert ids[0] == most_urgent["account_id"].iloc[0]
+    assert stored["priority"].nunique() == 3  # the data has every priority
+    shown = re.findall(r'data-priority="([^"]+)"', default)
+    assert shown == sorted(shown, key=ORDER.get)  # act now, then watch, then ok
     assert 'id="movers"' in default
     health_movers = re.search(r'id="movers-health">(.*?)</ul>', default, re.S)
     assert health_movers is not None
