@@ -257,6 +257,17 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("escalations", "escalations"),
     ("top_reason", "top_reason"),
 )
+#: Decimals the CSV export keeps: probabilities to a hundredth of a percentage point, scores
+#: to a tenth of a point, money to the cent.
+CSV_DECIMALS: Mapping[str, int] = {
+    "churn_probability": 4,
+    "churn_probability_change": 4,
+    "health_score": 1,
+    "health_change": 1,
+    "service_score": 1,
+    "revenue_365d": 2,
+    "revenue_at_risk": 2,
+}
 # A spreadsheet reads a cell starting with one of these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -284,7 +295,13 @@ def csv_text(frame: pd.DataFrame, as_of: date | None) -> str:
     day = "" if as_of is None else pd.Timestamp(as_of).date().isoformat()
     records = frame.astype(object).where(frame.notna(), None).to_dict("records")
     for row in records:
-        writer.writerow([safe_cell(row.get(column)) for column, _ in CSV_COLUMNS] + [day])
+        cells = []
+        for column, _ in CSV_COLUMNS:
+            value = row.get(column)
+            if column in CSV_DECIMALS and isinstance(value, float):
+                value = round(value, CSV_DECIMALS[column])
+            cells.append(safe_cell(value))
+        writer.writerow([*cells, day])
     return out.getvalue()
 
 
