@@ -123,21 +123,29 @@ def line_chart(
     left axis's grid lines (a 3 % probability stays readable beside a 0-100 score).
 
     The legend is HTML above the plot (it wraps on a narrow screen), and the plot is drawn
-    twice: ``width`` wide for wide screens and :data:`NARROW_WIDTH` wide for phones, the
-    stylesheet showing one of them, so that axis text keeps its size (at least 11 px) on both.
+    ``width`` wide for wide screens and :data:`NARROW_WIDTH` wide for phones (plus
+    :data:`MEDIUM_WIDTH` wide for tablets when ``width`` is much wider), the stylesheet showing
+    one of them, so that axis text keeps its size (at least 11 px on a 390 px phone and a
+    1400 px desktop).
     """
     legend = [(s.name, f"series-{s.css}") for s in series]
     legend += [(z.label, f"zone zone-{z.css}") for z in zones if z.label]
     args = (labels, series, title, y_min, y_max, y_format, zones, reference, y2_format)
-    wide = _line_plot(*args, width=width, height=height, variant="wide")
+    plots = [_line_plot(*args, width=width, height=height, variant="wide")]
+    css = "chart chart-line"
+    if width > MEDIUM_WIDTH * 1.2:  # a full-width chart: a tablet gets one of its own
+        plots.append(_line_plot(*args, width=MEDIUM_WIDTH, height=height, variant="medium"))
+        css += " has-medium"
     narrow_height = max(200.0, height * 0.8)
-    narrow = _line_plot(*args, width=NARROW_WIDTH, height=narrow_height, variant="narrow")
-    return Markup(f'<figure class="chart chart-line">{_legend(legend)}{wide}{narrow}</figure>')
+    plots.append(_line_plot(*args, width=NARROW_WIDTH, height=narrow_height, variant="narrow"))
+    return Markup(f'<figure class="{css}">{_legend(legend)}{"".join(plots)}</figure>')
 
 
 #: The width of the phone variant of a line chart, in the SVG's units: about the width of a
-#: card's content on a 390 px screen, so one unit is at least one pixel there.
-NARROW_WIDTH = 330.0
+#: card's content on a 360 px screen, so one unit is at least one pixel on any wider phone.
+NARROW_WIDTH = 310.0
+#: The width of the tablet variant of a wide (full-width) line chart.
+MEDIUM_WIDTH = 640.0
 #: Font size of axis text, in the SVG's units (``svg .axis`` in the stylesheet).
 AXIS_FONT = 11.0
 
