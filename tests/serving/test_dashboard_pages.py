@@ -249,8 +249,9 @@ def test_the_movers_are_the_largest_changes_between_two_dates():
 LATEST, PREVIOUS = date(2025, 2, 1), date(2025, 1, 1)
 
 
-def _portfolio_store(tmp_path: Path) -> tuple[TestClient, str, Store]:
-    """Two scored months of 40 accounts; one manager's name starts a formula."""
+def _portfolio_store(tmp_path: Path) -> tuple[TestClient, str, Store, str]:
+    """Two scored months of 40 accounts; one manager's name starts a formula. Returns the
+    client, an admin key, the store and a key of the manager Bob."""
     accounts = {
         f"A-{i:03d}": ("=Ann" if i % 3 == 0 else "Bob", float(20 + (i * 7) % 75), (i % 10) / 20)
         for i in range(40)
@@ -269,9 +270,10 @@ def _portfolio_store(tmp_path: Path) -> tuple[TestClient, str, Store]:
     store = Store(settings.store_url)
     store.write_batch(make_batch(PREVIOUS, earlier))
     store.write_batch(make_batch(LATEST, accounts))
-    token = KeyStore.from_settings(settings).add("admin")[1]
+    keys = KeyStore.from_settings(settings)
+    token, bob = keys.add("admin")[1], keys.add("manager", "Bob")[1]
     client = TestClient(create_app(settings))
-    return client, token, store
+    return client, token, store, bob
 
 
 def _csv_rows(text: str) -> list[dict[str, str]]:
@@ -279,7 +281,7 @@ def _csv_rows(text: str) -> list[dict[str, str]]:
 
 
 def test_the_csv_export_holds_exactly_the_filtered_rows_of_every_page(tmp_path):
-    client, token, store = _portfolio_store(tmp_path)
+    client, token, store, _ = _portfolio_store(tmp_path)
     with client:
         assert client.get("/portfolio.csv", follow_redirects=False).status_code == 303
         client.post("/login", data={"api_key": token}, follow_redirects=False)
@@ -303,7 +305,7 @@ def test_the_csv_export_holds_exactly_the_filtered_rows_of_every_page(tmp_path):
 
 
 def test_paging_keeps_the_filters_and_the_sort_and_headers_sort(tmp_path):
-    client, token, store = _portfolio_store(tmp_path)
+    client, token, store, _ = _portfolio_store(tmp_path)
     with client:
         client.post("/login", data={"api_key": token}, follow_redirects=False)
         first = client.get("/", params={"manager": "Bob", "sort": "probability"}).text
@@ -337,3 +339,23 @@ def test_a_service_score_of_zero_is_shown_as_the_worst_worry():
     assert service_worry(3).css == "at_risk" and "worry" in service_worry(3).note
     assert service_worry(6).css == "" and service_worry(None).css == ""
     assert "worst" in service_worry(0.0).note
+
+
+def test_a_managers_csv_holds_only_their_accounts_and_odd_queries_are_no_error(tmp_path):
+    client, _, store, token = _portfolio_store(tmp_path)
+    with client:
+        client.post("/login", data={"api_key": token}, follow_redirects=False)
+        own = client.get("/portfolio.csv", params={"manager": "=Ann"})
+        odd = client.get(
+            "/",
+            params={"sort": "<script>", "dir": "sideways", "priority": "\x00", "page": "0"},
+        )
+        clipped = client.get("/", params={"q": "x" * 5000, "service": "7-9"})
+    rows = _csv_rows(own.text)
+    assert own.status_code == 200
+    assert {r["account_manager"] for r in rows} == {"Bob"}
+    assert len(rows) == len(store.portfolio(LATEST, manager="Bob"))
+    assert "=Ann" not in own.headers["content-disposition"]
+    assert odd.status_code == 200 and "No accounts match these filters." in odd.text
+    assert "<script>" not in odd.text
+    assert clipped.status_code == 200
