@@ -6,7 +6,8 @@ A bundle is a folder of plain files, nothing pickled:
     calibration.json          the probability calibration (isotonic points or Platt a, b)
     metadata.json             version, training date, feature order, horizon, lineage,
                               operating points (the churn-probability thresholds of the
-                              priorities ``act_now`` and ``watch``, chosen on validation)
+                              priorities ``act_now`` and ``watch``, chosen on validation),
+                              each feature's typical value (median over training accounts)
     catalog.json              the feature catalogue entries the model uses
     metrics.json              test-period metrics of the model and both baselines
     model_card.md             data, period, metrics against baselines, drivers, limitations
@@ -182,6 +183,21 @@ class Bundle:
         (checked when the bundle is loaded)."""
         stored = self.metadata.get("operating_points")
         return DEFAULT_OPERATING_POINTS if stored is None else OperatingPoints.from_dict(stored)
+
+    @property
+    def feature_typical(self) -> dict[str, float]:
+        """Each feature's typical value (its median over the training accounts), from
+        ``metadata.json``'s ``feature_typical``; empty for a bundle exported without it, and
+        without the features whose median is unknown."""
+        typical = self.metadata.get("feature_typical")
+        if not isinstance(typical, dict):
+            return {}
+        out = {}
+        for name, value in typical.items():
+            number = isinstance(value, int | float) and not isinstance(value, bool)
+            if number and math.isfinite(float(value)):
+                out[str(name)] = float(value)
+        return out
 
     def raw_probability(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.booster.predict(x, raw_score=False), dtype=float)

@@ -9,12 +9,34 @@ this module; no other place names a feature.
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Literal
+from string import Formatter
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Family = Literal["behavioural", "relationship", "financial", "satisfaction", "lifecycle"]
 FeatureKind = Literal["number", "flag", "category"]
 Direction = Literal["higher", "lower"]
+Bounds = tuple[float | None, float | None]
+
+# The valid range of a feature by its unit, unless the feature declares its own: counts, days,
+# hours, months and money are never negative, shares and flags lie in 0-1, and a relative change
+# ("ratio": (recent - previous) / previous) cannot fall below -100 %.
+UNIT_BOUNDS: dict[str, Bounds] = {
+    "count": (0.0, None),
+    "days": (0.0, None),
+    "hours": (0.0, None),
+    "months": (0.0, None),
+    "currency": (0.0, None),
+    "share": (0.0, 1.0),
+    "flag": (0.0, 1.0),
+    "ratio": (-1.0, None),
+    "category": (None, None),
+}
 
 FAMILIES: tuple[str, ...] = (
     "behavioural",
@@ -44,6 +66,10 @@ class Feature:
     for a flag, that is the sentence of the flag being off. ``direction`` says which way of the
     value signals more churn risk ("higher" / "lower"), where that is known. ``model`` is True
     for the numeric model inputs; the two categories are descriptive only.
+
+    ``bounds`` is the valid range (lowest, highest; None: open), by default the unit's
+    (:data:`UNIT_BOUNDS`); a unit without a default (a score, a level) must declare it. The API
+    refuses a value outside it, and snapshots built from valid data never leave it.
     """
 
     name: str
@@ -58,9 +84,50 @@ class Feature:
     template_zero: str | None = None
     tables: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
+    bounds: Bounds | None = None
 
-    def sentence(self, value: float | str | None) -> str:
-        """The plain-language sentence for one value of this feature."""
+    def __post_init__(self) -> None:
+        if self.bounds is None and self.kind == "category":
+            object.__setattr__(self, "bounds", (None, None))
+        elif self.bounds is None:
+            if self.unit not in UNIT_BOUNDS:
+                raise ValueError(f"feature {self.name}: unit {self.unit!r} needs its own bounds")
+            object.__setattr__(self, "bounds", UNIT_BOUNDS[self.unit])
+
+    @property
+    def valid_range(self) -> Bounds:
+        """(lowest, highest) valid value; None where open."""
+        assert self.bounds is not None  # set by __post_init__
+        return self.bounds
+
+    def range_text(self) -> str:
+        """The valid range in words: "between 0 and 10", "at least 0", "any number"."""
+        low, high = self.valid_range
+        if low is not None and high is not None:
+            return f"between {low:g} and {high:g}"
+        if low is not None:
+            return f"at least {low:g}"
+        if high is not None:
+            return f"at most {high:g}"
+        return "any number"
+
+    def in_range(self, value: float) -> bool:
+        """True when ``value`` lies within the valid range (an unknown value is not checked)."""
+        low, high = self.valid_range
+        return (low is None or value >= low) and (high is None or value <= high)
+
+    def sentence(
+        self, value: float | str | None, *, typical: float | None = None, impact: float = 0.0
+    ) -> str:
+        """The plain-language sentence for one value of this feature.
+
+        Numbers are rounded honestly: a value that is not exactly 0 (or a bound of its range)
+        is never printed as one ("0.5%", not "0%"). With ``typical`` (the median of the
+        training accounts) and an ``impact`` that raises the risk, a value on the risky side
+        of the typical one says so: "Sentiment +0.12 in the last 90 days, below the +0.35
+        typical of your clients" (not for flags and named levels, nor for a signed measure
+        already on the risky side of zero: "Spend down 12%" reads as a risk on its own).
+        """
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return f"{self.description}: unknown"
         if self.kind == "category":
@@ -68,18 +135,116 @@ class Feature:
         number = float(value)
         if math.isnan(number):
             return f"{self.description}: unknown"
+        if not self.in_range(number):
+            return f"{self.description}: {number:g} (outside its valid range, {self.range_text()})"
         template = self.template
+        shown = number
         if self.kind == "flag":
             if number < 0.5 and self.template_zero is not None:
                 template = self.template_zero
         elif number == 0 and self.template_zero is not None:
             template = self.template_zero
         elif number < 0 and self.template_negative is not None:
-            template, number = self.template_negative, -number
-        label = f"level {number:g}"
-        if self.labels and float(number).is_integer() and 0 <= number < len(self.labels):
-            label = self.labels[int(number)]
-        return template.format(value=number, s="" if number == 1 else "s", label=label)
+            template, shown = self.template_negative, -number
+        label = f"level {shown:g}"
+        if self.labels and float(shown).is_integer() and 0 <= shown < len(self.labels):
+            label = self.labels[int(shown)]
+        text = _render(template, shown, label, self._exact_values())
+        return text + self._typical_clause(number, typical, impact)
+
+    def _exact_values(self) -> tuple[float, ...]:
+        """Values a rounded number may only show when it is exactly one of them."""
+        bounds = (abs(b) for b in self.valid_range if b is not None and math.isfinite(b))
+        return (0.0, *bounds)
+
+    def _typical_clause(self, number: float, typical: float | None, impact: float) -> str:
+        if (
+            typical is None
+            or not math.isfinite(typical)
+            or not impact > 0
+            or self.kind != "number"
+            or self.labels
+            or self.direction is None
+        ):
+            return ""
+        below = number < typical
+        if (self.direction == "lower") != below or number == typical:
+            return ""  # not on the risky side of the typical value
+        low, high = self.valid_range
+        if typical in (low, high):
+            return ""  # most clients sit at the end of the range ("0 complaints"): nothing to add
+        if (low is None or low < 0) and (number < 0) == (self.direction == "lower") and number:
+            return ""  # a signed measure on the risky side of zero reads as a risk on its own
+        spec = _value_spec(self.template) or "g"
+        if self.template_negative is not None and "+" not in spec:
+            spec = "+" + spec  # a signed measure: show the typical value's sign
+        mine = _honest(number, spec, self._exact_values())
+        theirs = _honest(typical, spec, self._exact_values())
+        if mine == theirs:
+            return ""
+        return f", {'below' if below else 'above'} the {theirs} typical of your clients"
+
+
+_SPEC = re.compile(r"^(?P<head>[^.]*)\.(?P<digits>\d+)(?P<type>[f%])$")
+
+
+def _value_spec(template: str) -> str | None:
+    """The format spec of ``{value:...}`` in a template (None when it has no ``{value}``)."""
+    for _literal, name, spec, _conversion in Formatter().parse(template):
+        if name == "value":
+            return spec or ""
+    return None
+
+
+def _honest(number: float, spec: str, exact: Sequence[float]) -> str:
+    """``format(number, spec)``, with more decimals where rounding would show one of the
+    ``exact`` values (0, a bound) that ``number`` is not: 0.005 as ``.0%`` is "0.5%", not "0%";
+    "under 0.001%" when even three more decimals would not tell them apart."""
+    text = format(number, spec)
+    match = _SPEC.match(spec)
+    if match is None:
+        return text
+    scale = 100.0 if match["type"] == "%" else 1.0
+    digits = int(match["digits"])
+
+    def shows_exact(d: int) -> float | None:
+        shown = round(abs(number) * scale, d)
+        for value in exact:
+            if abs(number) != value and shown == round(value * scale, d):
+                return value
+        return None
+
+    hit = shows_exact(digits)
+    if hit is None:
+        return text
+    for extra in (1, 2, 3):
+        spec_more = f"{match['head']}.{digits + extra}{match['type']}"
+        if shows_exact(digits + extra) is None:
+            return format(number, spec_more)
+    unit = format(
+        10.0 ** -(digits + 3) / scale, f"{match['head'].lstrip('+')}.{digits + 3}{match['type']}"
+    )
+    return f"under {unit}" if hit == 0 else f"almost {format(hit, spec)}"
+
+
+def _render(template: str, number: float, label: str, exact: Sequence[float]) -> str:
+    """A template with ``{value:spec}`` rounded honestly and ``{s}`` plural unless the printed
+    number is exactly 1."""
+    out = []
+    printed = ""
+    for literal, name, spec, _conversion in Formatter().parse(template):
+        out.append(literal)
+        if name == "value":
+            printed = _honest(number, spec or "", exact)
+            out.append(printed)
+        elif name == "s":
+            out.append("\0s")  # decided once the number is printed
+        elif name == "label":
+            out.append(label)
+        elif name is not None:
+            raise KeyError(name)
+    plural = "" if printed.lstrip("+") == "1" else "s"
+    return "".join(out).replace("\0s", plural)
 
 
 def _f(
@@ -209,6 +374,7 @@ CATALOG: tuple[Feature, ...] = (
         direction="higher",
         template_negative="Responses {value:.0f} hour{s} faster than the previous quarter",
         template_zero="Response times level with the previous quarter",
+        bounds=(None, None),
     ),
     _f(
         "business_review_6m",
@@ -293,6 +459,7 @@ CATALOG: tuple[Feature, ...] = (
         _C,
         direction="lower",
         labels=SENIORITY_NAMES,
+        bounds=(0.0, 3.0),
     ),
     _f(
         "new_executive_90d",
@@ -333,9 +500,10 @@ CATALOG: tuple[Feature, ...] = (
         "relationship",
         "Mean sentiment of interactions in the last 90 days (-1 to 1)",
         "score",
-        "Sentiment {value:+.2f} on average in the last 90 days (-1 to 1)",
+        "Sentiment {value:+.2f} in the last 90 days",
         _I,
         direction="lower",
+        bounds=(-1.0, 1.0),
     ),
     _f(
         "sentiment_trend",
@@ -347,6 +515,7 @@ CATALOG: tuple[Feature, ...] = (
         direction="lower",
         template_negative="Sentiment down {value:.2f} on the previous quarter",
         template_zero="Sentiment level with the previous quarter",
+        bounds=(-2.0, 2.0),
     ),
     _f(
         "competitor_mentions_90d",
@@ -490,6 +659,7 @@ CATALOG: tuple[Feature, ...] = (
         "Last survey score {value:.1f} out of 10",
         _S,
         direction="lower",
+        bounds=(0.0, 10.0),
     ),
     _f(
         "survey_score_change",
@@ -501,6 +671,7 @@ CATALOG: tuple[Feature, ...] = (
         direction="lower",
         template_negative="Survey score down {value:.1f} point{s} on the one before",
         template_zero="Survey score unchanged on the one before",
+        bounds=(-10.0, 10.0),
     ),
     _f(
         "days_since_last_survey",
@@ -597,6 +768,39 @@ def feature_sentence(name: str, value: float | str | None) -> str:
     return feature.sentence(value)
 
 
+def source_features(names: Sequence[str]) -> dict[str, list[int]]:
+    """Positions in ``names`` of the features read from each single source table, tables in
+    catalogue order (a feature needing two tables counts for neither)."""
+    out: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        tables = FEATURES[name].tables
+        if len(tables) == 1:
+            out.setdefault(tables[0], []).append(i)
+    return out
+
+
+def data_completeness(known: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Per row of ``known`` (rows x ``names``, True where the value is known): the share of the
+    features that are known (0-1) and the missing sources, comma-separated ("surveys,
+    tickets"; empty when none). A source table is missing for a row when every feature read
+    from it alone is unknown: the table is absent, or it has nothing for the account that a
+    feature could be computed from."""
+    import numpy as np
+
+    known = np.asarray(known, dtype=bool).reshape(-1, len(names))
+    share = known.mean(axis=1) if len(names) else np.ones(len(known))
+    tables = list(source_features(names).items())
+    code = np.zeros(len(known), dtype=np.int64)  # bit t: table t is missing
+    for bit, (_table, idx) in enumerate(tables):
+        code |= (~known[:, idx].any(axis=1)).astype(np.int64) << bit
+    distinct, inverse = np.unique(code, return_inverse=True)
+    texts = [
+        ", ".join(t for bit, (t, _idx) in enumerate(tables) if int(c) >> bit & 1)
+        for c in distinct.tolist()
+    ]
+    return share, [texts[i] for i in inverse.reshape(-1).tolist()]
+
+
 def family_features(family: str) -> list[Feature]:
     """The features of one family, in catalogue order."""
     if family not in FAMILIES:
@@ -638,20 +842,26 @@ def catalog_markdown() -> str:
         "reasons: `{value}` is the feature's value (`{s}` a plural s, `{label}` the level's",
         "name). Below the first sentence come, where defined, the one for negative values",
         "(formatted with the absolute value) and the one for 0 (for a flag: when it is off).",
+        "Numbers are rounded honestly: a value that is not exactly 0 or a bound of its range is",
+        'never printed as one ("Discounts 0.5%", not "0%"). *Valid range* is what the API',
+        "accepts (a value outside is a 422 naming the field and the range) and what snapshots",
+        "built from valid data stay within.",
         "",
     ]
     for fam in FAMILIES:
         lines += [f"## {fam}", "", FAMILY_DESCRIPTIONS[fam], ""]
         lines += [
-            "| feature | unit | kind | model input | risk | tables | description | sentence |",
-            "|---|---|---|---|---|---|---|---|",
+            "| feature | unit | kind | model input | risk | valid range | tables | description "
+            "| sentence |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for f in family_features(fam):
             templates = (f.template, f.template_negative, f.template_zero)
             sentence = "<br>".join(f"`{_cell(t)}`" for t in templates if t)
             lines.append(
                 f"| `{f.name}` | {f.unit} | {f.kind} | {'yes' if f.model else 'no'} | "
-                f"{f.direction or ''} | {', '.join(f.tables)} | {_cell(f.description)} | "
+                f"{f.direction or ''} | {'' if f.kind == 'category' else f.range_text()} | "
+                f"{', '.join(f.tables)} | {_cell(f.description)} | "
                 f"{sentence} |"
             )
         lines.append("")

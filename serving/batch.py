@@ -221,8 +221,8 @@ def explained_reasons(
 ) -> tuple[np.ndarray, pd.DataFrame]:
     """Churn probability of every row and its ``top`` reasons, exactly as the API gives them
     (``serving.explain``: one LightGBM call over the whole matrix; the same factors, values,
-    impacts and sentences as ``reasons_for_row``)."""
-    from serving.explain import Explainer, format_pts_array, top_factors
+    impacts and sentences as ``reasons_for_row``: an unknown value is never a reason)."""
+    from serving.explain import Explainer, format_pts_array, listed, top_factors
 
     explainer = Explainer(bundle)
     names = np.asarray(explainer.feature_names)
@@ -230,17 +230,20 @@ def explained_reasons(
     explanation = explainer.explain(x)
     columns = top_factors(explanation, top)
     n, k = columns.shape
-    rows = np.repeat(np.arange(n), k)
-    cols = columns.ravel()
+    # Known values come first in each row, so keeping them keeps the ranks 1, 2, ...
+    keep = listed(explanation, columns).ravel()
+    rows = np.repeat(np.arange(n), k)[keep]
+    cols = columns.ravel()[keep]
+    ranks = np.tile(np.arange(1, k + 1), n)[keep]
     values = explanation.values[rows, cols]
     impacts = explanation.impacts[rows, cols] * 100.0
     families = np.asarray([f.family for f in explainer.features])
-    sentences = _sentences(explainer.features, cols, values)
+    sentences = _sentences(explainer.features, cols, values, explainer.typical, impacts > 0)
     out = pd.DataFrame(
         {
             "as_of": snapshot["as_of"].to_numpy()[rows],
             "account_id": snapshot["account_id"].to_numpy()[rows],
-            "rank": np.tile(np.arange(1, k + 1), n),
+            "rank": ranks,
             "feature": names[cols],
             "family": families[cols],
             "value": values,
@@ -251,22 +254,49 @@ def explained_reasons(
     return explanation.probability, out[list(REASON_COLUMNS)]
 
 
-def _sentences(features: Sequence[Feature], cols: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``features[c].sentence(v)`` for every pair of ``cols`` and ``values`` (an object array),
-    with one catalogue call per distinct (feature, value): pairs are keyed by the value's bits,
-    so every NaN reads "unknown" and each value keeps its own sentence."""
+def _sentences(
+    features: Sequence[Feature],
+    cols: np.ndarray,
+    values: np.ndarray,
+    typical: np.ndarray | None = None,
+    rising: np.ndarray | None = None,
+) -> np.ndarray:
+    """``features[c].sentence(v, typical=typical[c], impact=...)`` for every pair of ``cols``
+    and ``values`` (an object array), with one catalogue call per distinct (feature, value,
+    impact raising the risk or not): pairs are keyed by the value's bits, so every NaN reads
+    "unknown" and each value keeps its own sentence."""
     if not len(cols):
         return np.empty(0, dtype=object)
+    up = np.zeros(len(cols), dtype=np.int64) if rising is None else rising.astype(np.int64)
     bits, distinct_bits = pd.factorize(np.ascontiguousarray(values).view(np.int64))
-    pair, distinct = pd.factorize(cols.astype(np.int64) * len(distinct_bits) + bits)
+    pair, distinct = pd.factorize((cols.astype(np.int64) * len(distinct_bits) + bits) * 2 + up)
     example = np.empty(len(distinct), dtype=np.intp)
     example[pair] = np.arange(len(pair))  # any row of a pair stands for it: all are equal
+    usual = np.full(len(features), np.nan) if typical is None else typical
     texts = [
-        features[c].sentence(None if math.isnan(v) else v)
-        for c, v in zip(cols[example].tolist(), values[example].tolist(), strict=True)
+        features[c].sentence(
+            None if math.isnan(v) else v,
+            typical=None if math.isnan(usual[c]) else float(usual[c]),
+            impact=float(r),
+        )
+        for c, v, r in zip(
+            cols[example].tolist(), values[example].tolist(), up[example].tolist(), strict=True
+        )
     ]
     per_row: np.ndarray = np.asarray(texts, dtype=object)[pair]
     return per_row
+
+
+def completeness_columns(
+    snapshot: pd.DataFrame, bundle: Bundle | None
+) -> tuple[np.ndarray, list[str]]:
+    """Each row's data completeness and missing sources over the model's features (the
+    catalogue's model inputs without a model): ``features.catalog.data_completeness``."""
+    from features.catalog import MODEL_FEATURES, data_completeness
+
+    names = bundle.feature_names if bundle is not None else MODEL_FEATURES
+    known = snapshot.reindex(columns=names).notna().to_numpy(dtype=bool)
+    return data_completeness(known, names)
 
 
 def score_batches(
@@ -334,6 +364,7 @@ def score_snapshot(
     scores["priority"] = priorities(
         probability, snapshot["health_band"], {c: snapshot[c] for c in ESCALATION_CODES}, points
     )
+    scores["data_completeness"], scores["missing_sources"] = completeness_columns(snapshot, bundle)
 
     escalations = escalations_frame(snapshot, health)
     stages = snapshot.set_index(["as_of", "account_id"])["lifecycle_stage"]

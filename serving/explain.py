@@ -13,6 +13,11 @@ the contributions so they add up exactly in probability space::
 Calibration is monotone, so rescaling keeps every sign. Impacts are reported in probability
 points (``impact_pts``: +9.0 means +9 percentage points). Everything here is vectorised over
 rows; the API and batch scoring share it.
+
+A feature whose value is unknown has an impact too (the model routes missing values down a
+branch of its own), but it is never given as a reason: the reasons are the largest impacts
+among the *known* values, and the unknown ones count in ``other_impact_pts`` with the rest, so
+the sums stay exact. Playbook actions follow the reasons, so no action rests on an unknown.
 """
 
 from __future__ import annotations
@@ -110,6 +115,9 @@ class Explainer:
         self.feature_names: tuple[str, ...] = tuple(names)
         self.index: dict[str, int] = {n: i for i, n in enumerate(names)}
         self.features: tuple[Feature, ...] = tuple(FEATURES[n] for n in names)
+        # Each feature's median over the training accounts (NaN where the bundle has none).
+        typical = bundle.feature_typical
+        self.typical = np.array([typical.get(n, np.nan) for n in names], dtype=float)
         self.calibration = bundle.calibration
         bias = self._contributions(np.full((1, len(names)), np.nan))[0, -1]
         self.bias = float(bias)
@@ -168,24 +176,40 @@ class Explainer:
 
 
 def top_factors(explanation: Explanation, k: int) -> np.ndarray:
-    """Column indices of each row's ``k`` largest impacts by size, largest first.
+    """Column indices of each row's ``k`` largest impacts by size among its known values,
+    largest first; where a row has fewer than ``k`` known values, its unknown ones follow
+    (:func:`listed` tells them apart: they are never reasons).
 
     Ties keep catalogue order (stable sort), so the answer is deterministic.
     """
     k = max(0, min(k, explanation.impacts.shape[1]))
     if k == 0:
         return np.empty((explanation.impacts.shape[0], 0), dtype=np.intp)
-    order = np.argsort(-np.abs(explanation.impacts), axis=1, kind="stable")
+    size = np.abs(explanation.impacts)
+    key = np.where(np.isnan(explanation.values), np.inf, -size)
+    order = np.argsort(key, axis=1, kind="stable")
     return order[:, :k]
 
 
+def listed(explanation: Explanation, columns: np.ndarray) -> np.ndarray:
+    """True where ``columns`` (from :func:`top_factors`) names a known value: a reason."""
+    rows = np.arange(len(columns))[:, None]
+    known: np.ndarray = ~np.isnan(explanation.values[rows, columns])
+    return known
+
+
 def reasons_for_row(
-    explanation: Explanation, row: int, columns: np.ndarray, features: tuple[Feature, ...]
+    explanation: Explanation,
+    row: int,
+    columns: np.ndarray,
+    features: tuple[Feature, ...],
+    typical: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
     """The reasons of one row: feature, family, value, impact_pts and its sentence.
 
-    The sentence is the catalogue's for the value plus the impact: "No contact for 74 days
-    (+9 pts)". An unknown value is ``None`` ("...: unknown").
+    The sentence is the catalogue's for the value (with the typical value where it explains
+    a risk, ``typical`` in feature order) plus the impact: "No contact for 74 days (+9 pts)".
+    A column whose value is unknown is skipped: an unknown is never a reason.
     """
     out = []
     values = explanation.values[row]
@@ -193,15 +217,18 @@ def reasons_for_row(
     for j in columns.tolist():
         feature = features[j]
         value = float(values[j])
+        if math.isnan(value):
+            continue
         pts = float(impacts[j]) * 100.0
-        known = not math.isnan(value)
+        usual = None if typical is None else float(typical[j])
+        sentence = feature.sentence(value, typical=usual, impact=pts)
         out.append(
             {
                 "feature": feature.name,
                 "family": feature.family,
-                "value": value if known else None,
+                "value": value,
                 "impact_pts": pts,
-                "sentence": f"{feature.sentence(value if known else None)} ({format_pts(pts)})",
+                "sentence": f"{sentence} ({format_pts(pts)})",
             }
         )
     return out

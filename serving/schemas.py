@@ -4,7 +4,9 @@ The accepted features are generated from the feature catalogue (``features.catal
 optional member per feature, typed by its kind, so an unknown name or a wrong type is a 422
 naming ``accounts[i].features.<name>``:
 
-- number: a finite JSON number (no strings, no booleans, no NaN/Infinity);
+- number: a finite JSON number (no strings, no booleans, no NaN/Infinity) within the
+  feature's valid range in the catalogue (``last_survey_score`` 0-10, days, counts and money
+  at least 0...): a value outside is a 422 naming the field and the range;
 - flag: ``0``/``1`` or ``true``/``false``;
 - category: one of its levels (``lifecycle_stage``: new, established, long_term;
   ``revenue_segment``: A, B, C).
@@ -47,6 +49,17 @@ _Flag = Annotated[
 ]
 
 
+def _in_range(feature: Feature) -> Any:
+    """A validator refusing values outside the feature's valid range, naming the range."""
+
+    def check(value: float) -> float:
+        if not feature.in_range(value):
+            raise ValueError(f"must be {feature.range_text()}")
+        return value
+
+    return AfterValidator(check)
+
+
 def _feature_type(feature: Feature) -> Any:
     if feature.kind == "category":
         levels = CATEGORY_LEVELS.get(feature.name)
@@ -54,9 +67,10 @@ def _feature_type(feature: Feature) -> Any:
     elif feature.kind == "flag":
         base = _Flag
     else:
-        base = _Number
+        base = Annotated[_Number, _in_range(feature)]
     unit = "" if feature.unit in ("flag", "category") else f" Unit: {feature.unit}."
-    return Annotated[base | None, Field(description=f"{feature.description}.{unit}")]
+    valid = "" if feature.kind == "category" else f" Valid: {feature.range_text()}."
+    return Annotated[base | None, Field(description=f"{feature.description}.{unit}{valid}")]
 
 
 FeatureValues = TypedDict(  # type: ignore[misc]
@@ -138,7 +152,10 @@ class EscalationOut(BaseModel):
 class Reason(BaseModel):
     feature: str
     family: str
-    value: float | None = Field(description="The feature's value; null when unknown.")
+    value: float | None = Field(
+        description="The feature's value: always known (an unknown value is never a reason); "
+        "null only in rows stored by an older version."
+    )
     impact_pts: float = Field(
         description="Signed impact on the churn probability in percentage points "
         "(+9.0 = nine points more likely to churn)."
@@ -237,12 +254,16 @@ else:
                 "escalations": (list[EscalationOut], ...),
                 "reasons": (
                     list[Reason],
-                    Field(description="Top factors by size of impact, largest first."),
+                    Field(
+                        description="Top factors by size of impact among the features whose "
+                        "value is known, largest first."
+                    ),
                 ),
                 "other_impact_pts": (
                     float | None,
                     Field(
-                        description="Summed impact of every feature not listed in reasons (points)."
+                        description="Summed impact of every feature not listed in reasons "
+                        "(points), unknown values included."
                     ),
                 ),
                 "actions": (list[ActionOut], ...),

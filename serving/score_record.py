@@ -34,8 +34,8 @@ Kind = Literal["float", "int", "text", "band"]
 
 Source = Literal["snapshot", "model", "store"]
 """Where the value comes from: the scored snapshot (features and rule-based scores, copied by
-the batch as they are), the model (computed when scoring), or the store (derived when reading
-stored scores)."""
+the batch as they are), the model (computed when scoring, with or without a model: the
+probability, the data completeness), or the store (derived when reading stored scores)."""
 
 View = Literal["prediction", "summary", "detail", "history"]
 """The API's views of an account's scores: ``POST /v1/predict``'s ``Prediction``, the
@@ -46,6 +46,7 @@ _ALL: frozenset[View] = frozenset(VIEWS)
 _STORED_VIEWS: frozenset[View] = frozenset(("summary", "detail", "history"))
 _ACCOUNT: frozenset[View] = frozenset(("summary", "detail"))
 _BREAKDOWN: frozenset[View] = frozenset(("prediction", "detail", "history"))
+_COMPLETENESS: frozenset[View] = frozenset(("prediction", "summary", "detail"))
 
 
 @dataclass(frozen=True)
@@ -338,6 +339,30 @@ FIELDS: tuple[ScoreField, ...] = (
         "text",
         "model",
         _ALL,
+    ),
+    ScoreField(
+        "data_completeness",
+        "Data completeness",
+        "Share of the model's features (the catalogue's model inputs without a model) whose "
+        "value is known for the account, 0-1.",
+        "float",
+        "model",
+        _COMPLETENESS,
+        unit="share",
+        maximum=1.0,
+        nullable=False,
+        nullable_stored=True,
+    ),
+    ScoreField(
+        "missing_sources",
+        "Missing sources",
+        "Source tables missing for the account, comma-separated (empty when none): every "
+        "feature read from the table alone is unknown.",
+        "text",
+        "model",
+        _COMPLETENESS,
+        nullable=False,
+        nullable_stored=True,
     ),
 )
 

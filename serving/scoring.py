@@ -17,7 +17,7 @@ import numpy as np
 
 from churn.bundle import DEFAULT_OPERATING_POINTS
 from churn.model_terms import REVENUE_BASIS, annual_revenue, risk_bands
-from features.catalog import FEATURES
+from features.catalog import FEATURES, MODEL_FEATURES, data_completeness
 from features.health import (
     ESCALATION_CODES,
     Escalation,
@@ -27,7 +27,7 @@ from features.health import (
     load_health_config,
     score_health_records,
 )
-from serving.explain import reasons_for_row, top_factors
+from serving.explain import listed, reasons_for_row, top_factors
 from serving.model_holder import LoadedModel
 from serving.playbook import Playbook, load_playbook, recommend
 from serving.priority import fired_matrix, priorities
@@ -134,23 +134,27 @@ def score_accounts(
     other: list[float | None] = [None] * len(accounts)
     base_rate = None
     version = None
+    names: Sequence[str] = MODEL_FEATURES
     if model is not None:
         explainer = model.explainer
+        names = explainer.feature_names
         explanation = explainer.explain(_matrix(accounts, model))
         columns = top_factors(explanation, top_reasons)
-        # Everything not listed: the total minus the listed ones, so the sums stay exact.
-        # (Fancy indexing is what np.take_along_axis does, without its checks and set-up.)
+        # Everything not listed (unknown values included): the total minus the listed ones,
+        # so the sums stay exact. (Fancy indexing is what np.take_along_axis does, without
+        # its checks and set-up.)
         rows = np.arange(len(accounts))[:, None]
-        listed = explanation.impacts[rows, columns].sum(axis=1)
-        rest = (explanation.impacts.sum(axis=1) - listed) * 100.0
+        shown = np.where(listed(explanation, columns), explanation.impacts[rows, columns], 0.0)
+        rest = (explanation.impacts.sum(axis=1) - shown.sum(axis=1)) * 100.0
         probability = explanation.probability.tolist()
         other = rest.tolist()
         reasons = [
-            reasons_for_row(explanation, i, columns[i], explainer.features)
+            reasons_for_row(explanation, i, columns[i], explainer.features, explainer.typical)
             for i in range(len(accounts))
         ]
         base_rate = explanation.base_rate
         version = model.version
+    completeness, missing_sources = _completeness(accounts, names)
 
     fired = _fired_escalations(accounts, health, rules.health)
     health_bands = [h["health_band"] for h in health]
@@ -193,6 +197,8 @@ def score_accounts(
             else round(ago - cast(float, h["health_score"]), 6),
             "revenue_at_risk": None if p is None or revenue is None else p * revenue,
             "model_version": version,
+            "data_completeness": float(completeness[i]),
+            "missing_sources": missing_sources[i],
         }
         prediction = {
             "account_id": account.account_id,
@@ -207,6 +213,16 @@ def score_accounts(
         }
         out.append({key: prediction[key] for key in PREDICTION_KEYS})
     return out
+
+
+def _completeness(
+    accounts: Sequence[AccountInput], names: Sequence[str]
+) -> tuple[np.ndarray, list[str]]:
+    """Each account's share of known ``names`` (the model's features) and missing sources."""
+    known = np.array(
+        [[a.features.get(n) is not None for n in names] for a in accounts], dtype=bool
+    ).reshape(len(accounts), len(names))
+    return data_completeness(known, names)
 
 
 def _because_text(because: str, sentences: Mapping[str, str], rules: Rules) -> str:

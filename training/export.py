@@ -177,6 +177,17 @@ def bundle_base_rate(report: Evaluation) -> float:
     return model_terms.base_rate(bias, report.calibration.calibration.apply)
 
 
+def feature_typical(x: np.ndarray, features: list[str]) -> dict[str, float | None]:
+    """Each feature's median over the rows of ``x`` (the training accounts), None where every
+    value is unknown: the "typical of your clients" that reasons compare a value with."""
+    x = np.asarray(x, dtype=float).reshape(-1, len(features))
+    out: dict[str, float | None] = {}
+    for j, name in enumerate(features):
+        column = x[:, j][~np.isnan(x[:, j])]
+        out[name] = float(np.median(column)) if len(column) else None
+    return out
+
+
 def export_bundle(models_dir: Path, candidate: Candidate, run: RunOutputs) -> Path:
     """Write the candidate's serving bundle (model, calibration, metadata, catalogue, metrics,
     model card, test predictions) to ``models_dir/<name>-v<N>``, verified to load and to
@@ -194,6 +205,7 @@ def export_bundle(models_dir: Path, candidate: Candidate, run: RunOutputs) -> Pa
         "registered_version": candidate.version,
         "trained_at": candidate.trained_at,
         "feature_names": features,
+        "feature_typical": feature_typical(parts.train.x, features),
         "horizon_days": snap.horizon_days,
         "label_mode": snap.label_mode,
         "base_rate": bundle_base_rate(report),

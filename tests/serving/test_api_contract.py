@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
@@ -24,7 +25,7 @@ from features.catalog import FEATURES, MODEL_FEATURES
 from serving.app import JsonFormatter, create_app
 from serving.keys import KeyStore
 from serving.schemas import PredictResponse
-from tests.support.bundle_factory import make_bundle, make_models_dir, promote
+from tests.support.bundle_factory import make_bundle, make_models_dir, promote, synthetic_features
 
 MANAGER = "Dana Reyes"
 ROLES = ("crm", "manager", "admin")
@@ -206,7 +207,8 @@ def test_a_prediction_carries_every_spec_field_and_matches_the_schema(api):
 
 
 def test_the_top_factor_names_the_feature_value_in_its_sentence(api):
-    features = {name: 2 for name in MODEL_FEATURES if FEATURES[name].kind == "number"}
+    typical = np.nanmedian(synthetic_features(400, seed=1), axis=0)  # an ordinary account
+    features = {name: float(v) for name, v in zip(MODEL_FEATURES, typical, strict=True)}
     features |= {name: 0 for name in MODEL_FEATURES if FEATURES[name].kind == "flag"}
     features["days_since_last_contact"] = 170
     (p,) = api.predict({"accounts": [account(**features)]}).json()["predictions"]
@@ -214,7 +216,8 @@ def test_the_top_factor_names_the_feature_value_in_its_sentence(api):
     assert top["feature"] == "days_since_last_contact"
     assert top["value"] == 170
     assert top["impact_pts"] > 0
-    assert top["sentence"].startswith("No contact for 170 days (+")
+    assert top["sentence"].startswith("No contact for 170 days")
+    assert " (+" in top["sentence"]
     assert top["sentence"].endswith(" pts)")
     assert abs(top["impact_pts"]) == max(abs(r["impact_pts"]) for r in p["reasons"])
 
@@ -227,8 +230,18 @@ def test_top_reasons_can_be_asked_for_and_the_sums_stay_exact(api):
             headers=api.headers("crm"),
         )
         (p,) = response.json()["predictions"]
-        assert len(p["reasons"]) == k
+        known = [f for f in RISKY if f in MODEL_FEATURES]
+        assert len(p["reasons"]) == min(k, len(known))  # an unknown value is never a reason
         assert abs(_adds_up(p) - p["churn_probability"]) <= 1e-6
+
+
+def in_range(name: str) -> st.SearchStrategy[float]:
+    """Numbers within the feature's valid range (whole numbers and fractions)."""
+    low, high = FEATURES[name].valid_range
+    low = -1e5 if low is None else low
+    high = 1e5 if high is None else high
+    whole = st.integers(math.ceil(low), math.floor(min(high, 400))).map(float)
+    return whole | st.floats(low, high, allow_nan=False)
 
 
 feature_values = st.fixed_dictionaries(
@@ -237,7 +250,7 @@ feature_values = st.fixed_dictionaries(
         name: (
             st.booleans() | st.sampled_from([0, 1])
             if FEATURES[name].kind == "flag"
-            else st.integers(-10, 400) | st.floats(-1e5, 1e5, allow_nan=False) | st.none()
+            else in_range(name) | st.none()
         )
         for name in MODEL_FEATURES
     },
@@ -252,9 +265,15 @@ def test_impacts_of_every_response_add_up_to_the_probability(api, batch):
     body = {"accounts": [account(f"A-{i}", **f) for i, f in enumerate(batch)]}
     response = api.predict(body)
     assert response.status_code == 200, response.text
-    for p in response.json()["predictions"]:
+    for p, features in zip(response.json()["predictions"], batch, strict=True):
         assert abs(_adds_up(p) - p["churn_probability"]) <= 1e-6
         assert p["risk_band"] in ("high", "medium", "low")
+        # Reasons and actions rest on known values only.
+        unknown = {n for n in MODEL_FEATURES if features.get(n) is None}
+        assert all(r["value"] is not None and r["feature"] not in unknown for r in p["reasons"])
+        assert not {a["because"] for a in p["actions"]} & unknown
+        known = len(MODEL_FEATURES) - len(unknown)
+        assert p["data_completeness"] == pytest.approx(known / len(MODEL_FEATURES))
 
 
 def test_revenue_at_risk_uses_the_given_revenue_then_revenue_365d_then_contract_value(api):
@@ -309,6 +328,37 @@ def test_invalid_requests_are_422_naming_the_field(api, body, field):
     problem = assert_problem(api.predict(body), 422)
     assert field in [e["field"] for e in problem["errors"]]
     assert field in problem["detail"] or field == "body"
+
+
+@pytest.mark.parametrize(
+    ("feature", "value", "valid"),
+    [
+        ("last_survey_score", 14, "between 0 and 10"),  # survey
+        ("days_since_last_contact", -5, "at least 0"),  # days
+        ("complaints_90d", -1, "at least 0"),  # count
+        ("overdue_amount", -250.5, "at least 0"),  # money
+        ("sentiment_90d", 3, "between -1 and 1"),  # sentiment
+        ("most_senior_client_level", 4, "between 0 and 3"),  # seniority
+        ("discount_share_365d", 1.5, "between 0 and 1"),  # share
+        ("tenure_months", -3, "at least 0"),  # months
+        ("spend_change_qoq", -1.2, "at least -1"),  # relative change
+    ],
+)
+def test_a_feature_outside_its_valid_range_is_422_naming_field_and_range(
+    api, feature, value, valid
+):
+    body = {"accounts": [account(), account("A-2", **{feature: value})]}
+    problem = assert_problem(api.predict(body), 422)
+    field = f"accounts[1].features.{feature}"
+    (error,) = problem["errors"]
+    assert error["field"] == field and error["message"] == f"must be {valid}"
+    assert f"{field}: must be {valid}" in problem["detail"]
+
+
+def test_the_bounds_of_a_valid_range_are_accepted(api):
+    edges = {"last_survey_score": 10, "sentiment_90d": -1, "discount_share_365d": 1}
+    response = api.predict({"accounts": [account(**edges, tenure_months=0)]})
+    assert response.status_code == 200, response.text
 
 
 def test_nan_and_infinity_are_refused(api):

@@ -15,7 +15,7 @@ from churn.bundle import METADATA_FILE, MODEL_FILE, load_bundle, write_manifest
 from churn.errors import BundleIntegrityError
 from churn.model_terms import risk_bands
 from features.catalog import MODEL_FEATURES, feature_sentence
-from serving.explain import Explainer, format_pts, reasons_for_row, top_factors
+from serving.explain import Explainer, format_pts, listed, reasons_for_row, top_factors
 from tests.support.bundle_factory import make_bundle, synthetic_features
 
 CALIBRATIONS = ("isotonic", "platt", "none")
@@ -87,11 +87,72 @@ def test_top_factors_are_the_largest_impacts_and_name_the_value(explainers):
         assert reason["sentence"].endswith(f"({format_pts(reason['impact_pts'])})")
 
 
-def test_unknown_values_say_so_in_the_sentence(explainers):
+def test_an_unknown_value_is_never_a_reason(explainers):
     explainer = explainers["isotonic"]
     exp = explainer.explain(explainer.empty_rows(1))
-    reasons = reasons_for_row(exp, 0, top_factors(exp, 3)[0], explainer.features)
-    assert all(r["value"] is None and ": unknown (" in r["sentence"] for r in reasons)
+    assert reasons_for_row(exp, 0, top_factors(exp, 3)[0], explainer.features) == []
+    assert not listed(exp, top_factors(exp, 3)).any()
+
+
+sparse_rows = st.lists(
+    st.one_of(st.just(float("nan")), st.integers(0, 200).map(float)),
+    min_size=len(MODEL_FEATURES),
+    max_size=len(MODEL_FEATURES),
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batch=st.lists(sparse_rows, min_size=1, max_size=6), k=st.integers(0, 12))
+def test_reasons_are_the_largest_known_impacts_and_unknowns_go_to_the_rest(explainers, batch, k):
+    explainer = explainers["isotonic"]
+    x = np.array(batch, dtype=float)
+    exp = explainer.explain(x)
+    columns = top_factors(exp, k)
+    for i in range(len(x)):
+        reasons = reasons_for_row(exp, i, columns[i], explainer.features, explainer.typical)
+        known = np.flatnonzero(~np.isnan(x[i]))
+        assert len(reasons) == min(k, len(known))
+        assert all(r["value"] is not None and "unknown" not in r["sentence"] for r in reasons)
+        names = {r["feature"] for r in reasons}
+        assert names <= {explainer.feature_names[j] for j in known}
+        # No known value left out has a larger impact than the smallest listed one.
+        if reasons:
+            smallest = min(abs(r["impact_pts"]) for r in reasons)
+            rest = [
+                abs(exp.impacts[i, j]) * 100
+                for j in known
+                if explainer.feature_names[j] not in names
+            ]
+            assert all(v <= smallest + 1e-9 for v in rest)
+        shown = sum(r["impact_pts"] for r in reasons)
+        other = exp.impacts[i].sum() * 100 - shown
+        assert abs(exp.base_rate + (shown + other) / 100 - exp.probability[i]) <= 1e-9
+
+
+def test_sentences_compare_with_the_typical_value_of_the_training_accounts(explainers):
+    explainer = explainers["isotonic"]
+    typical = explainer.bundle.feature_typical
+    assert set(typical) <= set(MODEL_FEATURES) and typical
+    j = explainer.index["days_since_last_contact"]
+    assert explainer.typical[j] == typical["days_since_last_contact"]
+    x = np.nanmedian(synthetic_features(400, seed=1), axis=0)[None, :]
+    x[0, j] = 170
+    exp = explainer.explain(x)
+    (top,) = reasons_for_row(exp, 0, top_factors(exp, 1)[0], explainer.features, explainer.typical)
+    usual = f"{typical['days_since_last_contact']:.0f}"
+    assert top["sentence"].startswith(f"No contact for 170 days, above the {usual} typical of")
+
+
+def test_a_bundle_without_typical_values_loads_and_leaves_the_comparison_out(tmp_path):
+    explainer = Explainer(load_bundle(make_bundle(tmp_path / "old", "v-old", typical=False)))
+    assert explainer.bundle.feature_typical == {}
+    assert np.isnan(explainer.typical).all()
+    x = np.nanmedian(synthetic_features(400, seed=1), axis=0)[None, :]
+    x[0, explainer.index["days_since_last_contact"]] = 170
+    exp = explainer.explain(x)
+    reasons = reasons_for_row(exp, 0, top_factors(exp, 5)[0], explainer.features, explainer.typical)
+    assert reasons[0]["sentence"].startswith("No contact for 170 days (+")
+    assert not any("typical" in r["sentence"] for r in reasons)
 
 
 @pytest.mark.parametrize(

@@ -18,20 +18,26 @@ from churn import model_terms
 from churn.bundle import Calibration
 from features.catalog import FEATURES, MODEL_FEATURES, catalog_records
 from training.calibrate import fit_isotonic, fit_platt
+from training.export import feature_typical, write_bundle
 from training.export import promote_folder as promote
-from training.export import write_bundle
 
 CalibrationKind = Literal["isotonic", "platt", "none"]
 
 
 def synthetic_features(n: int, seed: int = 0, missing_share: float = 0.1) -> np.ndarray:
-    """An ``(n, len(MODEL_FEATURES))`` float matrix of plausible feature values, some NaN."""
+    """An ``(n, len(MODEL_FEATURES))`` float matrix of plausible feature values within the
+    catalogue's valid ranges, some NaN."""
     rng = np.random.default_rng(seed)
     cols = []
     for name in MODEL_FEATURES:
         kind = FEATURES[name].kind
+        low, high = FEATURES[name].valid_range
         if kind == "flag":
             col = rng.integers(0, 2, n).astype(float)
+        elif low is not None and high is not None and high - low <= 2:  # shares, sentiment
+            col = rng.uniform(low, high, n)
+        elif low is not None and high is not None:  # survey scores, seniority levels
+            col = rng.integers(int(low), int(high) + 1, n).astype(float)
         elif name == "days_since_last_contact":
             col = rng.integers(0, 180, n).astype(float)
         elif name.startswith(("revenue", "contract", "overdue_amount")):
@@ -78,9 +84,11 @@ def make_bundle(
     trees: int = 25,
     calibration: CalibrationKind = "isotonic",
     operating_points: dict[str, object] | None = None,
+    typical: bool = True,
 ) -> Path:
     """Train a small booster on synthetic accounts and write a complete, verified bundle
-    (without operating points unless given: serving then uses the defaults)."""
+    (without operating points unless given: serving then uses the defaults; without
+    ``typical``: one exported before bundles carried the features' typical values)."""
     import lightgbm as lgb
 
     folder = Path(folder)
@@ -111,6 +119,8 @@ def make_bundle(
     }
     if operating_points is not None:
         metadata["operating_points"] = operating_points
+    if typical:
+        metadata["feature_typical"] = feature_typical(x, list(MODEL_FEATURES))
     predictions = pd.DataFrame(
         {
             "account_id": [f"A-{i}" for i in range(rows)],
