@@ -1,8 +1,9 @@
 """The dashboard: server-rendered pages for account managers and the retention lead.
 
-Pages: ``/login`` and ``/logout`` (:mod:`serving.dashboard.sessions`), ``/`` (the portfolio),
-``/accounts/{id}`` (one account) and ``/retention`` (retention metrics), all in
-:mod:`serving.dashboard.views`; what each page shows is built by
+Pages: ``/login`` and ``/logout`` (:mod:`serving.dashboard.sessions`), ``/`` (the portfolio,
+an action queue: :mod:`serving.dashboard.queue` filters, sorts and exports it as
+``/portfolio.csv``), ``/accounts/{id}`` (one account) and ``/retention`` (retention metrics),
+all in :mod:`serving.dashboard.views`; what each page shows is built by
 :mod:`serving.dashboard.pages`, worded by :mod:`serving.dashboard.formatting` and drawn by
 :mod:`serving.dashboard.charts` (inline SVG). A manager sees only the accounts they manage,
 everywhere. The only other files are the stylesheet and the favicon under ``/static``, so the

@@ -121,9 +121,80 @@ def line_chart(
 
     Series marked ``right`` use a second axis from 0, scaled so that its ticks sit on the
     left axis's grid lines (a 3 % probability stays readable beside a 0-100 score).
+
+    The legend is HTML above the plot (it wraps on a narrow screen), and the plot is drawn
+    ``width`` wide for wide screens and :data:`NARROW_WIDTH` wide for phones (plus
+    :data:`MEDIUM_WIDTH` wide for tablets when ``width`` is much wider), the stylesheet showing
+    one of them, so that axis text keeps its size (at least 11 px on a 390 px phone and a
+    1400 px desktop).
     """
+    legend = [(s.name, f"series-{s.css}") for s in series]
+    legend += [(z.label, f"zone zone-{z.css}") for z in zones if z.label]
+    args = (labels, series, title, y_min, y_max, y_format, zones, reference, y2_format)
+    plots = [_line_plot(*args, width=width, height=height, variant="wide")]
+    css = "chart chart-line"
+    if width > MEDIUM_WIDTH * 1.2:  # a full-width chart: a tablet gets one of its own
+        plots.append(_line_plot(*args, width=MEDIUM_WIDTH, height=height, variant="medium"))
+        css += " has-medium"
+    narrow_height = max(200.0, height * 0.8)
+    plots.append(_line_plot(*args, width=NARROW_WIDTH, height=narrow_height, variant="narrow"))
+    return Markup(f'<figure class="{css}">{_legend(legend)}{"".join(plots)}</figure>')
+
+
+#: The width of the phone variant of a line chart, in the SVG's units: about the width of a
+#: card's content on a 360 px screen, so one unit is at least one pixel on any wider phone.
+NARROW_WIDTH = 310.0
+#: The width of the tablet variant of a wide (full-width) line chart.
+MEDIUM_WIDTH = 640.0
+#: Font size of axis text, in the SVG's units (``svg .axis`` in the stylesheet).
+AXIS_FONT = 11.0
+
+
+def _legend(items: Sequence[tuple[str, str]]) -> str:
+    """An HTML legend: a swatch of each item's CSS class and its name."""
+    if not items:
+        return ""
+    entries = "".join(
+        f'<li><svg class="swatch" viewBox="0 0 12 12" width="12" height="12" aria-hidden="true">'
+        f'<rect class="legend {escape(css)}" width="12" height="12" rx="2"/></svg>'
+        f"{escape(name)}</li>"
+        for name, css in items
+    )
+    return f'<ul class="chart-legend">{entries}</ul>'
+
+
+def x_label_indices(labels: Sequence[str], plot_width: float) -> list[int]:
+    """Which x labels a plot ``plot_width`` wide shows: every k-th one counted back from the
+    last (so the latest date is always labelled), k the smallest step at which labels of
+    :data:`AXIS_FONT` text do not touch."""
+    n = len(labels)
+    if n == 0:
+        return []
+    widest = max(len(label) for label in labels) * AXIS_FONT * 0.62 + AXIS_FONT
+    step = max(1, math.ceil(widest / (plot_width / n)))
+    return [i for i in range(n) if (n - 1 - i) % step == 0]
+
+
+def _line_plot(
+    labels: Sequence[str],
+    series: Sequence[Series],
+    title: str,
+    y_min: float | None,
+    y_max: float | None,
+    y_format: Formatter,
+    zones: Sequence[Zone],
+    reference: float | None,
+    y2_format: Formatter,
+    *,
+    width: float,
+    height: float,
+    variant: str,
+) -> str:
     has_right = any(s.right for s in series)
-    left, right, top, bottom = 48.0, 52.0 if has_right else 12.0, 30.0, 30.0
+    narrow = variant == "narrow"
+    left = 40.0 if narrow else 48.0
+    right = (46.0 if narrow else 56.0) if has_right else 12.0
+    top, bottom = 10.0, 28.0
     plot_w, plot_h = width - left - right, height - top - bottom
     values = [v for s in series if not s.right for v in map(_num, s.values) if v is not None]
     lo = y_min if y_min is not None else min([*values, reference or math.inf], default=0.0)
@@ -158,7 +229,7 @@ def line_chart(
         )
         for s in series
     )
-    head, _ = _open("line", width, height, title, desc or "no data")
+    head, _ = _open(f"line chart-{variant}", width, height, title, desc or "no data")
     parts = [head]
     for zone in zones:
         z_lo, z_hi = max(zone.lo, lo), min(zone.hi, hi)
@@ -184,13 +255,11 @@ def line_chart(
             f'<line class="reference" x1="{_f(left)}" x2="{_f(left + plot_w)}" '
             f'y1="{_f(y(reference))}" y2="{_f(y(reference))}"/>'
         )
-    step = max(1, math.ceil(n / 8))  # at most about eight x labels
-    for i, label in enumerate(labels):
-        if i % step == 0 or i == n - 1:
-            parts.append(
-                f'<text class="axis" x="{_f(x(i))}" y="{_f(height - 10)}" '
-                f'text-anchor="middle">{escape(label)}</text>'
-            )
+    for i in x_label_indices(labels, plot_w):
+        parts.append(
+            f'<text class="axis axis-x" x="{_f(x(i))}" y="{_f(height - 9)}" '
+            f'text-anchor="middle">{escape(labels[i])}</text>'
+        )
     for s in series:
         to_y = y2 if s.right else y
         fmt = y2_format if s.right else y_format
@@ -211,24 +280,8 @@ def line_chart(
                     f'r="3"><title>{escape(s.name)}, {escape(labels[i])}: {escape(fmt(v))}'
                     "</title></circle>"
                 )
-    legend_x = left
-    for s in series:
-        parts.append(
-            f'<rect class="legend series-{s.css}" x="{_f(legend_x)}" y="8" width="12" '
-            f'height="12" rx="2"/><text class="legend-text" x="{_f(legend_x + 17)}" '
-            f'y="18">{escape(s.name)}</text>'
-        )
-        legend_x += 24 + 7.5 * len(s.name)
-    for zone in zones:
-        if zone.label:
-            parts.append(
-                f'<rect class="legend zone zone-{zone.css}" x="{_f(legend_x)}" y="8" '
-                f'width="12" height="12" rx="2"/><text class="legend-text" '
-                f'x="{_f(legend_x + 17)}" y="18">{escape(zone.label)}</text>'
-            )
-            legend_x += 24 + 7.5 * len(zone.label)
     parts.append("</svg>")
-    return Markup("".join(parts))
+    return "".join(parts)
 
 
 def bar_chart(
@@ -240,41 +293,39 @@ def bar_chart(
     notes: Sequence[str] | None = None,
     max_value: float | None = None,
     css: str | Sequence[str] = "primary",
-    width: float = 560,
-    label_width: float = 210,
-    row_height: float = 30,
 ) -> Markup:
-    """Horizontal bars, one row per label, the value (and an optional note) after the bar."""
+    """Horizontal bars, one row per label, the value (and an optional note) after the bar.
+
+    Labels and values are HTML text beside each bar (a long label wraps, it is never cut, and
+    keeps the page's font size at any width); each bar is a small SVG stretched to its cell.
+    """
     nums = [_num(v) for v in values]
     top = max([v for v in nums if v is not None] + [max_value or 0.0, 1e-12])
-    value_w = 120.0
-    bar_w = width - label_width - value_w
-    height = row_height * max(len(labels), 1) + 6
     desc = "; ".join(
         f"{label}: {'n/a' if v is None else value_format(v)}"
         for label, v in zip(labels, nums, strict=False)
     )
-    head, _ = _open("bar", width, height, title, desc or "no data")
-    parts = [head]
+    uid = f"chart-{next(_ids)}"
+    parts = [
+        f'<figure class="chart chart-bar" aria-labelledby="{uid}-t">'
+        f'<figcaption class="sr-only" id="{uid}-t">{escape(title)}: '
+        f"{escape(desc or 'no data')}</figcaption>"
+    ]
     classes = [css] * len(labels) if isinstance(css, str) else list(css)
     for i, (label, v) in enumerate(zip(labels, nums, strict=False)):
-        y0 = 3 + i * row_height
-        mid = y0 + row_height / 2
-        length = 0.0 if v is None else max(bar_w * max(v, 0.0) / top, 0.0)
+        share = 0.0 if v is None else min(max(v, 0.0) / top, 1.0)
         shown = "n/a" if v is None else value_format(v)
         note = f" · {notes[i]}" if notes and notes[i] else ""
         parts.append(
-            f'<text class="bar-label" x="{_f(label_width - 8)}" y="{_f(mid + 4)}" '
-            f'text-anchor="end">{escape(label)}</text>'
-            f'<rect class="bar-track" x="{_f(label_width)}" y="{_f(y0 + 6)}" '
-            f'width="{_f(bar_w)}" height="{_f(row_height - 12)}" rx="3"/>'
-            f'<rect class="bar bar-{classes[i]}" x="{_f(label_width)}" y="{_f(y0 + 6)}" '
-            f'width="{_f(length)}" height="{_f(row_height - 12)}" rx="3">'
-            f"<title>{escape(label)}: {escape(shown)}{escape(note)}</title></rect>"
-            f'<text class="bar-value" x="{_f(label_width + bar_w + 8)}" y="{_f(mid + 4)}">'
-            f"{escape(shown)}{escape(note)}</text>"
+            f'<div class="bar-row"><span class="bar-label">{escape(label)}</span>'
+            f'<svg class="bar-svg" viewBox="0 0 100 10" preserveAspectRatio="none" '
+            f'aria-hidden="true" xmlns="http://www.w3.org/2000/svg">'
+            f'<rect class="bar-track" x="0" y="0" width="100" height="10"/>'
+            f'<rect class="bar bar-{classes[i]}" x="0" y="0" width="{_f(100 * share)}" '
+            f'height="10"><title>{escape(label)}: {escape(shown)}{escape(note)}</title></rect>'
+            f'</svg><span class="bar-value">{escape(shown)}{escape(note)}</span></div>'
         )
-    parts.append("</svg>")
+    parts.append("</figure>")
     return Markup("".join(parts))
 
 
@@ -284,37 +335,38 @@ def stacked_bar(
     css: Sequence[str],
     *,
     title: str,
-    width: float = 560,
-    height: float = 58,
 ) -> Markup:
-    """One horizontal bar split into parts (e.g. accounts by health band), with a legend."""
+    """One horizontal bar split into parts (e.g. accounts by health band), with an HTML legend
+    giving each part's count."""
     nums = [max(_num(v) or 0.0, 0.0) for v in values]
     total = sum(nums) or 1.0
     desc = "; ".join(f"{label}: {v:g}" for label, v in zip(labels, nums, strict=False))
-    head, _ = _open("stacked", width, height, title, desc)
-    parts = [head]
+    uid = f"chart-{next(_ids)}"
+    parts = [
+        f'<figure class="chart chart-stacked" aria-labelledby="{uid}-t">'
+        f'<figcaption class="sr-only" id="{uid}-t">{escape(title)}: {escape(desc)}</figcaption>'
+        '<svg class="stack-svg" viewBox="0 0 1000 10" preserveAspectRatio="none" '
+        'aria-hidden="true" xmlns="http://www.w3.org/2000/svg">'
+    ]
     x0 = 0.0
     for label, v, cls in zip(labels, nums, css, strict=False):
-        w = width * v / total
+        w = 1000 * v / total
         if w > 0:
             parts.append(
-                f'<rect class="bar bar-{cls}" x="{_f(x0)}" y="0" width="{_f(w)}" height="26">'
+                f'<rect class="bar bar-{cls}" x="{_f(x0)}" y="0" width="{_f(w)}" height="10">'
                 f"<title>{escape(label)}: {v:g}</title></rect>"
             )
-            if w > 28:
-                parts.append(
-                    f'<text class="stack-value" x="{_f(x0 + w / 2)}" y="17" '
-                    f'text-anchor="middle">{v:g}</text>'
-                )
         x0 += w
-    lx = 0.0
-    for label, v, cls in zip(labels, nums, css, strict=False):
-        parts.append(
-            f'<rect class="legend bar-{cls}" x="{_f(lx)}" y="38" width="12" height="12" rx="2"/>'
-            f'<text class="legend-text" x="{_f(lx + 17)}" y="48">{escape(label)} ({v:g})</text>'
-        )
-        lx += 40 + 7.5 * len(label)
     parts.append("</svg>")
+    parts.append(
+        _legend(
+            [
+                (f"{label} ({v:g})", f"bar-{cls}")
+                for label, v, cls in zip(labels, nums, css, strict=False)
+            ]
+        )
+    )
+    parts.append("</figure>")
     return Markup("".join(parts))
 
 

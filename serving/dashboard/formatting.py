@@ -15,6 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from serving.dashboard import TEMPLATES_DIR
+from serving.priority import PRIORITY_LABELS
 from serving.retention import BAND_LABELS
 from serving.score_record import BY_COLUMN
 
@@ -34,6 +35,43 @@ STAGE_NAMES: Mapping[str, str] = {
     "established": "Established",
     "long_term": "Long-term",
 }
+
+
+class ServiceLevel(NamedTuple):
+    """A range of the client service score (0-6) the portfolio can filter on."""
+
+    label: str
+    low: float
+    high: float
+
+
+#: The service score's levels, by query-string value: 0 is the worst worry (no point of the
+#: worksheet), 1 to 4 are worry points, 5 and 6 are where firms want their top accounts.
+SERVICE_LEVELS: Mapping[str, ServiceLevel] = {
+    "0": ServiceLevel("0: worst", 0, 0),
+    "1-4": ServiceLevel("1-4: worry", 1, 4),
+    "0-4": ServiceLevel("0-4: any worry", 0, 4),
+    "5-6": ServiceLevel("5-6: no worry", 5, 6),
+}
+
+
+class ServiceWorry(NamedTuple):
+    """How the pages mark a service score: a CSS class (a band's colour) and a note."""
+
+    css: str
+    note: str
+
+
+def service_worry(score: Any) -> ServiceWorry:
+    """0 is the worst worry (critical), 1 to 4 a worry point (at risk), 5 and 6 none."""
+    if is_missing(score):
+        return ServiceWorry("", "client service worksheet")
+    value = float(score)
+    if value < 0.5:
+        return ServiceWorry("critical", "worst worry: no point on the worksheet")
+    if value < 4.5:
+        return ServiceWorry("at_risk", "worry point (1-4)")
+    return ServiceWorry("", "client service worksheet")
 
 
 def field_label(column: str) -> FieldLabel:
@@ -185,6 +223,8 @@ def environment() -> Environment:
         bare=bare_sentence,
         capfirst=lambda t: "" if is_missing(t) else str(t)[:1].upper() + str(t)[1:],
         bandlabel=lambda b: "—" if is_missing(b) else BAND_LABELS.get(str(b), str(b)),
+        priolabel=lambda p: "—" if is_missing(p) else PRIORITY_LABELS.get(str(p), str(p)),
+        service=service_worry,
     )
     return env
 

@@ -7,19 +7,27 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import date
 from typing import Any
-from urllib.parse import urlencode
 
 import pandas as pd
 
 from features.health import Bands
-from serving.dashboard import charts
-from serving.dashboard.formatting import change_between, field_label, is_missing
+from serving.dashboard import charts, queue
+from serving.dashboard.formatting import (
+    SERVICE_LEVELS,
+    STAGE_NAMES,
+    change_between,
+    field_label,
+    is_missing,
+)
 from serving.dashboard.sessions import Viewer
+from serving.priority import PRIORITIES, PRIORITY_LABELS
 from serving.retention import (
     BAND_LABELS,
     HEALTH_BANDS,
+    LIFECYCLE_STAGES,
     REVENUE_SEGMENTS,
     SEGMENT_LABELS,
     RetentionSummary,
@@ -48,34 +56,57 @@ def _health_band_options(frame: pd.DataFrame) -> list[tuple[str, str]]:
     return options
 
 
+@dataclass(frozen=True)
+class Queue:
+    """The portfolio of one request: every account the viewer may see on the latest date, the
+    filtered and sorted rows the page and the CSV export list, and the previous date's scores
+    (for the movers)."""
+
+    as_of: date | None
+    query: queue.QueueQuery
+    everything: pd.DataFrame
+    rows: pd.DataFrame
+    previous_as_of: date | None
+    previous: pd.DataFrame
+    escalation_rules: dict[str, str]
+
+
+def portfolio_queue(store: Store, viewer: Viewer, params: Mapping[str, str]) -> Queue:
+    """The accounts a portfolio request lists, filtered and in the queue's order."""
+    query = queue.QueueQuery.from_params(params, viewer.scope)
+    with store.reading():
+        as_of = store.latest_as_of()
+        if as_of is None:
+            empty = pd.DataFrame()
+            return Queue(None, query, empty, empty, None, empty, {})
+        everything = store.portfolio(as_of, manager=viewer.scope)
+        escalations = store.escalations(as_of, manager=viewer.scope)
+        dates = store.dates()
+        previous_as_of = dates[-2] if len(dates) >= 2 else None
+        previous = (
+            store.portfolio(previous_as_of, manager=viewer.scope)
+            if previous_as_of is not None
+            else pd.DataFrame()
+        )
+    everything = queue.with_escalations(everything, escalations)
+    rows = queue.sort_frame(queue.filter_frame(everything, query), query.sort, query.direction)
+    rules = {
+        str(code): str(rule)
+        for code, rule in zip(escalations.get("code", []), escalations.get("rule", []), strict=True)
+    }
+    return Queue(as_of, query, everything, rows, previous_as_of, previous, rules)
+
+
 def portfolio_context(
     store: Store, viewer: Viewer, params: Mapping[str, str], bands: Bands, page: int = 1
 ) -> dict[str, Any]:
     """Everything ``portfolio.html`` shows for this viewer and these filters."""
-    filters = {k: (params.get(k) or None) for k in ("band", "segment", "manager", "q")}
-    if viewer.scope is not None:
-        filters["manager"] = viewer.scope
+    q = portfolio_queue(store, viewer, params)
+    everything, frame, query = q.everything, q.rows, q.query
     with store.reading():
-        as_of = store.latest_as_of()
-        everything = store.portfolio(as_of, manager=viewer.scope) if as_of else pd.DataFrame()
-        managers = [] if viewer.scope is not None or not as_of else store.managers(as_of)
-        summary = retention_for(store, viewer) if as_of else None
-        version = model_version(store, as_of)
-    frame = everything
-    if not frame.empty:
-        if filters["band"]:
-            frame = frame[
-                (frame["health_band"] == filters["band"]) | (frame["risk_band"] == filters["band"])
-            ]
-        if filters["segment"]:
-            frame = frame[frame["revenue_segment"] == filters["segment"]]
-        if filters["manager"]:
-            frame = frame[frame["account_manager"] == filters["manager"]]
-        if filters["q"]:
-            q = filters["q"].lower()
-            name = frame["name"].astype("string").str.lower().fillna("")
-            ident = frame["account_id"].astype("string").str.lower()
-            frame = frame[name.str.contains(q, regex=False) | ident.str.contains(q, regex=False)]
+        managers = [] if viewer.scope is not None or not q.as_of else store.managers(q.as_of)
+        summary = retention_for(store, viewer) if q.as_of else None
+        version = model_version(store, q.as_of)
     kpis: dict[str, Any] = {}
     if not everything.empty:
         kpis = {
@@ -97,32 +128,73 @@ def portfolio_context(
     pages = max(1, math.ceil(total / PAGE_SIZE))
     page = min(max(page, 1), pages)
     rows = _records(frame.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]) if total else []
-    kept = {k: v for k, v in filters.items() if v and not (k == "manager" and viewer.scope)}
-
-    def page_url(n: int) -> str:
-        return "/?" + urlencode({**kept, "page": n})
-
+    has_priority = "priority" in everything and bool(everything["priority"].notna().any())
+    columns = [
+        {
+            "key": key,
+            "label": sort.label,
+            "url": query.sorted_by(key).url(),
+            "sorted": (
+                None
+                if key != query.sort
+                else ("ascending" if query.direction == "asc" else "descending")
+            ),
+        }
+        for key, sort in queue.SORTS.items()
+    ]
     return {
         "active": "portfolio",
-        "as_of": as_of,
+        "as_of": q.as_of,
         "model_version": version,
         "bands": bands,
         "kpis": kpis,
         "rows": rows,
-        "filters": {**filters, "active": bool(kept)},
+        "has_priority": has_priority,
+        "columns": {c["key"]: c for c in columns},
+        "sort": {"key": query.sort, "direction": query.direction, "default": query.is_default_sort},
+        "filters": {**query.filters, "active": bool(query.kept)},
+        "hidden_sort": (
+            {} if query.is_default_sort else {"sort": query.sort, "dir": query.direction}
+        ),
+        "csv_url": query.url("/portfolio.csv"),
         "options": {
+            "priorities": [(p, PRIORITY_LABELS[p]) for p in PRIORITIES],
             "bands": _health_band_options(everything),
             "segments": [(s, SEGMENT_LABELS[s]) for s in REVENUE_SEGMENTS],
+            "stages": [(s, STAGE_NAMES.get(s, s)) for s in LIFECYCLE_STAGES],
+            "service": [(k, v.label) for k, v in SERVICE_LEVELS.items()],
+            "escalations": [
+                (queue.ANY_ESCALATION, "Any escalation"),
+                (queue.NO_ESCALATION, "No escalation"),
+                *sorted(q.escalation_rules.items(), key=lambda kv: kv[1]),
+            ],
             "managers": managers,
         },
+        "movers": _movers(q, frame),
         "pager": {
             "total": total,
             "first": (page - 1) * PAGE_SIZE + 1 if total else 0,
             "last": min(page * PAGE_SIZE, total),
-            "prev_url": page_url(page - 1) if page > 1 else None,
-            "next_url": page_url(page + 1) if page < pages else None,
+            "prev_url": query.url(page=page - 1) if page > 1 else None,
+            "next_url": query.url(page=page + 1) if page < pages else None,
         },
     }
+
+
+def _movers(q: Queue, filtered: pd.DataFrame) -> dict[str, Any]:
+    """The accounts (of the filtered list) whose churn probability or health score moved most
+    between the two latest stored scoring dates."""
+    return {
+        "previous_as_of": q.previous_as_of,
+        "probability": queue.movers(filtered, q.previous, "churn_probability", minimum=0.005),
+        "health": queue.movers(filtered, q.previous, "health_score", minimum=0.5),
+    }
+
+
+def portfolio_csv(store: Store, viewer: Viewer, params: Mapping[str, str]) -> tuple[str, str]:
+    """The CSV export of a portfolio request: (file name, text), every filtered row."""
+    q = portfolio_queue(store, viewer, params)
+    return queue.csv_filename(q.as_of, q.query), queue.csv_text(q.rows, q.as_of)
 
 
 def model_version(store: Store, as_of: date | None) -> str | None:
@@ -299,8 +371,8 @@ def retention_context(summary: RetentionSummary) -> dict[str, Any]:
                 title="Logo, gross and net revenue retention by quarter",
                 y_format=charts.percent,
                 reference=1.0,
-                height=300,
-                width=1220,
+                height=280,
+                width=1100,
             ),
             "stage": charts.bar_chart(
                 stage["label"].tolist(),
@@ -337,8 +409,6 @@ def retention_context(summary: RetentionSummary) -> dict[str, Any]:
                 title="Most common risk drivers",
                 notes=[f"avg +{v:.1f} pts" for v in drivers["mean_impact_pts"]],
                 css="critical",
-                label_width=330,
-                width=1220,
             ),
         },
     }

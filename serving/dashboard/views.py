@@ -116,6 +116,23 @@ def portfolio_page(
     return _guarded(viewer, build)
 
 
+@router.get("/portfolio.csv")
+def portfolio_export(request: Request, viewer: CurrentViewer, state: State) -> Response:
+    """The portfolio's filtered rows, every page of them, in the page's order, as CSV."""
+    if viewer is None:
+        return _to_login(request)
+
+    def build() -> Response:
+        filename, text = pages.portfolio_csv(state.store, viewer, request.query_params)
+        headers = {
+            **_PAGE_HEADERS,
+            "Content-Disposition": f'attachment; filename="{filename}"',
+        }
+        return Response(text, media_type="text/csv; charset=utf-8", headers=headers)
+
+    return _guarded(viewer, build)
+
+
 @router.get("/accounts/{account_id}", response_class=HTMLResponse)
 def account_page(
     request: Request, viewer: CurrentViewer, state: State, account_id: str

@@ -4,8 +4,11 @@ driven by headless Chromium (Debian's, through Playwright).
 
 A manager logs in, sees only their accounts, opens the riskiest one and finds its reasons,
 actions and a drawn chart; an admin sees every account; the retention page draws its charts;
-no page logs a console error (a Content-Security-Policy violation would be one). Screenshots
-go to test-output/screenshots/.
+no page logs a console error (a Content-Security-Policy violation would be one). On a desktop
+(1400 px) and a phone (390 px): no page is wider than the screen, chart text is at least
+11 px, no label is cut off or spills out of its card, x-axis labels do not overlap; the action
+queue starts with the most urgent account and its CSV export holds the filtered rows.
+Screenshots go to test-output/screenshots/.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from churn.settings import load_settings
 from serving.batch import default_as_of, history_dates, load_champion, score_batches
 from serving.dashboard.formatting import fmt_num
+from serving.report import render_report
 from serving.retention import RetentionBase
 from serving.store import Store
 from tests.support.bundle_factory import make_models_dir
@@ -48,6 +53,7 @@ class Site:
     manager: str
     manager_key: str
     admin_key: str
+    tmp: Path
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +64,9 @@ def site(tmp_path_factory) -> Iterator[Site]:
     # Platt scaling keeps every raw score's own probability (an isotonic fit on the tiny
     # model's 600 rows is a few steps), so an account's probability history has a shape to draw.
     make_models_dir(settings.models_dir, "demo-v1", calibration="platt")
+    # Twelve months of history: the account chart's x axis has thirteen dates to label.
     batches = score_batches(
-        tables, history_dates(default_as_of(tables), 6), load_champion(settings), settings
+        tables, history_dates(default_as_of(tables), 12), load_champion(settings), settings
     )
     store = Store(settings.store_url)
     base = RetentionBase.from_tables(tables)
@@ -74,7 +81,7 @@ def site(tmp_path_factory) -> Iterator[Site]:
         models=settings.models_dir,
         manager_name=manager,
     ) as server:
-        yield Site(server.url, store, manager, server.manager, server.admin)
+        yield Site(server.url, store, manager, server.manager, server.admin, tmp)
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +117,25 @@ def _shot(page: Page, name: str) -> None:
     page.screenshot(path=str(SHOTS / name), full_page=True)
 
 
+PRIORITY_RANK = {"act_now": 0, "watch": 1, "ok": 2}
+
+
+def _queue_order(frame: pd.DataFrame) -> pd.DataFrame:
+    """The action queue's default order, from the stored scores: priority (act now first),
+    revenue at risk, churn probability (both largest first), health score, account id."""
+    rank = frame["priority"].map(PRIORITY_RANK)
+    return (
+        frame.assign(_rank=rank)
+        .sort_values(
+            ["_rank", "revenue_at_risk", "churn_probability", "health_score", "account_id"],
+            ascending=[True, False, False, True, True],
+            na_position="last",
+            kind="mergesort",
+        )
+        .drop(columns="_rank")
+    )
+
+
 def _row_ids(page: Page) -> list[str]:
     return page.locator("#accounts tbody tr[data-account-id]").evaluate_all(
         "rows => rows.map(r => r.dataset.accountId)"
@@ -124,7 +150,7 @@ def _drawn(page: Page, selector: str) -> int:
 
 def test_a_manager_sees_only_their_accounts_and_opens_the_riskiest(page: Page, site: Site):
     _login(page, site, site.manager_key)
-    expected = site.store.portfolio(manager=site.manager)
+    expected = _queue_order(site.store.portfolio(manager=site.manager))
     ids = _row_ids(page)
     assert ids == expected["account_id"].head(len(ids)).tolist()
     assert len(ids) == min(len(expected), 25)
@@ -152,7 +178,7 @@ def test_a_manager_sees_only_their_accounts_and_opens_the_riskiest(page: Page, s
 
 def test_an_admin_sees_every_account_and_can_filter_by_manager(page: Page, site: Site):
     _login(page, site, site.admin_key)
-    everything = site.store.portfolio()
+    everything = _queue_order(site.store.portfolio())
     assert f"of {len(everything):,} accounts" in page.inner_text(".pager")
     assert _row_ids(page) == everything["account_id"].head(25).tolist()
     managers = page.locator("select[name=manager] option").all_inner_texts()
@@ -174,7 +200,7 @@ def test_the_retention_page_draws_its_charts(page: Page, site: Site):
     _login(page, site, site.admin_key)
     page.click("nav a[href='/retention']")
     page.wait_for_url(site.url + "/retention")
-    assert _drawn(page, "svg.chart") >= 6
+    assert _drawn(page, ".chart") >= 6
     assert _drawn(page, "#quarterly svg.chart path.line") == 3  # logo, GRR, NRR
     assert _drawn(page, "#churn-by-stage rect.bar") >= 1
     assert _drawn(page, "#risk-drivers rect.bar") >= 3
@@ -215,3 +241,134 @@ def test_the_api_documentation_renders_with_no_request_leaving_the_service(page:
     assert outside == []
     assert page.console_errors == []  # type: ignore[attr-defined]
     _shot(page, "api-docs.png")
+
+
+# -- desktop and phone ---------------------------------------------------------------------------
+
+WIDTHS = [1400, 390]
+
+# Every visible piece of chart text with its rendered font size in CSS pixels: SVG text is
+# scaled with its drawing (the size times the screen transform), HTML labels are not.
+CHART_TEXT_SIZES = """() => {
+  const out = [];
+  for (const t of document.querySelectorAll('svg text')) {
+    const box = t.getBoundingClientRect();
+    if (box.width === 0 && box.height === 0) continue;
+    const m = t.getScreenCTM();
+    out.push([t.textContent, parseFloat(getComputedStyle(t).fontSize) * Math.hypot(m.a, m.b)]);
+  }
+  const html = '.chart .bar-label, .chart .bar-value, .chart-legend li';
+  for (const el of document.querySelectorAll(html)) {
+    if (el.getClientRects().length === 0) continue;
+    out.push([el.textContent, parseFloat(getComputedStyle(el).fontSize)]);
+  }
+  return out;
+}"""
+
+# Labels cut off or outside their card: [label, reason] for each.
+CLIPPED_LABELS = """() => {
+  const bad = [];
+  const inside = (box, outer) => box.left >= outer.left - 1 && box.right <= outer.right + 1
+      && box.top >= outer.top - 1 && box.bottom <= outer.bottom + 1;
+  const labels = document.querySelectorAll(
+    'svg.chart text, .chart .bar-label, .chart .bar-value, .chart-legend li');
+  for (const el of labels) {
+    const box = el.getBoundingClientRect();
+    if (box.width === 0 && box.height === 0) continue;
+    const card = el.closest('.card, section, main');
+    if (!inside(box, card.getBoundingClientRect())) bad.push([el.textContent, 'outside its card']);
+    if (box.right > window.innerWidth + 1 || box.left < -1)
+      bad.push([el.textContent, 'off screen']);
+    if (!(el instanceof SVGElement) && el.scrollWidth > el.clientWidth + 1)
+      bad.push([el.textContent, 'cut off']);
+  }
+  for (const svg of document.querySelectorAll('svg.chart')) {
+    const ticks = [...svg.querySelectorAll('text.axis-x')].map(t => t.getBoundingClientRect())
+      .filter(b => b.width > 0);
+    for (let i = 1; i < ticks.length; i++)
+      if (ticks[i].left < ticks[i - 1].right + 2) bad.push([svg.id || 'x axis', 'labels overlap']);
+  }
+  return bad;
+}"""
+
+
+@pytest.fixture(params=WIDTHS, ids=lambda w: f"{w}px")
+def sized_page(request, browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": request.param, "height": 900})
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+def _assert_fits(page: Page, name: str) -> None:
+    """No horizontal overflow, chart text >= 11 px, no label clipped; then a screenshot."""
+    width = page.viewport_size["width"]  # type: ignore[index]
+    scroll = page.evaluate("document.documentElement.scrollWidth")
+    assert scroll <= page.evaluate("window.innerWidth"), f"{name} is {scroll} px wide"
+    small = [(t, round(s, 1)) for t, s in page.evaluate(CHART_TEXT_SIZES) if s < 11 - 1e-6]
+    assert small == [], f"{name}: chart text under 11 px"
+    assert page.evaluate(CLIPPED_LABELS) == [], f"{name}: clipped labels"
+    _shot(page, f"{name}-{width}.png")
+
+
+def test_every_page_fits_the_screen_with_readable_unclipped_charts(sized_page: Page, site: Site):
+    page = sized_page
+    page.goto(site.url + "/login")
+    _assert_fits(page, "login")
+    _login(page, site, site.admin_key)
+    _assert_fits(page, "portfolio")
+    first = _row_ids(page)[0]
+    page.goto(f"{site.url}/accounts/{first}")
+    assert page.locator("#history-chart text.axis-x").count() >= 3
+    _assert_fits(page, "account")
+    page.goto(site.url + "/retention")
+    _assert_fits(page, "retention")
+    report = site.tmp / "report.html"
+    report.write_text(render_report(site.store), encoding="utf-8")
+    page.goto(report.as_uri())
+    _assert_fits(page, "report")
+
+
+def test_the_queue_starts_with_the_most_urgent_account_and_shows_it_on_a_phone(
+    sized_page: Page, site: Site
+):
+    page = sized_page
+    _login(page, site, site.admin_key)
+    expected = _queue_order(site.store.portfolio())
+    ids = _row_ids(page)
+    assert ids[0] == expected["account_id"].iloc[0]
+    assert ids == expected["account_id"].head(25).tolist()
+    width = page.viewport_size["width"]  # type: ignore[index]
+    first = page.locator("#accounts tbody tr").first
+    cells = ["a.client-name", "td.prio-cell .prio", "td.num .score", "td.health-cell .score"]
+    assert first.locator(".prio").get_attribute("data-priority") == expected["priority"].iloc[0]
+    for selector in cells:
+        box = first.locator(selector).first.bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= width, selector
+    header = page.locator("header.topbar").bounding_box()
+    assert header is not None and header["width"] <= width
+
+
+def test_a_header_click_sorts_and_the_csv_export_holds_the_filtered_rows(page: Page, site: Site):
+    _login(page, site, site.admin_key)
+    page.select_option("select[name=segment]", "B")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state()
+    page.click("#accounts thead a:has-text('Health')")
+    page.wait_for_load_state()
+    everything = site.store.portfolio()
+    segment_b = _queue_order(everything[everything["revenue_segment"] == "B"])
+    by_health = segment_b.sort_values("health_score", kind="mergesort", na_position="last")
+    assert _row_ids(page) == by_health["account_id"].head(25).tolist()
+    assert page.get_attribute("#accounts th[aria-sort]", "aria-sort") == "ascending"
+    with page.expect_download() as info:
+        page.click("#csv-export")
+    download = info.value
+    assert (
+        download.suggested_filename
+        == f"portfolio-{everything['as_of'].iloc[0]:%Y-%m-%d}-segment-B.csv"
+    )
+    rows = pd.read_csv(download.path(), dtype={"account_id": str})
+    assert rows["account_id"].tolist() == by_health["account_id"].tolist()  # all, every page
+    assert set(rows["revenue_segment"]) == {"B"}
+    assert page.console_errors == []  # type: ignore[attr-defined]
