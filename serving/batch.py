@@ -273,14 +273,13 @@ def with_history(
         earlier = [d for d in every if pd.Timestamp(d) < day]
         since[day] = float((day - pd.Timestamp(earlier[-1])).days) if earlier else np.nan
     out = snapshot.copy()
-    as_of = out["as_of"].dt.normalize()
-    out["previous_as_of"] = pd.to_datetime(as_of.map(compare))
+    as_of = pd.to_datetime(out["as_of"]).dt.normalize()
+    out["previous_as_of"] = pd.to_datetime(as_of.map(compare)).astype("datetime64[ns]")
     out["days_since_last_scoring"] = as_of.map(since).astype(float)
+    key = {"account_id": "string", "previous_as_of": "datetime64[ns]"}
     scores = known.rename(columns={"as_of": "previous_as_of", "health_score": "_previous"})
-    scores = scores.astype({"account_id": "string"}).drop_duplicates(
-        ["previous_as_of", "account_id"]
-    )
-    looked = out[["previous_as_of", "account_id"]].astype({"account_id": "string"})
+    scores = scores.astype(key).drop_duplicates(["previous_as_of", "account_id"])
+    looked = out[["previous_as_of", "account_id"]].astype(key)
     ago = looked.merge(scores, on=["previous_as_of", "account_id"], how="left")["_previous"]
     out["health_score_30d_ago"] = pd.to_numeric(ago, errors="coerce").to_numpy(dtype=float)
     late = out.get("late_invoice_days_late")
