@@ -29,13 +29,14 @@ from features.health import (
 from serving.explain import reasons_for_row, top_factors
 from serving.model_holder import LoadedModel
 from serving.playbook import Playbook, load_playbook, recommend
-from serving.schemas import PREDICTION_KEYS
+from serving.schemas import PREDICTION_KEYS, EscalationEvidence
 from serving.score_record import api_values
 
 MAX_ACTIONS = 5
 # Below this many accounts the per-row escalation check beats building three pandas Series.
 _VECTOR_ESCALATIONS_FROM = 32
 _ACTION_CACHE_SIZE = 4096
+_EVIDENCE_KEYS: tuple[str, ...] = tuple(EscalationEvidence.model_fields)
 
 
 # Escalation codes, the drivers that push risk up (in order), lifecycle stage, the variant
@@ -224,19 +225,25 @@ def score_accounts(
 def _evidence(
     code: str, account: AccountInput, ago: float | None, now: float
 ) -> dict[str, Any] | None:
-    """The evidence of one fired escalation (``serving.schemas.EscalationEvidence``)."""
+    """The evidence of one fired escalation (``serving.schemas.EscalationEvidence``, every
+    key present)."""
+    found: dict[str, Any]
     if code == "esc_invoice_30d_late":
         late = account.late_invoice
         if late is not None:
-            return {
-                "invoice_id": late.get("invoice_id"),
-                "amount": late.get("amount"),
-                "days_late": late.get("days_late"),
-            }
-        return {"days_late": account.features.get("overdue_days")}
-    if code == "esc_health_drop" and ago is not None:
-        return {"previous_score": ago, "score_drop": round(ago - now, 6)}
-    return None
+            found = {k: late.get(k) for k in ("invoice_id", "amount", "days_late")}
+            found["days_late"] = _float_or_none(found["days_late"])
+        else:
+            found = {"days_late": _float_or_none(account.features.get("overdue_days"))}
+    elif code == "esc_health_drop" and ago is not None:
+        found = {"previous_score": ago, "score_drop": round(ago - now, 6)}
+    else:
+        return None
+    return {key: found.get(key) for key in _EVIDENCE_KEYS}
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _because_text(because: str, sentences: Mapping[str, str], rules: Rules) -> str:

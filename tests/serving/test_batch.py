@@ -142,11 +142,19 @@ def test_batch_scores_every_active_account_exactly_as_the_api_would(firm, bundle
     # The API path (POST /v1/predict) on the same feature values gives the same answers.
     rules = load_rules(settings.health_config, settings.playbook_config)
     model = load_model(bundle_dir)
+    # the batch scores one date and the store holds none: no earlier score, the rule's lookback
     inputs = [
         AccountInput(
             row["account_id"],
             _api_features(row),
-            None if pd.isna(row["health_score_30d_ago"]) else float(row["health_score_30d_ago"]),
+            None,
+            late_invoice=None
+            if pd.isna(row["late_invoice_days_late"])
+            else {
+                "invoice_id": row["late_invoice_id"],
+                "amount": float(row["late_invoice_amount"]),
+                "days_late": float(row["late_invoice_days_late"]),
+            },
         )
         for _, row in snapshot.iterrows()
     ]
@@ -165,8 +173,12 @@ def test_batch_scores_every_active_account_exactly_as_the_api_would(firm, bundle
         assert reasons["impact_pts"].tolist() == pytest.approx(
             [r["impact_pts"] for r in expected["reasons"]]
         )
-        codes = batch.escalations.loc[batch.escalations["account_id"] == account, "code"]
-        assert codes.tolist() == [e["code"] for e in expected["escalations"]]
+        fired = batch.escalations[batch.escalations["account_id"] == account]
+        assert fired["code"].tolist() == [e["code"] for e in expected["escalations"]]
+        for stored, served in zip(fired.to_dict("records"), expected["escalations"], strict=True):
+            if served["evidence"] is not None and stored["code"] == "esc_invoice_30d_late":
+                assert stored["invoice_id"] == served["evidence"]["invoice_id"]
+                assert stored["days_late"] == served["evidence"]["days_late"]
         actions = batch.actions[batch.actions["account_id"] == account].sort_values("rank")
         assert actions["action_id"].tolist() == [a["id"] for a in expected["actions"]]
         assert actions["because_text"].tolist() == [a["because_text"] for a in expected["actions"]]
