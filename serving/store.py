@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _F = "DOUBLE PRECISION"
 # SQL type of each kind of score field; whole numbers are stored as DOUBLE PRECISION too.
