@@ -68,8 +68,10 @@ def score(
             "scores only (churn probability unavailable); run `churn train` first for a model"
         )
     dates = history_dates(day, history_months)
+    # the stored scores the dates compare with (15-point drop, days since the last scoring)
+    previous = store.scores_before(dates)
     with step(f"scoring {len(dates)} date(s) up to {day}"), open_engine(settings) as compute:
-        batches = score_batches(tables, dates, bundle, settings, engine=compute)
+        batches = score_batches(tables, dates, bundle, settings, engine=compute, previous=previous)
         base = RetentionBase.from_tables(tables, silence_days=settings.snapshots.min_silence_days)
     # One transaction for every date: a run killed half-way leaves the store as it was.
     with step(f"writing {len(batches)} date(s) to {store.display}"):

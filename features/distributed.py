@@ -127,9 +127,13 @@ def _concat(frames: Sequence[pd.DataFrame]) -> pd.DataFrame:
 
 
 def _features(
-    tables: Tables, dates: list[pd.Timestamp], cfg: SnapshotSettings, data_end: pd.Timestamp
+    tables: Tables,
+    dates: list[pd.Timestamp],
+    cfg: SnapshotSettings,
+    data_end: pd.Timestamp,
+    health: HealthConfig | None = None,
 ) -> pd.DataFrame:
-    return build_features(tables, dates, cfg, data_end)
+    return build_features(tables, dates, cfg, data_end, health)
 
 
 def _segment_basis(frame: pd.DataFrame) -> pd.DataFrame:
@@ -179,7 +183,14 @@ def snapshot_partitions(
         health = load_health_config()  # read here: workers need not share the client's files
     n = n_partitions or engine.partition_count(len(tables.accounts))
     sources = engine.scatter(partition_tables(tables, n))
-    every = engine.map(_features, sources, dates=every_dates, cfg=cfg, data_end=end)
+    every = engine.map(
+        _features,
+        sources,
+        dates=every_dates,
+        cfg=cfg,
+        data_end=end,
+        health=health if with_health else None,
+    )
     del sources  # released once the features are built: workers keep features, not raw rows
     basis = engine.gather(engine.map(_segment_basis, every))
     lengths = [len(b) for b in basis]

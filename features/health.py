@@ -87,6 +87,11 @@ ESCALATION_COLUMNS: tuple[str, ...] = (
 
 Segment = Literal["A", "B", "C"]
 
+# The 15-point drop compares with the scoring "a month earlier": the latest scoring date
+# DROP_COMPARE_DAYS[0] to DROP_COMPARE_DAYS[1] days before (calendar months are 28 to 31 days
+# apart). The score store shows the change since that same date (docs/domain.md#escalations).
+DROP_COMPARE_DAYS: tuple[int, int] = (28, 31)
+
 
 @dataclass(frozen=True)
 class Escalation:
@@ -235,11 +240,31 @@ class EscalationRule(_Strict):
         return self
 
 
+class InvoiceEscalationRule(EscalationRule):
+    """The invoice rule: fires when an invoice became ``threshold``+ days late since the
+    previous scoring (``lookback_days`` stands in for the time since then when it is unknown:
+    the first scoring, an API request without it, a training snapshot); an invoice unpaid
+    ``stale_days`` or more past due is a data-quality matter, never this escalation."""
+
+    lookback_days: float = Field(30.0, gt=0)
+    stale_days: float = Field(365.0, gt=0)
+
+    @model_validator(mode="after")
+    def _stale_after_threshold(self) -> InvoiceEscalationRule:
+        if not self.stale_days > self.threshold:
+            raise ValueError(
+                f"stale_days ({self.stale_days:g}) must be above the threshold ({self.threshold:g})"
+            )
+        if not float(self.stale_days).is_integer():
+            raise ValueError(f"stale_days must be whole days, got {self.stale_days:g}")
+        return self
+
+
 class EscalationRules(_Strict):
     esc_health_drop: EscalationRule
     esc_below_60: EscalationRule
     esc_below_40: EscalationRule
-    esc_invoice_30d_late: EscalationRule
+    esc_invoice_30d_late: InvoiceEscalationRule
 
 
 class HealthConfig(_Strict):
@@ -574,8 +599,20 @@ def score_health_records(
 # ------------------------------------------------------------------------------- escalations
 
 
+def _invoice_fires(days: np.ndarray, window: np.ndarray, rule: InvoiceEscalationRule) -> np.ndarray:
+    with np.errstate(invalid="ignore"):
+        return cast(
+            np.ndarray,
+            (days >= rule.threshold) & (days < rule.threshold + window) & (days < rule.stale_days),
+        )
+
+
 def _escalation_arrays(
-    now: np.ndarray, ago: np.ndarray, overdue: np.ndarray, cfg: HealthConfig
+    now: np.ndarray,
+    ago: np.ndarray,
+    invoice_days: np.ndarray,
+    window: np.ndarray,
+    cfg: HealthConfig,
 ) -> dict[str, np.ndarray]:
     rules = cfg.escalations
     # Scores carry one decimal; rounding away float noise keeps 75.1 -> 60.1 a 15-point drop.
@@ -586,19 +623,25 @@ def _escalation_arrays(
             "esc_health_drop": drop >= rules.esc_health_drop.threshold,
             "esc_below_60": now < rules.esc_below_60.threshold,
             "esc_below_40": now < rules.esc_below_40.threshold,
-            "esc_invoice_30d_late": overdue >= rules.esc_invoice_30d_late.threshold,
+            "esc_invoice_30d_late": _invoice_fires(
+                invoice_days, window, rules.esc_invoice_30d_late
+            ),
         }
 
 
-def _escalation_flags(now: float, ago: float, overdue: float, cfg: HealthConfig) -> dict[str, bool]:
+def _escalation_flags(
+    now: float, ago: float, invoice_days: float, window: float, cfg: HealthConfig
+) -> dict[str, bool]:
     """:func:`_escalation_arrays`' flags for one row, in plain floats (NaN never fires)."""
     rules = cfg.escalations
+    invoice = rules.esc_invoice_30d_late
     drop = _round(ago - now, 1e6)
     return {
         "esc_health_drop": drop >= rules.esc_health_drop.threshold,
         "esc_below_60": now < rules.esc_below_60.threshold,
         "esc_below_40": now < rules.esc_below_40.threshold,
-        "esc_invoice_30d_late": overdue >= rules.esc_invoice_30d_late.threshold,
+        "esc_invoice_30d_late": invoice.threshold <= invoice_days < invoice.threshold + window
+        and invoice_days < invoice.stale_days,
     }
 
 
@@ -611,26 +654,52 @@ def _as_float_array(values: pd.Series | np.ndarray | float) -> np.ndarray:
     return np.atleast_1d(np.asarray(values, dtype=float))
 
 
+def invoice_days(
+    late_invoice_days_late: np.ndarray | pd.Series | None, overdue_days: np.ndarray | pd.Series
+) -> np.ndarray:
+    """The days late the invoice rule reads: ``late_invoice_days_late`` where known, else
+    ``overdue_days`` (the oldest unpaid invoice: the fallback for a record without invoice
+    evidence). Where the evidence was computed and is unknown, no invoice qualified, and the
+    oldest unpaid invoice then lies outside the rule's window too, so the fallback agrees."""
+    overdue = _as_float_array(overdue_days)
+    if late_invoice_days_late is None:
+        return overdue
+    late = _as_float_array(late_invoice_days_late)
+    return np.where(np.isnan(late), overdue, late)
+
+
 def escalations(
     health_score: pd.Series,
     health_score_30d_ago: pd.Series,
     overdue_days: pd.Series,
     cfg: HealthConfig,
+    *,
+    late_invoice_days_late: pd.Series | None = None,
+    days_since_last_scoring: pd.Series | np.ndarray | float | None = None,
 ) -> pd.DataFrame:
-    """Escalation flags (docs/domain.md#escalations) per row, and the 30-day drop (``ago - now``).
+    """Escalation flags (docs/domain.md#escalations) per row, and the drop (``ago - now``).
 
-    The three series are aligned by position and must have the same length; the result has
+    The series are aligned by position and must have the same length; the result has
     ``health_score``'s index. A NaN input never fires a rule (no earlier score: no drop).
+    The invoice rule fires when the invoice days (:func:`invoice_days`) lie in
+    ``[threshold, threshold + window)`` and below ``stale_days``; the window is
+    ``days_since_last_scoring`` (per row or one number; NaN or None: ``lookback_days``).
     """
     now = _as_float_array(health_score)
     ago = _as_float_array(health_score_30d_ago)
-    overdue = _as_float_array(overdue_days)
-    if not len(now) == len(ago) == len(overdue):
+    days = invoice_days(late_invoice_days_late, overdue_days)
+    lookback = cfg.escalations.esc_invoice_30d_late.lookback_days
+    if days_since_last_scoring is None:
+        window = np.full(len(now), lookback)
+    else:
+        window = np.broadcast_to(_as_float_array(days_since_last_scoring), now.shape)
+        window = np.where(np.isnan(window), lookback, window)
+    if not len(now) == len(ago) == len(days):
         raise ValueError(
             "escalations: health_score, health_score_30d_ago and overdue_days differ in length "
-            f"({len(now)}, {len(ago)}, {len(overdue)})"
+            f"({len(now)}, {len(ago)}, {len(days)})"
         )
-    arrays = _escalation_arrays(now, ago, overdue, cfg)
+    arrays = _escalation_arrays(now, ago, days, window, cfg)
     return pd.DataFrame(arrays, index=health_score.index)[list(ESCALATION_COLUMNS)]
 
 
@@ -646,8 +715,9 @@ def fired_escalations(row: Mapping[str, object], cfg: HealthConfig | None = None
     """Codes of the escalations fired for one record, most severe first.
 
     Uses the record's ``esc_*`` flags where present; a missing flag is evaluated from the
-    record's ``health_score``, ``health_score_30d_ago`` (or ``health_drop_30d``) and
-    ``overdue_days`` with ``cfg`` (default: the shipped config).
+    record's ``health_score``, ``health_score_30d_ago`` (or ``health_drop_30d``),
+    ``late_invoice_days_late`` (else ``overdue_days``) and ``days_since_last_scoring`` (else
+    the invoice rule's ``lookback_days``) with ``cfg`` (default: the shipped config).
     """
     fired: list[str] = []
     computed: dict[str, bool] | None = None
@@ -661,9 +731,14 @@ def fired_escalations(row: Mapping[str, object], cfg: HealthConfig | None = None
                 drop = _to_float(row.get("health_drop_30d"))
                 if math.isnan(ago) and not math.isnan(drop):
                     ago = now + drop
-                computed = _escalation_flags(
-                    now, ago, _to_float(row.get("overdue_days")), cfg or _default_config()
-                )
+                cfg = cfg or _default_config()
+                days = _to_float(row.get("late_invoice_days_late"))
+                if math.isnan(days):
+                    days = _to_float(row.get("overdue_days"))
+                window = _to_float(row.get("days_since_last_scoring"))
+                if math.isnan(window):
+                    window = cfg.escalations.esc_invoice_30d_late.lookback_days
+                computed = _escalation_flags(now, ago, days, window, cfg)
             hit = computed[code]
         if hit:
             fired.append(code)

@@ -55,6 +55,7 @@ from churn.settings import SnapshotSettings
 from features.catalog import CATALOG, FAMILIES, FEATURES
 from features.contract import TABLE_NAMES, TABLES, Tables
 from features.signals import compute_features
+from features.signals.financial import INVOICE_EVIDENCE, invoice_evidence
 from features.signals.timeline import DAY, NAT, Grid, Timeline, seconds
 
 if TYPE_CHECKING:
@@ -299,15 +300,29 @@ def build_features(
     as_of: Sequence[date | pd.Timestamp | str],
     cfg: SnapshotSettings,
     data_end: pd.Timestamp | None = None,
+    health: HealthConfig | None = None,
 ) -> pd.DataFrame:
     """Identity, features and labels of every account active at each as_of; ``revenue_segment``
     is left empty for :func:`assign_segments`. Rows are account-local: a subset of accounts gives
-    the same rows (pass the whole source's ``data_end``, default :func:`observed_end`)."""
+    the same rows (pass the whole source's ``data_end``, default :func:`observed_end`).
+
+    With ``health`` the invoice evidence of the escalations (``INVOICE_EVIDENCE``, not model
+    features) follows the features, with that config's invoice thresholds."""
     dates = _dates(as_of)
     accounts = _accounts(tables)
     end = observed_end(tables) if data_end is None else pd.Timestamp(data_end).normalize()
     grid, activity, churn = _active_grid(tables, accounts, dates, cfg)
     features = compute_features(tables, grid)
+    if health is not None:
+        rule = health.escalations.esc_invoice_30d_late
+        evidence = invoice_evidence(tables, grid, rule.threshold, rule.stale_days)
+        extra = pd.DataFrame(
+            {
+                name: pd.array(values, dtype="string") if values.dtype == object else values
+                for name, values in evidence.items()
+            }
+        )
+        features = pd.concat([features, extra], axis=1)
     labels = _labels(grid, cfg, end, activity, churn)
     identity = pd.DataFrame(
         {
@@ -359,7 +374,10 @@ def add_health(
         past.drop_duplicates(["account_id", "as_of"]), how="left", on=["account_id", "as_of"]
     )["health_score_30d_ago"]
     ago = ago.astype("float64").set_axis(frame.index)
-    flags = escalations(scores["health_score"], ago, frame["overdue_days"], cfg)
+    late = frame.get("late_invoice_days_late")
+    flags = escalations(
+        scores["health_score"], ago, frame["overdue_days"], cfg, late_invoice_days_late=late
+    )
     return pd.concat([frame, scores, ago.rename("health_score_30d_ago"), flags], axis=1)
 
 
@@ -374,12 +392,15 @@ def build_snapshots(
     """The snapshot frame of FEATURES.md for the given as_of dates: identity, features,
     labels and (``with_health``) health and service scores with escalations. Sorted by as_of,
     then account_id. See the module docstring for the point-in-time and label rules."""
+    from features.health import load_health_config
+
     dates = _dates(as_of)
     _log_absent(tables, cfg)
     if not with_health:
         return assign_segments(build_features(tables, dates, cfg, data_end))
+    health = load_health_config() if health is None else health
     past = history_dates(dates)
-    every = build_features(tables, sorted(set(dates) | set(past)), cfg, data_end)
+    every = build_features(tables, sorted(set(dates) | set(past)), cfg, data_end, health)
     every = assign_segments(every)
     frame = every[every["as_of"].isin(dates)]
     history = every[every["as_of"].isin(past)]
@@ -420,6 +441,7 @@ def feature_columns() -> list[str]:
 
 __all__ = [
     "IDENTITY",
+    "INVOICE_EVIDENCE",
     "LABELS",
     "absent_families",
     "absent_features",

@@ -86,6 +86,7 @@ def _playbook_triggers(playbook: Playbook) -> tuple[pd.DataFrame, pd.DataFrame]:
             }
         )
         for stage, variant in spec.variants.items():
+            when = variant.when
             wording.append(
                 {
                     "action_id": spec.id,
@@ -95,6 +96,11 @@ def _playbook_triggers(playbook: Playbook) -> tuple[pd.DataFrame, pd.DataFrame]:
                     "due": variant.due or spec.due,
                     "owner": spec.owner,
                     "priority": spec.priority,
+                    "when_feature": None if when is None else when.feature,
+                    "when_at_least": np.nan
+                    if when is None or when.at_least is None
+                    else when.at_least,
+                    "when_below": np.nan if when is None or when.below is None else when.below,
                 }
             )
     return pd.DataFrame(triggers), pd.DataFrame(wording)
@@ -106,11 +112,14 @@ def recommend_frame(
     escalations: pd.DataFrame,
     stages: pd.Series,
     max_actions: int = 5,
+    features: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """``serving.playbook.recommend`` for every account at once.
 
     ``reasons``: account_id, rank, feature, impact_pts, sentence (the drivers, in rank order);
-    ``escalations``: account_id, code, rule; ``stages``: lifecycle stage by account_id.
+    ``escalations``: account_id, code, rule; ``stages``: lifecycle stage by account_id;
+    ``features``: the features variant conditions read, indexed by account_id (absent: unknown,
+    so a variant with a condition does not apply).
     Returns ``ACTION_COLUMNS``: per account at most ``max_actions`` actions, escalations first
     (most severe first), then drivers with a positive impact (largest first, ties in rank
     order), each action once with its first trigger as ``because``.
@@ -143,19 +152,53 @@ def recommend_frame(
     variant = cand[["account_id", "action_id", "stage"]].merge(
         staged, on=["action_id", "stage"], how="left"
     )
-    has_variant = variant["title"].notna().to_numpy()
+    has_variant = variant["title"].notna().to_numpy() & _conditions_hold(variant, features)
     for col in ("title", "steps", "due"):
         out.loc[has_variant, col] = variant.loc[has_variant, col].to_numpy()
     out = out.rename(columns={"key": "because"})
     return out[list(ACTION_COLUMNS)].reset_index(drop=True)
 
 
+def _conditions_hold(variant: pd.DataFrame, features: pd.DataFrame | None) -> np.ndarray:
+    """Per row (account_id, a variant's when_* columns): whether its condition holds (True
+    without one; an unknown value never meets one)."""
+    ok = np.ones(len(variant), dtype=bool)
+    if "when_feature" not in variant:
+        return ok
+    feature = variant["when_feature"]
+    for name in feature.dropna().unique():
+        rows = (feature == name).to_numpy()
+        if features is None or name not in features:
+            ok[rows] = False
+            continue
+        values = pd.to_numeric(
+            variant.loc[rows, "account_id"].map(features[name]), errors="coerce"
+        ).to_numpy(dtype=float, na_value=np.nan)
+        low = variant.loc[rows, "when_at_least"].to_numpy(dtype=float)
+        high = variant.loc[rows, "when_below"].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            ok[rows] = (
+                ~np.isnan(values)
+                & (np.isnan(low) | (values >= low))
+                & (np.isnan(high) | (values < high))
+            )
+    return ok
+
+
 # -- escalations -----------------------------------------------------------------------------
+
+
+# The evidence of an escalation (columns of the store's ``escalations`` table, the API's
+# ``evidence``): the invoice of the invoice rule; the earlier stored score, its date and the
+# drop of the drop rule. Null where it does not apply.
+INVOICE_EVIDENCE_FIELDS: tuple[str, ...] = ("invoice_id", "amount", "days_late")
+DROP_EVIDENCE_FIELDS: tuple[str, ...] = ("previous_score", "previous_as_of", "score_drop")
+ESCALATION_EVIDENCE: tuple[str, ...] = (*INVOICE_EVIDENCE_FIELDS, *DROP_EVIDENCE_FIELDS)
 
 
 def escalations_frame(snapshot: pd.DataFrame, cfg: HealthConfig) -> pd.DataFrame:
     """One row per (account, escalation that fired): as_of, account_id, code, rule, action,
-    severity (1 = most severe)."""
+    severity (1 = most severe) and the evidence (``ESCALATION_EVIDENCE``)."""
     rules = {e.code: e for e in cfg.escalation_rules()}
     flags = snapshot[["as_of", "account_id", *ESCALATION_CODES]]
     long = flags.melt(id_vars=["as_of", "account_id"], var_name="code", value_name="fired")
@@ -163,7 +206,95 @@ def escalations_frame(snapshot: pd.DataFrame, cfg: HealthConfig) -> pd.DataFrame
     long["rule"] = long["code"].map({c: r.rule for c, r in rules.items()})
     long["action"] = long["code"].map({c: r.action for c, r in rules.items()})
     long["severity"] = long["code"].map({c: r.severity for c, r in rules.items()}).astype(int)
+    evidence = _evidence(snapshot)
+    long = long.merge(evidence, on=["as_of", "account_id"], how="left")
+    invoice = long["code"] == "esc_invoice_30d_late"
+    drop = long["code"] == "esc_health_drop"
+    for name in INVOICE_EVIDENCE_FIELDS:
+        long[name] = long[name].where(invoice)
+    for name in DROP_EVIDENCE_FIELDS:
+        long[name] = long[name].where(drop)
     return long.sort_values(["as_of", "account_id", "severity"]).reset_index(drop=True)
+
+
+def _evidence(snapshot: pd.DataFrame) -> pd.DataFrame:
+    """Per row of the snapshot: the evidence both rules could show."""
+    from features.health import invoice_days
+
+    def col(name: str) -> pd.Series:
+        if name in snapshot:
+            return snapshot[name]
+        return pd.Series(np.nan, index=snapshot.index)
+
+    previous = col("previous_as_of")
+    return pd.DataFrame(
+        {
+            "as_of": snapshot["as_of"],
+            "account_id": snapshot["account_id"],
+            "invoice_id": col("late_invoice_id").astype(object),
+            "amount": pd.to_numeric(col("late_invoice_amount"), errors="coerce"),
+            "days_late": invoice_days(col("late_invoice_days_late"), col("overdue_days")),
+            "previous_score": pd.to_numeric(col("health_score_30d_ago"), errors="coerce"),
+            "previous_as_of": pd.to_datetime(previous),
+            "score_drop": pd.to_numeric(col("health_drop_30d"), errors="coerce"),
+        }
+    )
+
+
+def with_history(
+    snapshot: pd.DataFrame,
+    dates: Sequence[date],
+    previous: pd.DataFrame | None,
+    health: HealthConfig,
+) -> pd.DataFrame:
+    """The snapshot with its escalations read against the scorings around it, as stored.
+
+    The scorings are ``dates`` (the snapshot's) and the stored ones in ``previous`` (as_of,
+    account_id, health_score: ``serving.store.Store.scores_before``). For each date:
+    ``previous_as_of`` is the scoring a month earlier (``serving.store.compare_date``, the
+    date the dashboard's change compares with), ``health_score_30d_ago`` the account's score
+    then (NaN when it was not scored then) and ``days_since_last_scoring`` the days since the
+    latest earlier scoring (NaN for the first). The escalation flags are computed again from
+    them (``features.health.escalations``).
+    """
+    from features.health import ESCALATION_COLUMNS, escalations
+    from serving.store import compare_date
+
+    if previous is None:
+        previous = pd.DataFrame(columns=["as_of", "account_id", "health_score"])
+    own = snapshot[["as_of", "account_id", "health_score"]]
+    days = sorted({pd.Timestamp(d).normalize() for d in dates})
+    prior = previous[~pd.to_datetime(previous["as_of"]).isin(days)]
+    known = pd.concat([own, prior.assign(as_of=pd.to_datetime(prior["as_of"]))], ignore_index=True)
+    every = sorted({d.date() for d in days} | {pd.Timestamp(d).date() for d in prior["as_of"]})
+    compare: dict[pd.Timestamp, pd.Timestamp | None] = {}
+    since: dict[pd.Timestamp, float] = {}
+    for day in days:
+        found = compare_date(day.date(), every)
+        compare[day] = None if found is None else pd.Timestamp(found)
+        earlier = [d for d in every if pd.Timestamp(d) < day]
+        since[day] = float((day - pd.Timestamp(earlier[-1])).days) if earlier else np.nan
+    out = snapshot.copy()
+    as_of = pd.to_datetime(out["as_of"]).dt.normalize()
+    out["previous_as_of"] = pd.to_datetime(as_of.map(compare)).astype("datetime64[ns]")
+    out["days_since_last_scoring"] = as_of.map(since).astype(float)
+    key = {"account_id": "string", "previous_as_of": "datetime64[ns]"}
+    scores = known.rename(columns={"as_of": "previous_as_of", "health_score": "_previous"})
+    scores = scores.astype(key).drop_duplicates(["previous_as_of", "account_id"])
+    looked = out[["previous_as_of", "account_id"]].astype(key)
+    ago = looked.merge(scores, on=["previous_as_of", "account_id"], how="left")["_previous"]
+    out["health_score_30d_ago"] = pd.to_numeric(ago, errors="coerce").to_numpy(dtype=float)
+    late = out.get("late_invoice_days_late")
+    flags = escalations(
+        out["health_score"],
+        out["health_score_30d_ago"],
+        out["overdue_days"],
+        health,
+        late_invoice_days_late=late,
+        days_since_last_scoring=out["days_since_last_scoring"],
+    )
+    out[list(ESCALATION_COLUMNS)] = flags
+    return out
 
 
 def load_champion(settings: Settings) -> Bundle | None:
@@ -308,10 +439,12 @@ def score_batches(
     engine: Engine | None = None,
     health: HealthConfig | None = None,
     playbook: Playbook | None = None,
+    previous: pd.DataFrame | None = None,
 ) -> list[ScoredBatch]:
     """Score every active account at each of ``dates`` in one vectorised pass per partition of
     accounts on ``engine`` (default: this process); one batch per date, oldest first (a date
-    without active accounts gives an empty batch)."""
+    without active accounts gives an empty batch). ``previous``: the stored scores the dates
+    compare with (:func:`with_history`; ``serving.store.Store.scores_before``)."""
     from churn.engine import LocalEngine
     from features.catalog import FEATURES
     from features.health import load_health_config
@@ -329,6 +462,7 @@ def score_batches(
         health=health,
         playbook=playbook,
         top=settings.serve.top_reasons,
+        previous=previous,
     )
 
 
@@ -342,10 +476,12 @@ def score_snapshot(
     health: HealthConfig,
     playbook: Playbook,
     top: int,
+    previous: pd.DataFrame | None = None,
 ) -> list[ScoredBatch]:
     """Scores, reasons, escalations and actions of the rows of a snapshot frame (with health
-    scores); one batch per date of ``dates``, oldest first."""
-    snapshot = snapshot.reset_index(drop=True)
+    scores); one batch per date of ``dates``, oldest first. The escalations are read against
+    the snapshot's dates and the stored scores in ``previous`` (:func:`with_history`)."""
+    snapshot = with_history(snapshot.reset_index(drop=True), dates, previous, health)
 
     scores = snapshot[list(SCORE_COLUMNS)].copy()
     scores.insert(0, "as_of", snapshot["as_of"])
@@ -368,7 +504,7 @@ def score_snapshot(
 
     escalations = escalations_frame(snapshot, health)
     stages = snapshot.set_index(["as_of", "account_id"])["lifecycle_stage"]
-    actions = _actions_by_date(playbook, reasons, escalations, stages)
+    actions = _actions_by_date(playbook, reasons, escalations, stages, snapshot)
     version = bundle.version if bundle is not None else None
     batches = []
     for day in sorted({pd.Timestamp(d).normalize() for d in dates}):
@@ -386,7 +522,11 @@ def score_snapshot(
 
 
 def _actions_by_date(
-    playbook: Playbook, reasons: pd.DataFrame, escalations: pd.DataFrame, stages: pd.Series
+    playbook: Playbook,
+    reasons: pd.DataFrame,
+    escalations: pd.DataFrame,
+    stages: pd.Series,
+    snapshot: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """``recommend_frame`` over (as_of, account) pairs, keyed by one combined id."""
 
@@ -397,7 +537,11 @@ def _actions_by_date(
     e = escalations.assign(account_id=key(escalations))
     index = stages.index.to_frame(index=False)
     s = pd.Series(stages.to_numpy(dtype=object), index=key(index))
-    actions = recommend_frame(playbook, r, e, s)
+    features = None
+    if snapshot is not None:
+        names = [n for n in playbook.condition_features() if n in snapshot]
+        features = snapshot[names].set_axis(key(snapshot)) if names else None
+    actions = recommend_frame(playbook, r, e, s, features=features)
     parts = actions["account_id"].str.split("|", n=1, expand=True)
     if actions.empty:
         return actions.assign(as_of=pd.Series(dtype="datetime64[ns]"))

@@ -89,9 +89,12 @@ def _score_part(
     health: HealthConfig,
     playbook: Playbook,
     top: int,
+    previous: pd.DataFrame | None = None,
 ) -> list[ScoredBatch]:
     bundle = files.load() if files is not None else None
-    return score_snapshot(snapshot, dates, bundle, health=health, playbook=playbook, top=top)
+    return score_snapshot(
+        snapshot, dates, bundle, health=health, playbook=playbook, top=top, previous=previous
+    )
 
 
 def _combine(pieces: list[pd.DataFrame], keys: list[str], offset: int) -> pd.DataFrame:
@@ -128,6 +131,7 @@ def score_partitions(
     health: HealthConfig,
     playbook: Playbook,
     top: int,
+    previous: pd.DataFrame | None = None,
 ) -> list[ScoredBatch]:
     """The batches of :func:`serving.batch.score_batches`, scored per partition of accounts on
     ``engine`` (on Dask, scores equal to the last bit: the same LightGBM model on the same
@@ -138,7 +142,13 @@ def score_partitions(
     files = engine.broadcast(BundleFiles.of(bundle)) if bundle else None
     days = sorted({pd.Timestamp(d).date() for d in dates})
     scored = snapshots.map(
-        _score_part, files=files, dates=days, health=health, playbook=playbook, top=top
+        _score_part,
+        files=files,
+        dates=days,
+        health=health,
+        playbook=playbook,
+        top=top,
+        previous=previous,
     )
     return merge_batches(engine.gather(scored))
 

@@ -8,7 +8,7 @@ The mapping lives in the versioned ``configs/playbook.yaml``, validated on load 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Literal, TypeGuard, get_args
 
@@ -31,12 +31,46 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class Condition(_Strict):
+    """A variant's own condition on one snapshot feature: ``at_least <= value < below``
+    (either bound may be left out). An unknown value never meets it."""
+
+    feature: str = Field(min_length=1)
+    at_least: float | None = None
+    below: float | None = None
+
+    @model_validator(mode="after")
+    def _bounded(self) -> Condition:
+        if self.at_least is None and self.below is None:
+            raise ValueError(f"condition on {self.feature}: give at_least, below or both")
+        if self.at_least is not None and self.below is not None and self.at_least >= self.below:
+            raise ValueError(
+                f"condition on {self.feature}: at_least ({self.at_least:g}) must be below "
+                f"below ({self.below:g})"
+            )
+        return self
+
+    def holds(self, value: object) -> bool:
+        """Whether one value meets the condition (None, NaN or a non-number never does)."""
+        try:
+            number = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            return False
+        if math.isnan(number):
+            return False
+        if self.at_least is not None and number < self.at_least:
+            return False
+        return self.below is None or number < self.below
+
+
 class Variant(_Strict):
-    """Wording of an action for one lifecycle stage; unset fields keep the general wording."""
+    """Wording of an action for one lifecycle stage; unset fields keep the general wording.
+    With ``when`` the variant applies only to accounts meeting that condition too."""
 
     title: str | None = None
     steps: str | None = None
     due: str | None = None
+    when: Condition | None = None
 
 
 class ActionSpec(_Strict):
@@ -119,6 +153,23 @@ class Playbook(_Strict):
         """Every feature that triggers an action."""
         return list(self._by_driver)
 
+    def condition_features(self) -> list[str]:
+        """Every feature a variant's condition reads, in order."""
+        names = [
+            v.when.feature for a in self.actions for v in a.variants.values() if v.when is not None
+        ]
+        return list(dict.fromkeys(names))
+
+    def conditions_met(self, features: Mapping[str, object] | None) -> tuple[bool, ...]:
+        """Whether each variant condition (in playbook order) holds for one account."""
+        values = features or {}
+        return tuple(
+            v.when.holds(values.get(v.when.feature))
+            for a in self.actions
+            for v in a.variants.values()
+            if v.when is not None
+        )
+
 
 def load_playbook(
     path: Path | None = None, known_features: Iterable[str] | None = None
@@ -144,6 +195,13 @@ def load_playbook(
                     f"{path}: actions.{i} ({action.id}).drivers: unknown features {unknown}",
                     hint="use feature names from the feature catalogue",
                 )
+            for stage, variant in action.variants.items():
+                if variant.when is not None and variant.when.feature not in known:
+                    raise ConfigError(
+                        f"{path}: actions.{i} ({action.id}).variants.{stage}.when.feature: "
+                        f"unknown feature {variant.when.feature!r}",
+                        hint="use a feature name from the feature catalogue",
+                    )
     return playbook
 
 
@@ -151,8 +209,17 @@ def _is_stage(value: str | None) -> TypeGuard[Stage]:
     return value in get_args(Stage)
 
 
-def _render(spec: ActionSpec, because: str, source: Source, stage: str | None) -> Action:
+def _render(
+    spec: ActionSpec,
+    because: str,
+    source: Source,
+    stage: str | None,
+    features: Mapping[str, object] | None,
+) -> Action:
     variant = spec.variants.get(stage) if _is_stage(stage) else None
+    when = None if variant is None else variant.when
+    if when is not None and not when.holds((features or {}).get(when.feature)):
+        variant = None
     return Action(
         id=spec.id,
         title=(variant and variant.title) or spec.title,
@@ -171,13 +238,15 @@ def recommend(
     escalations: Sequence[str],
     max_actions: int = 5,
     lifecycle_stage: str | None = None,
+    features: Mapping[str, object] | None = None,
 ) -> list[Action]:
     """Next steps for one account, at most ``max_actions``, each action once.
 
     Escalation actions come first, most severe first (``ESCALATION_CODES`` order); then the
     actions of drivers with a positive impact (pushing risk up), largest impact first (ties
     keep the given order). An action triggered twice keeps its first trigger as ``because``.
-    ``lifecycle_stage`` (new / established / long_term) picks stage-specific wording.
+    ``lifecycle_stage`` (new / established / long_term) picks stage-specific wording, for a
+    variant with a condition (``when``) only where the account's ``features`` meet it.
     Unknown codes and features trigger nothing.
     """
     if max_actions <= 0:
@@ -189,7 +258,7 @@ def recommend(
         if spec is None or spec.id in seen:
             return
         seen.add(spec.id)
-        out.append(_render(spec, because, source, lifecycle_stage))
+        out.append(_render(spec, because, source, lifecycle_stage, features))
 
     fired = set(escalations)
     for code in ESCALATION_CODES:

@@ -98,7 +98,18 @@ EXAMPLE_ACCOUNT: dict[str, Any] = {
         "revenue_segment": "A",
     },
     "health_score_30d_ago": 61.5,
+    "days_since_last_scoring": 31,
 }
+
+
+class LateInvoiceIn(BaseModel):
+    """One unpaid invoice past due: the invoice escalation's evidence."""
+
+    model_config = _Strict
+
+    invoice_id: str = Field(min_length=1, max_length=128, strict=True)
+    amount: float = Field(ge=0, strict=True, allow_inf_nan=False)
+    days_late: float = Field(ge=0, le=36500, strict=True, allow_inf_nan=False)
 
 
 class AccountIn(BaseModel):
@@ -130,6 +141,22 @@ class AccountIn(BaseModel):
         description="Annual revenue for revenue_at_risk; default revenue_365d, "
         "else contract_value.",
     )
+    late_invoice: LateInvoiceIn | None = Field(
+        None,
+        description="The unpaid invoice that most recently became 30+ days late (and is not "
+        "yet stale), for the invoice escalation and its evidence. Without it the rule reads "
+        "features.overdue_days (the oldest unpaid invoice) and shows no invoice id.",
+    )
+    days_since_last_scoring: float | None = Field(
+        None,
+        gt=0,
+        le=36500,
+        strict=True,
+        allow_inf_nan=False,
+        description="Days since the account was last scored: the invoice escalation fires for "
+        "an invoice that became 30+ days late within them (default: the rule's lookback_days, "
+        "30).",
+    )
 
 
 class PredictRequest(BaseModel):
@@ -142,11 +169,28 @@ class PredictRequest(BaseModel):
     accounts: list[AccountIn] = Field(min_length=1)
 
 
+class EscalationEvidence(BaseModel):
+    """What made an escalation fire (docs/domain.md#escalations). The invoice rule: the
+    invoice, its amount and days late (``invoice_id`` and ``amount`` null when the request
+    gave only ``overdue_days``). The drop rule: the earlier score, its date (null in
+    POST /v1/predict) and the drop in points."""
+
+    invoice_id: str | None = None
+    amount: float | None = None
+    days_late: float | None = None
+    previous_score: float | None = None
+    previous_as_of: date | None = None
+    score_drop: float | None = None
+
+
 class EscalationOut(BaseModel):
     code: str
     rule: str = Field(description="The rule that fired.")
     action: str = Field(description="What the firm does about it.")
     severity: int = Field(description="1 is the most severe.")
+    evidence: EscalationEvidence | None = Field(
+        None, description="What made it fire; null for the score thresholds."
+    )
 
 
 class Reason(BaseModel):

@@ -269,7 +269,8 @@ FIELDS: tuple[ScoreField, ...] = (
     ScoreField(
         "health_score_30d_ago",
         "Health score 30 days ago",
-        "The account's health score on its snapshot 30 days earlier.",
+        "The account's stored health score at the scoring a month earlier (28 to 31 days "
+        "before; in training snapshots: 30 days before), which the 15-point drop compares with.",
         "float",
         "snapshot",
         unit="points",

@@ -31,17 +31,19 @@ from serving.explain import listed, reasons_for_row, top_factors
 from serving.model_holder import LoadedModel
 from serving.playbook import Playbook, load_playbook, recommend
 from serving.priority import fired_matrix, priorities
-from serving.schemas import PREDICTION_KEYS
+from serving.schemas import PREDICTION_KEYS, EscalationEvidence
 from serving.score_record import api_values
 
 MAX_ACTIONS = 5
 # Below this many accounts the per-row escalation check beats building three pandas Series.
 _VECTOR_ESCALATIONS_FROM = 32
 _ACTION_CACHE_SIZE = 4096
+_EVIDENCE_KEYS: tuple[str, ...] = tuple(EscalationEvidence.model_fields)
 
 
-# Escalation codes, the drivers that push risk up (in order), lifecycle stage.
-_ActionKey = tuple[tuple[str, ...], tuple[str, ...], str | None]
+# Escalation codes, the drivers that push risk up (in order), lifecycle stage, the variant
+# conditions met.
+_ActionKey = tuple[tuple[str, ...], tuple[str, ...], str | None, tuple[bool, ...]]
 
 
 @dataclass(frozen=True)
@@ -54,21 +56,32 @@ class Rules:
     _actions: dict[_ActionKey, list[dict[str, Any]]] = field(default_factory=dict, repr=False)
 
     def actions(
-        self, codes: Sequence[str], drivers: Sequence[tuple[str, float]], stage: str | None
+        self,
+        codes: Sequence[str],
+        drivers: Sequence[tuple[str, float]],
+        stage: str | None,
+        features: Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """The playbook's actions as dicts (without ``because_text``), memoised.
 
         The answer depends only on the escalation codes, the order of the drivers that push
-        risk up, and the stage, and few such combinations occur, so a batch of a thousand
-        accounts renders a handful of distinct action lists.
+        risk up, the stage and which variant conditions the ``features`` meet, and few such
+        combinations occur, so a batch of a thousand accounts renders a handful of distinct
+        action lists.
         """
         rising = tuple(f for f, v in sorted(drivers, key=lambda d: -d[1]) if v > 0)
-        key = (tuple(codes), rising, stage)
+        met = self.playbook.conditions_met(features)
+        key = (tuple(codes), rising, stage, met)
         cached = self._actions.get(key)
         if cached is None:
             ranked = [(f, float(len(rising) - i)) for i, f in enumerate(rising)]
             actions = recommend(
-                self.playbook, ranked, codes, max_actions=MAX_ACTIONS, lifecycle_stage=stage
+                self.playbook,
+                ranked,
+                codes,
+                max_actions=MAX_ACTIONS,
+                lifecycle_stage=stage,
+                features=features,
             )
             cached = [a.model_dump() for a in actions]
             if len(self._actions) >= _ACTION_CACHE_SIZE:
@@ -92,6 +105,10 @@ class AccountInput:
     features: Mapping[str, float | str | None]
     health_score_30d_ago: float | None = None
     revenue: float | None = None
+    # the invoice escalation's evidence: {"invoice_id", "amount", "days_late"} of the unpaid
+    # invoice that most recently became 30+ days late; None: overdue_days stands in
+    late_invoice: Mapping[str, Any] | None = None
+    days_since_last_scoring: float | None = None
 
 
 def _revenues(accounts: Sequence[AccountInput]) -> list[float | None]:
@@ -167,12 +184,14 @@ def score_accounts(
         h = health[i]
         features = account.features
         codes = fired[i]
+        ago = account.health_score_30d_ago
         escalation_list = [
             {
                 "code": c,
                 "rule": rules.escalations[c].rule,
                 "action": rules.escalations[c].action,
                 "severity": rules.escalations[c].severity,
+                "evidence": _evidence(c, account, ago, cast(float, h["health_score"])),
             }
             for c in codes
         ]
@@ -182,10 +201,10 @@ def score_accounts(
             codes,
             [(r["feature"], r["impact_pts"]) for r in reasons[i]],
             stage if isinstance(stage, str) else None,
+            features,
         )
         p = probability[i]
         revenue = revenues[i]
-        ago = account.health_score_30d_ago
         scores = {
             **h,
             "churn_probability": p,
@@ -225,6 +244,30 @@ def _completeness(
     return data_completeness(known, names)
 
 
+def _evidence(
+    code: str, account: AccountInput, ago: float | None, now: float
+) -> dict[str, Any] | None:
+    """The evidence of one fired escalation (``serving.schemas.EscalationEvidence``, every
+    key present)."""
+    found: dict[str, Any]
+    if code == "esc_invoice_30d_late":
+        late = account.late_invoice
+        if late is not None:
+            found = {k: late.get(k) for k in ("invoice_id", "amount", "days_late")}
+            found["days_late"] = _float_or_none(found["days_late"])
+        else:
+            found = {"days_late": _float_or_none(account.features.get("overdue_days"))}
+    elif code == "esc_health_drop" and ago is not None:
+        found = {"previous_score": ago, "score_drop": round(ago - now, 6)}
+    else:
+        return None
+    return {key: found.get(key) for key in _EVIDENCE_KEYS}
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
 def _because_text(because: str, sentences: Mapping[str, str], rules: Rules) -> str:
     if because in sentences:
         return sentences[because]
@@ -239,13 +282,21 @@ def _fired_escalations(
     """Codes of the escalations fired per account, most severe first."""
     ago = [a.health_score_30d_ago for a in accounts]
     overdue = [a.features.get("overdue_days") for a in accounts]
+    late = [None if a.late_invoice is None else a.late_invoice.get("days_late") for a in accounts]
+    since = [a.days_since_last_scoring for a in accounts]
     if len(accounts) < _VECTOR_ESCALATIONS_FROM:
         return [
             fired_escalations(
-                {"health_score": h["health_score"], "health_score_30d_ago": a, "overdue_days": o},
+                {
+                    "health_score": h["health_score"],
+                    "health_score_30d_ago": a,
+                    "overdue_days": o,
+                    "late_invoice_days_late": d,
+                    "days_since_last_scoring": w,
+                },
                 cfg,
             )
-            for h, a, o in zip(health, ago, overdue, strict=True)
+            for h, a, o, d, w in zip(health, ago, overdue, late, since, strict=True)
         ]
     import pandas as pd  # only for large batches, where its fixed cost is amortised
 
@@ -253,6 +304,11 @@ def _fired_escalations(
         return pd.Series(np.array([np.nan if v is None else v for v in values], dtype=float))
 
     flags = escalations(
-        series([h["health_score"] for h in health]), series(ago), series(overdue), cfg
+        series([h["health_score"] for h in health]),
+        series(ago),
+        series(overdue),
+        cfg,
+        late_invoice_days_late=series(late),
+        days_since_last_scoring=series(since),
     )[list(ESCALATION_CODES)].to_numpy(dtype=bool)
     return [[c for c, hit in zip(ESCALATION_CODES, row, strict=True) if hit] for row in flags]

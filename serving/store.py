@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pandas as pd
 
 from churn.errors import StoreError
+from features.health import DROP_COMPARE_DAYS
 from serving.score_record import FIELDS, ScoreField, stored
 
 if TYPE_CHECKING:
@@ -93,6 +94,14 @@ STORE_SCHEMA: dict[str, dict[str, str]] = {
         "rule": "TEXT",
         "action": "TEXT",
         "severity": "INTEGER",
+        # evidence (serving.batch.ESCALATION_EVIDENCE): the invoice of the invoice rule, the
+        # earlier stored score of the drop rule; null where it does not apply
+        "invoice_id": "TEXT",
+        "amount": _F,
+        "days_late": _F,
+        "previous_score": _F,
+        "previous_as_of": "DATE",
+        "score_drop": _F,
     },
     "actions": {
         "as_of": "DATE",
@@ -142,8 +151,9 @@ PORTFOLIO_ORDER = (
     "s.revenue_at_risk DESC NULLS LAST, s.churn_probability DESC NULLS LAST, "
     "s.health_score ASC NULLS LAST, s.account_id"
 )
-# "Change since last month" compares with the latest stored date at least this many days back.
-PREVIOUS_MIN_DAYS = 28
+# "Change since last month" compares with the latest stored date 28 to 31 days back: the
+# same date the 15-point-drop escalation compares with (features.health.DROP_COMPARE_DAYS).
+PREVIOUS_MIN_DAYS, PREVIOUS_MAX_DAYS = DROP_COMPARE_DAYS
 
 
 def schema_ddl(schema: Mapping[str, Mapping[str, str]] = STORE_SCHEMA) -> list[str]:
@@ -610,11 +620,36 @@ class Store:
         return self._query("SELECT * FROM runs ORDER BY as_of DESC")
 
     def previous_as_of(self, as_of: date) -> date | None:
-        """The stored date "last month" is compared with: the latest one at least
-        ``PREVIOUS_MIN_DAYS`` before ``as_of``."""
-        cutoff = pd.Timestamp(as_of) - pd.Timedelta(days=PREVIOUS_MIN_DAYS)
-        earlier = [d for d in self.dates() if pd.Timestamp(d) <= cutoff]
-        return earlier[-1] if earlier else None
+        """The stored date "last month" is compared with: the latest one ``PREVIOUS_MIN_DAYS``
+        to ``PREVIOUS_MAX_DAYS`` days before ``as_of`` (None without one: no change is shown,
+        and no 15-point drop can fire)."""
+        return compare_date(as_of, self.dates())
+
+    def scores_before(self, dates: Sequence[date]) -> pd.DataFrame:
+        """as_of, account_id and health_score of the stored dates (other than ``dates``) that
+        scoring ``dates`` compares with: every stored date up to ``PREVIOUS_MAX_DAYS`` days
+        before one of them, and the latest stored date before each (the previous scoring).
+        Empty (those columns) when there are none."""
+        columns = ["as_of", "account_id", "health_score"]
+        days = {pd.Timestamp(d).date() for d in dates}
+        stored_days = [d for d in self.dates() if d not in days]
+        wanted = set()
+        for day in days:
+            earlier = [d for d in stored_days if d < day]
+            if earlier:
+                wanted.add(earlier[-1])
+            span = pd.Timedelta(days=PREVIOUS_MAX_DAYS)
+            wanted |= {d for d in earlier if pd.Timestamp(day) - pd.Timestamp(d) <= span}
+        if not wanted:
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in columns})
+        frames = [
+            self._query(
+                "SELECT as_of, account_id, health_score FROM scores WHERE as_of = :as_of",
+                {"as_of": d},
+            )
+            for d in sorted(wanted)
+        ]
+        return pd.concat(frames, ignore_index=True)[columns]
 
     def managers(self, as_of: date | None = None) -> list[str]:
         """Account managers with scored accounts on the date (default: the latest)."""
@@ -793,6 +828,16 @@ class Store:
         revenue = self._query("SELECT * FROM revenue_monthly ORDER BY account_id, month")
         base = RetentionBase(accounts=accounts, revenue=revenue)
         return base if manager is None else base.for_manager(manager)
+
+
+def compare_date(as_of: date, dates: Iterable[date]) -> date | None:
+    """The latest of ``dates`` ``PREVIOUS_MIN_DAYS`` to ``PREVIOUS_MAX_DAYS`` days before
+    ``as_of``: the date the change and the 15-point drop compare with; None without one."""
+    day = pd.Timestamp(as_of)
+    within = [
+        d for d in dates if PREVIOUS_MIN_DAYS <= (day - pd.Timestamp(d)).days <= PREVIOUS_MAX_DAYS
+    ]
+    return max(within) if within else None
 
 
 def _record(row: pd.Series) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """Financial signals: trailing revenue, quarter-over-quarter spend change, payment
-lateness, what is overdue now, discounts, the next renewal and renewal with flat spend.
+lateness, what is overdue now, discounts, the next renewal and renewal with flat spend; and
+the invoice evidence of the escalations (:func:`invoice_evidence`: not model features).
 
 Sources: ``invoices`` (known from ``issued_at``; paid only when ``paid_at`` is before as_of) and
 the static ``accounts`` attributes ``contract_value`` and ``renewal_at``.
@@ -22,6 +23,7 @@ from features.signals.timeline import (
     column,
     day_of,
     first_reaching,
+    first_reaching_index,
     flag,
     floats,
     not_before,
@@ -33,6 +35,19 @@ from features.signals.timeline import (
 LATENESS_WINDOW_DAYS = 365
 RENEWAL_SOON_DAYS = 90
 FLAT_SPEND = 0.05
+
+# The invoice evidence columns of a snapshot (docs/domain.md#escalations): the unpaid invoice
+# that most recently became ``late_days`` or more days late (and is not yet stale), and the
+# invoices unpaid ``stale_days`` or more days past due (count, and the oldest of them).
+INVOICE_EVIDENCE: tuple[str, ...] = (
+    "late_invoice_id",
+    "late_invoice_amount",
+    "late_invoice_days_late",
+    "stale_invoices",
+    "stale_invoice_id",
+    "stale_invoice_amount",
+    "stale_invoice_days_late",
+)
 
 
 def compute(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
@@ -176,3 +191,91 @@ def _overdue(
         "overdue_days": days,
         "overdue_30d": flag(days >= 30),
     }
+
+
+def invoice_evidence(
+    tables: Tables, grid: Grid, late_days: float, stale_days: float
+) -> dict[str, np.ndarray]:
+    """The :data:`INVOICE_EVIDENCE` columns per grid row (all missing without invoices).
+
+    An invoice is late at as_of when its due date is before as_of and it is not paid before
+    as_of (as for ``overdue_days``); its days late are whole days from the due date to as_of.
+    ``late_invoice_*``: of the late invoices with ``late_days <= days late < stale_days``, the
+    one with the fewest days late (the latest due date; ties: the smallest invoice id), so an
+    invoice that crossed ``late_days`` since any earlier date is this one or a later-crossing
+    one. ``stale_invoices`` counts late invoices with ``days late >= stale_days`` and
+    ``stale_invoice_*`` describes the oldest of them.
+
+    Cost: the invoices due in the ``stale_days`` before each row are paired with it (an
+    account's invoices of one year per row); older invoices are counted by prefix counts.
+    """
+    n = len(grid)
+    out: dict[str, np.ndarray] = {
+        "late_invoice_id": np.full(n, None, dtype=object),
+        "late_invoice_amount": np.full(n, np.nan),
+        "late_invoice_days_late": np.full(n, np.nan),
+        "stale_invoices": np.full(n, np.nan),
+        "stale_invoice_id": np.full(n, None, dtype=object),
+        "stale_invoice_amount": np.full(n, np.nan),
+        "stale_invoice_days_late": np.full(n, np.nan),
+    }
+    frame = tables.invoices
+    if frame is None:
+        return out
+    acc = grid.code(frame["account_id"])
+    issued = seconds(frame["issued_at"])
+    due = not_before(seconds(frame["due_at"]), issued)
+    paid = seconds(column(frame, "paid_at", "datetime64[ns]"))
+    settled = np.where(paid == NAT, NEVER, np.maximum(not_before(paid, issued), due))
+    ids = frame["invoice_id"].astype("string").to_numpy(dtype=object, na_value=None)
+    amount = floats(frame["amount"])
+    ok = (acc >= 0) & (due != NAT)
+    id_rank = np.zeros(len(frame), dtype=np.float64)
+    if ok.any():
+        # ties on the due date go to the smallest invoice id: a rank that sorts like the ids
+        named = pd.Series(ids[ok], dtype="string").fillna("")
+        id_rank[ok] = named.rank(method="first").to_numpy()
+    position = np.arange(len(frame), dtype=np.float64)
+    dues = Timeline(acc[ok], due[ok], {"row": position[ok]}, tiebreak=-id_rank[ok])
+    settles = Timeline(acc[ok & (settled != NEVER)], settled[ok & (settled != NEVER)])
+
+    a, t = grid.acc, grid.t
+    today = t // DAY
+    stale_from = (today - int(stale_days) + 1) * DAY  # due on or after: fewer than stale_days
+    lo, hi = dues.window(a, stale_from, t)
+    # pair each row with its account's invoices due in [stale_from, as_of)
+    counts = hi - lo
+    row = np.repeat(np.arange(n), counts)
+    starts = np.repeat(lo - np.cumsum(np.concatenate([[0], counts[:-1]])), counts)
+    event = starts + np.arange(len(row))
+    src = dues.values["row"][event].astype(np.int64) if len(event) else event
+    unpaid = settled[src] >= t[row]
+    days_late = (today[row] - due[src] // DAY).astype(np.float64)
+    # paid before as_of among them: corrects the prefix counts of the stale invoices below
+    paid_recent = np.bincount(row[~unpaid], minlength=n).astype(np.float64)
+    late = unpaid & (days_late >= late_days)
+    # events are sorted by (account, due, -id rank): the last late one of a row is the pick
+    pick = np.full(n, -1, dtype=np.int64)
+    late_rows, late_src = row[late], src[late]
+    last = np.append(late_rows[1:] != late_rows[:-1], len(late_rows) > 0)[: len(late_rows)]
+    pick[late_rows[last]] = late_src[last]
+    found = pick >= 0
+    out["late_invoice_id"][found] = ids[pick[found]]
+    out["late_invoice_amount"][found] = amount[pick[found]]
+    out["late_invoice_days_late"][found] = (today[found] - due[pick[found]] // DAY).astype(float)
+
+    # unpaid and due before stale_from = due before stale_from - settled before as_of
+    # + settled before as_of yet due on or after stale_from (those are among the pairs)
+    older = dues.count(a, None, stale_from)
+    settled_before = settles.count(a, None, t)
+    out["stale_invoices"] = older - settled_before + paid_recent
+    if not ok.any():
+        return out
+    index, oldest = first_reaching_index(acc[ok], due[ok], settled[ok], a, t)
+    src_oldest = np.flatnonzero(ok)[np.clip(index, 0, None)]
+    stale_days_late = np.where(oldest, today - due[ok][np.clip(index, 0, None)] // DAY, 0)
+    stale = oldest & (stale_days_late >= stale_days)
+    out["stale_invoice_id"][stale] = ids[src_oldest[stale]]
+    out["stale_invoice_amount"][stale] = amount[src_oldest[stale]]
+    out["stale_invoice_days_late"][stale] = stale_days_late[stale].astype(float)
+    return out

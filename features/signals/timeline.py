@@ -244,6 +244,13 @@ class Timeline:
         """Mean of the recorded values in the window; NaN when none."""
         return ratio(self.total(name, acc, start, end), self.known(name, acc, start, end))
 
+    def window(
+        self, acc: np.ndarray, start: np.ndarray, end: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Positions ``[lo, hi)`` (into this timeline's sorted events) of each row's account's
+        events with ``start <= when < end``."""
+        return self._bounds(np.asarray(acc, dtype=np.int64), start, end)
+
     def last(self, acc: np.ndarray, t: np.ndarray) -> np.ndarray:
         """Index of each row's account's last event strictly before ``t``; -1 if none."""
         acc = np.asarray(acc, dtype=np.int64)
@@ -281,16 +288,28 @@ def first_reaching(
     event with ``reach >= t`` is the first with ``R >= t``, and R is sorted, so one
     ``searchsorted`` answers every row.
     """
+    index, found = first_reaching_index(acc, when, reach, q_acc, q_t)
+    when = np.asarray(when, dtype=np.int64)
+    got = when[np.clip(index, 0, None)] if len(when) else np.full(len(index), NAT)
+    return np.where(found, got, NAT), found
+
+
+def first_reaching_index(
+    acc: np.ndarray, when: np.ndarray, reach: np.ndarray, q_acc: np.ndarray, q_t: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`first_reaching`'s event as its position in the given arrays (-1 where none),
+    and the mask of rows that have one. Of events with the same ``when``, the one with the
+    smallest ``reach`` that still reaches ``t``, then the first given."""
     acc = np.asarray(acc, dtype=np.int64)
-    keep = (acc >= 0) & (np.asarray(when) != NAT)
+    keep = np.flatnonzero((acc >= 0) & (np.asarray(when) != NAT))
     reach = np.where(np.asarray(reach) == NAT, NEVER, reach)
     acc, when, reach = acc[keep], np.asarray(when)[keep], np.asarray(reach)[keep]
     order = np.lexsort((reach, when, acc))
-    acc, when, reach = acc[order], when[order], reach[order]
+    acc, when, reach, keep = acc[order], when[order], reach[order], keep[order]
     # accounts sorted ascending: a global running max of the composite key is per account
     run = np.maximum.accumulate(acc * _SPAN + _offset(reach)) if len(acc) else acc
     q_acc = np.asarray(q_acc, dtype=np.int64)
     i = np.searchsorted(run, q_acc * _SPAN + _offset(q_t), side="left")
     safe = np.clip(i, 0, max(len(acc) - 1, 0))
     found = (i < len(acc)) & (acc[safe] == q_acc) & (when[safe] < q_t) if len(acc) else i < 0
-    return np.where(found, when[safe] if len(acc) else NAT, NAT), found
+    return np.where(found, keep[safe] if len(acc) else -1, -1), found

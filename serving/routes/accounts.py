@@ -14,7 +14,7 @@ import pandas as pd
 from fastapi import APIRouter, Depends, Query
 
 from churn.errors import StoreError
-from serving.batch import ACTION_COLUMNS, REASON_COLUMNS
+from serving.batch import ACTION_COLUMNS, ESCALATION_EVIDENCE, REASON_COLUMNS
 from serving.deps import ANY_ROLE, Principal, State, require_roles
 from serving.problems import Problem
 from serving.schemas import (
@@ -22,6 +22,7 @@ from serving.schemas import (
     AccountList,
     AccountSummary,
     ActionOut,
+    EscalationEvidence,
     EscalationOut,
     HistoryPoint,
     Reason,
@@ -53,6 +54,17 @@ def _clean(frame: pd.DataFrame) -> list[dict[str, Any]]:
         frame.astype(object).where(frame.notna(), None).to_dict("records")
     )
     return records
+
+
+def _escalation(row: dict[str, Any]) -> EscalationOut:
+    """A stored escalation with its evidence (null when it has none)."""
+    evidence = {k: row.get(k) for k in ESCALATION_EVIDENCE if row.get(k) is not None}
+    if "previous_as_of" in evidence:
+        evidence["previous_as_of"] = _day(evidence["previous_as_of"])
+    return EscalationOut(
+        **{k: row[k] for k in _ESC},
+        evidence=EscalationEvidence(**evidence) if evidence else None,
+    )
 
 
 def _day(value: Any) -> date:
@@ -139,7 +151,7 @@ def get_account(
         account_id=s["account_id"],
         as_of=s["as_of"],
         **api_values(s, "detail"),
-        escalations=[EscalationOut(**e) for e in _clean(record.escalations[_ESC])],
+        escalations=[_escalation(e) for e in _clean(record.escalations)],
         reasons=[Reason(**r) for r in _clean(record.reasons[_REASON])],
         actions=[ActionOut(id=a.pop("action_id"), **a) for a in _clean(record.actions[_ACTION])],
         history=history,

@@ -115,6 +115,8 @@ async def predict(
             cast("Mapping[str, float | str | None]", a.features),
             a.health_score_30d_ago,
             a.revenue,
+            None if a.late_invoice is None else a.late_invoice.model_dump(),
+            a.days_since_last_scoring,
         )
         for a in body.accounts
     ]

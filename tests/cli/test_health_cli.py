@@ -62,14 +62,18 @@ def test_backtest_json_last_line_is_one_object_with_both_rule_sets(backtest_run)
     assert "share of churners" in result.stderr
 
 
+SHIPPED_VERSION = load_health_config(DEFAULT_HEALTH_CONFIG).version
+NEXT = SHIPPED_VERSION + 1
+
+
 def test_backtest_writes_a_new_version_beside_the_active_rules_and_leaves_them(backtest_run):
     _, active, result = backtest_run
     summary = json.loads(result.stdout.strip().splitlines()[-1])
-    written = active.parent / "health.v2.suggested.yaml"
+    written = active.parent / f"health.v{NEXT}.suggested.yaml"
     assert summary["file"] == str(written)
     assert active.read_bytes() == DEFAULT_HEALTH_CONFIG.read_bytes()
     cfg = load_health_config(written)
-    assert cfg.version == 2
+    assert cfg.version == NEXT
     assert cfg.bands == load_health_config(active).bands
     header = written.read_text().split("\n\n", 1)[0]
     assert "ROC AUC" in header and "bootstrap interval" in header
@@ -90,9 +94,9 @@ def test_backtest_out_option_and_refusal_to_overwrite_the_active_rules(demo_sour
 
 
 def _suggestion(tmp_path: Path, **change) -> Path:
-    """The shipped rules as version 2 with 5 points moved from engagement to satisfaction."""
+    """The shipped rules as the next version with 5 points moved from engagement to satisfaction."""
     data = yaml.safe_load(DEFAULT_HEALTH_CONFIG.read_text())
-    data["version"] = 2
+    data["version"] = NEXT
     eng = data["components"]["engagement"]
     eng["max_points"] = 25
     eng["rules"][0]["points"] = 5
@@ -111,11 +115,11 @@ def test_apply_replaces_the_active_rules_keeps_a_backup_and_says_what_changed(tm
     file = _suggestion(tmp_path)
     result = run_churn(["health", "apply", str(file)], _env(tmp_path, active), tmp_path)
     assert result.returncode == 0, result.stderr
-    assert load_health_config(active).version == 2
+    assert load_health_config(active).version == NEXT
     assert active.read_bytes() == file.read_bytes()
-    backup = active.with_name("health.v1.bak.yaml")
+    backup = active.with_name(f"health.v{SHIPPED_VERSION}.bak.yaml")
     assert backup.read_bytes() == DEFAULT_HEALTH_CONFIG.read_bytes()
-    assert "version 2 active" in result.stdout
+    assert f"version {NEXT} active" in result.stdout
     assert "engagement 30 -> 25 points: interaction_frequency 10 -> 5" in result.stdout
     assert "satisfaction 20 -> 25 points: survey_score 10 -> 15" in result.stdout
 
@@ -125,7 +129,7 @@ def test_apply_replaces_the_active_rules_keeps_a_backup_and_says_what_changed(tm
     [
         ("version: [\n", "is not valid YAML"),
         (None, "component max_points add up to 105"),
-        ("version: 2\n", "cadence: Field required"),
+        (f"version: {NEXT}\n", "cadence: Field required"),
     ],
 )
 def test_apply_refuses_a_broken_file_in_one_line_and_replaces_nothing(
@@ -153,8 +157,11 @@ def test_apply_refuses_a_broken_file_in_one_line_and_replaces_nothing(
 
 
 def test_apply_refuses_rules_that_do_not_raise_the_version(tmp_path, active):
-    file = _suggestion(tmp_path, version=1)
+    file = _suggestion(tmp_path, version=SHIPPED_VERSION)
     result = run_churn(["health", "apply", str(file)], _env(tmp_path, active), tmp_path)
     assert result.returncode == 1
-    assert "version 1 is not above the active rules' version 1" in result.stderr
+    assert (
+        f"version {SHIPPED_VERSION} is not above the active rules' version {SHIPPED_VERSION}"
+        in result.stderr
+    )
     assert active.read_bytes() == DEFAULT_HEALTH_CONFIG.read_bytes()

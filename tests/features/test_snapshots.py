@@ -17,6 +17,7 @@ from features.contract import Tables
 from features.health import ESCALATION_COLUMNS, HEALTH_COLUMNS
 from features.snapshots import (
     IDENTITY,
+    INVOICE_EVIDENCE,
     LABELS,
     absent_families,
     as_of_grid,
@@ -64,6 +65,7 @@ def test_snapshot_has_exactly_the_agreed_columns(monthly: pd.DataFrame):
     expected = [
         *IDENTITY,
         *FEATURES,
+        *INVOICE_EVIDENCE,
         *LABELS,
         *HEALTH_COLUMNS,
         "health_score_30d_ago",
@@ -145,7 +147,10 @@ def test_health_30d_ago_is_the_score_of_the_same_account_30_days_earlier(
     drop = now["health_score_30d_ago"] - now["health_score"]
     assert np.allclose(now["health_drop_30d"], drop, equal_nan=True)
     assert (now["esc_health_drop"] == (now["health_drop_30d"] >= 15)).all()
-    assert (now["esc_invoice_30d_late"] == (now["overdue_days"] >= 30)).all()
+    # a snapshot knows no scoring before it: an invoice that became 30+ days late within the
+    # rule's lookback (30 days) fires
+    late = now["late_invoice_days_late"]
+    assert (now["esc_invoice_30d_late"] == ((late >= 30) & (late < 60))).all()
 
 
 def test_new_account_has_no_score_30_days_ago():

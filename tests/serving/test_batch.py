@@ -42,10 +42,11 @@ DRIVER_FEATURES = [*PLAYBOOK.driver_features(), "tenure_months", "revenue_365d"]
 @st.composite
 def _accounts(draw):
     n = draw(st.integers(1, 6))
-    reasons, escalations, stages = [], [], {}
+    reasons, escalations, stages, tenure = [], [], {}, {}
     for i in range(n):
         account = f"A-{i}"
         stages[account] = draw(st.sampled_from(["new", "established", "long_term", None]))
+        tenure[account] = draw(st.sampled_from([0.5, 2.99, 3.0, 7.0, 40.0, float("nan")]))
         features = draw(st.lists(st.sampled_from(DRIVER_FEATURES), max_size=6, unique=True))
         for rank, feature in enumerate(features, start=1):
             impact = draw(st.sampled_from([-3.0, 0.0, 1.0, 2.5, 2.5, 7.0, float("nan")]))
@@ -64,19 +65,29 @@ def _accounts(draw):
         pd.DataFrame(reasons, columns=["account_id", "rank", "feature", "impact_pts", "sentence"]),
         pd.DataFrame(escalations, columns=["account_id", "code", "rule"]),
         pd.Series(stages, dtype=object),
+        pd.DataFrame({"tenure_months": pd.Series(tenure, dtype=float)}),
     )
 
 
 @hypothesis_settings(max_examples=80, deadline=None)
 @given(data=_accounts(), max_actions=st.integers(0, 6))
 def test_vectorised_playbook_recommends_exactly_what_the_api_recommends(data, max_actions):
-    reasons, escalations, stages = data
-    frame = recommend_frame(PLAYBOOK, reasons, escalations, stages, max_actions=max_actions)
+    reasons, escalations, stages, features = data
+    frame = recommend_frame(
+        PLAYBOOK, reasons, escalations, stages, max_actions=max_actions, features=features
+    )
     for account, stage in stages.items():
         mine = reasons[reasons["account_id"] == account].sort_values("rank")
         drivers = list(zip(mine["feature"], mine["impact_pts"], strict=True))
         codes = escalations.loc[escalations["account_id"] == account, "code"].tolist()
-        expected = recommend(PLAYBOOK, drivers, codes, max_actions, lifecycle_stage=stage)
+        expected = recommend(
+            PLAYBOOK,
+            drivers,
+            codes,
+            max_actions,
+            lifecycle_stage=stage,
+            features={"tenure_months": features.loc[account, "tenure_months"]},
+        )
         got = frame[frame["account_id"] == account].sort_values("rank")
         assert got["action_id"].tolist() == [a.id for a in expected]
         assert got["title"].tolist() == [a.title for a in expected]
@@ -131,11 +142,19 @@ def test_batch_scores_every_active_account_exactly_as_the_api_would(firm, bundle
     # The API path (POST /v1/predict) on the same feature values gives the same answers.
     rules = load_rules(settings.health_config, settings.playbook_config)
     model = load_model(bundle_dir)
+    # the batch scores one date and the store holds none: no earlier score, the rule's lookback
     inputs = [
         AccountInput(
             row["account_id"],
             _api_features(row),
-            None if pd.isna(row["health_score_30d_ago"]) else float(row["health_score_30d_ago"]),
+            None,
+            late_invoice=None
+            if pd.isna(row["late_invoice_days_late"])
+            else {
+                "invoice_id": row["late_invoice_id"],
+                "amount": float(row["late_invoice_amount"]),
+                "days_late": float(row["late_invoice_days_late"]),
+            },
         )
         for _, row in snapshot.iterrows()
     ]
@@ -155,8 +174,12 @@ def test_batch_scores_every_active_account_exactly_as_the_api_would(firm, bundle
         assert reasons["impact_pts"].tolist() == pytest.approx(
             [r["impact_pts"] for r in expected["reasons"]]
         )
-        codes = batch.escalations.loc[batch.escalations["account_id"] == account, "code"]
-        assert codes.tolist() == [e["code"] for e in expected["escalations"]]
+        fired = batch.escalations[batch.escalations["account_id"] == account]
+        assert fired["code"].tolist() == [e["code"] for e in expected["escalations"]]
+        for stored, served in zip(fired.to_dict("records"), expected["escalations"], strict=True):
+            if served["evidence"] is not None and stored["code"] == "esc_invoice_30d_late":
+                assert stored["invoice_id"] == served["evidence"]["invoice_id"]
+                assert stored["days_late"] == served["evidence"]["days_late"]
         actions = batch.actions[batch.actions["account_id"] == account].sort_values("rank")
         assert actions["action_id"].tolist() == [a["id"] for a in expected["actions"]]
         assert actions["because_text"].tolist() == [a["because_text"] for a in expected["actions"]]
@@ -191,11 +214,25 @@ def test_history_dates_are_monthly_and_each_date_is_scored_point_in_time(firm, s
     assert dates == [date(2024, 4, 1), date(2024, 5, 1), date(2024, 6, 1), AS_OF]
     batches = score_batches(firm, dates, None, settings)
     assert [b.as_of for b in batches] == dates
-    alone = score_batch(firm, date(2024, 5, 1), None, settings)
+    # one date alone, given the stored scores of the date before, is scored the same
+    stored = batches[0].scores.assign(as_of=pd.Timestamp(dates[0]))
+    (alone,) = score_batches(
+        firm,
+        [date(2024, 5, 1)],
+        None,
+        settings,
+        previous=stored[["as_of", "account_id", "health_score"]],
+    )
     together = batches[1].scores.sort_values("account_id").reset_index(drop=True)
     pd.testing.assert_frame_equal(
         together, alone.scores.sort_values("account_id").reset_index(drop=True)
     )
+    pd.testing.assert_frame_equal(
+        batches[1].escalations.reset_index(drop=True), alone.escalations.reset_index(drop=True)
+    )
+    # without an earlier scoring there is nothing to compare with: no drop
+    first = score_batch(firm, date(2024, 5, 1), None, settings)
+    assert first.scores["health_score_30d_ago"].isna().all()
     assert default_as_of(firm) == date(2024, 9, 29)
 
 

@@ -165,7 +165,9 @@ def test_max_actions_caps_the_list_keeping_the_most_urgent(playbook):
 
 
 def test_lifecycle_stage_tailors_the_advice(playbook):
-    new = only(playbook, "days_since_last_contact", lifecycle_stage="new")
+    new = only(
+        playbook, "days_since_last_contact", lifecycle_stage="new", features={"tenure_months": 2}
+    )
     assert "30/90-day" in new.title and new.id == "checkin_call"
     generic = only(playbook, "days_since_last_contact")
     assert generic.title == "Schedule a check-in call"
@@ -173,6 +175,39 @@ def test_lifecycle_stage_tailors_the_advice(playbook):
     assert "Annual strategic planning" in long_term.title
     established = only(playbook, "single_threaded", lifecycle_stage="established")
     assert "new team members" in established.steps
+
+
+@pytest.mark.parametrize(
+    ("tenure", "onboarding"),
+    [(0.5, True), (2.9, True), (3.0, False), (4.0, False), (11.0, False), (None, False)],
+)
+def test_the_onboarding_check_in_is_for_the_first_three_months_only(playbook, tenure, onboarding):
+    # new clients are those under 12 months; the onboarding variant checks its own condition
+    action = only(
+        playbook,
+        "days_since_last_contact",
+        lifecycle_stage="new",
+        features={"tenure_months": tenure},
+    )
+    assert ("onboarding" in action.title) is onboarding
+    if not onboarding:
+        assert action.title == "Schedule a check-in call"
+
+
+@pytest.mark.parametrize(
+    ("when", "message"),
+    [
+        ({"feature": "tenure_months"}, "give at_least, below or both"),
+        ({"feature": "tenure_months", "at_least": 5, "below": 3}, "must be below"),
+        ({"feature": "tenure_monthz", "below": 3}, "unknown feature 'tenure_monthz'"),
+    ],
+)
+def test_variant_conditions_are_validated(tmp_path, when, message):
+    data = shipped()
+    checkin = next(a for a in data["actions"] if a["id"] == "checkin_call")
+    checkin["variants"]["new"]["when"] = when
+    with pytest.raises(ConfigError, match=message):
+        load_playbook(write(tmp_path, data), known_features=MODEL_FEATURES)
 
 
 # --------------------------------------------------------------------------- configuration
