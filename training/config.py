@@ -1,5 +1,5 @@
 """The training configuration (``configs/train.yaml``): split, LightGBM, search, calibration,
-evaluation and promotion settings, validated on load."""
+evaluation, operating points and promotion settings, validated on load."""
 
 from __future__ import annotations
 
@@ -75,6 +75,28 @@ class EvaluationConfig(_Strict):
     ece_bins: int = Field(10, ge=2, le=100)
 
 
+class OperatingPointsConfig(_Strict):
+    """Targets of the priorities' probability thresholds, met on the validation period
+    (docs/metrics.md#operating-points)."""
+
+    act_now_lift: float = Field(
+        3.0,
+        gt=1,
+        le=100,
+        description="act_now: the lowest threshold whose precision is at least this many "
+        "times the churn rate",
+    )
+    watch_recall: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="watch: the highest threshold catching at least this share of churners",
+    )
+    min_rows: int = Field(
+        20, ge=1, le=100_000, description="a threshold must flag at least this many rows"
+    )
+
+
 class PromotionConfig(_Strict):
     metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
     ece_tolerance: float = Field(0.01, ge=0, le=1)
@@ -93,6 +115,7 @@ class TrainConfig(_Strict):
     search: SearchConfig = Field(default_factory=SearchConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    operating_points: OperatingPointsConfig = Field(default_factory=OperatingPointsConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 

@@ -199,6 +199,7 @@ def export_bundle(models_dir: Path, candidate: Candidate, run: RunOutputs) -> Pa
         "base_rate": bundle_base_rate(report),
         "base_rate_definition": model_terms.BASE_RATE_DEFINITION,
         "calibration": report.calibration.note,
+        "operating_points": report.operating_points.to_dict(),
         "best_iteration": model.best_iteration,
         "lightgbm_params": model.params,
         "seed": plan.seed,
@@ -249,6 +250,7 @@ def export_bundle(models_dir: Path, candidate: Candidate, run: RunOutputs) -> Pa
             seed=plan.seed,
             search_trials=plan.trials,
             ece_bins=cfg.evaluation.ece_bins,
+            operating_points=json_safe(report.operating_points.to_dict()),
         )
     )
     test_frame = report.test_frame
