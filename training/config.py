@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from churn.errors import ConfigError
 
@@ -77,24 +77,20 @@ class EvaluationConfig(_Strict):
 
 class OperatingPointsConfig(_Strict):
     """Targets of the priorities' probability thresholds, met on the validation period
-    (docs/metrics.md#operating-points)."""
+    (docs/metrics.md#operating-points): the share of the churners each must catch."""
 
-    act_now_lift: float = Field(
-        3.0,
-        gt=1,
-        le=100,
-        description="act_now: the lowest threshold whose precision is at least this many "
-        "times the churn rate",
-    )
-    watch_recall: float = Field(
-        0.5,
-        gt=0,
-        le=1,
-        description="watch: the highest threshold catching at least this share of churners",
-    )
-    min_rows: int = Field(
-        20, ge=1, le=100_000, description="a threshold must flag at least this many rows"
-    )
+    act_now_recall: float = Field(0.25, gt=0, le=1)
+    watch_recall: float = Field(0.5, gt=0, le=1)
+    min_rows: int = Field(20, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _watch_catches_more(self) -> OperatingPointsConfig:
+        if self.watch_recall < self.act_now_recall:
+            raise ValueError(
+                f"watch_recall ({self.watch_recall:g}) must be at least act_now_recall "
+                f"({self.act_now_recall:g}): watch is the wider list"
+            )
+        return self
 
 
 class PromotionConfig(_Strict):

@@ -217,14 +217,10 @@ def choose_operating_points(
     y: np.ndarray, p: np.ndarray, cfg: OperatingPointsConfig
 ) -> OperatingPoints:
     """The ``act_now`` and ``watch`` thresholds for labels ``y`` and calibrated probabilities
-    ``p`` of the validation period (docs/metrics.md#operating-points):
-
-    - ``act_now``: the lowest threshold whose precision is at least ``cfg.act_now_lift`` x
-      the churn rate, among thresholds flagging at least ``cfg.min_rows`` rows (all rows
-      when there are fewer); when none reaches it, the one of the highest precision
-      (the lowest such threshold on ties), and the rule says so;
-    - ``watch``: the highest threshold catching at least ``cfg.watch_recall`` of the
-      churners, never above ``act_now``.
+    ``p`` of the validation period (docs/metrics.md#operating-points): each the highest
+    threshold catching at least its share of the churners (``cfg.act_now_recall``,
+    ``cfg.watch_recall``) among those flagging at least ``cfg.min_rows`` rows (all rows when
+    there are fewer). ``watch_recall >= act_now_recall``, so ``watch <= act_now``.
 
     Figures are left empty (:func:`measure_operating_points` adds them).
     """
@@ -232,39 +228,24 @@ def choose_operating_points(
     positives = float(y.sum())
     if positives == 0 or positives == len(y):
         raise ValueError("choosing operating points needs both churned and retained rows")
-    rate = positives / len(y)
     thresholds, flagged, caught = _threshold_curve(y, p)
-    precision = caught / flagged
     enough = flagged >= min(cfg.min_rows, len(y))
-    target = cfg.act_now_lift * rate
-    reaching = enough & (precision >= target)
-    if reaching.any():
-        act_now = float(thresholds[reaching].min())
-        act_rule = (
-            f"act_now: the lowest threshold whose validation precision is at least "
-            f"{cfg.act_now_lift:g} x the validation churn rate ({rate:.1%}), flagging at "
-            f"least {cfg.min_rows} rows"
-        )
-    else:
-        best = np.where(enough, precision, -1.0)
-        i = int(np.flatnonzero(best == best.max())[-1])  # lowest threshold of the best
-        act_now = float(thresholds[i])
-        act_rule = (
-            f"act_now: no threshold flagging at least {cfg.min_rows} rows reached "
-            f"{cfg.act_now_lift:g} x the validation churn rate ({rate:.1%}); the one of "
-            f"the highest validation precision ({precision[i]:.1%})"
-        )
     recall = caught / positives
-    watch = float(thresholds[recall >= cfg.watch_recall].max())
-    watch_rule = (
-        f"watch: the highest threshold catching at least {cfg.watch_recall:.0%} of the "
-        "validation churners"
+
+    def highest(share: float) -> float:
+        # The lowest threshold flags every row (recall 1), so one always qualifies.
+        return float(thresholds[enough & (recall >= share - 1e-12)].max())
+
+    rule = (
+        f"the highest threshold catching at least {cfg.act_now_recall:.0%} (act_now) and "
+        f"{cfg.watch_recall:.0%} (watch) of the validation period's churners, flagging at "
+        f"least {cfg.min_rows} rows"
     )
-    if watch > act_now:
-        watch = act_now
-        watch_rule += " (above act_now, so act_now's)"
     return OperatingPoints(
-        act_now=act_now, watch=watch, source="validation", rule=f"{act_rule}; {watch_rule}"
+        act_now=highest(cfg.act_now_recall),
+        watch=highest(cfg.watch_recall),
+        source="validation",
+        rule=rule,
     )
 
 

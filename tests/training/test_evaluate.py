@@ -130,69 +130,80 @@ def test_logistic_baseline_learns_and_survives_an_all_missing_column():
 def _points_cfg(**kw):
     from training.config import OperatingPointsConfig
 
-    return OperatingPointsConfig(**{"act_now_lift": 3.0, "watch_recall": 0.5, "min_rows": 5, **kw})
+    values = {"act_now_recall": 0.25, "watch_recall": 0.5, "min_rows": 5, **kw}
+    return OperatingPointsConfig(**values)
 
 
 def test_operating_points_on_data_whose_answer_is_known():
     from training.evaluate import choose_operating_points, threshold_figures
 
-    # 100 rows, 10 churners (rate 10 %). Scores 0.99..0.00 in steps of 0.01; churners at the
-    # ranks 1-4 (all in the top 5) and 11, 21, 31, 41, 51, 61.
+    # 100 rows, 8 churners (rate 8 %). Scores 0.99..0.00 in steps of 0.01; churners at the
+    # ranks 1, 2, 5, 11, 21, 31, 41, 51.
     p = np.round(np.linspace(0.99, 0.0, 100), 2)
     y = np.zeros(100)
-    y[[0, 1, 2, 3, 10, 20, 30, 40, 50, 60]] = 1
-    points = choose_operating_points(y, p, _points_cfg(watch_recall=0.7))
-    # Precision >= 30 % with at least 5 rows: the top 13 rows hold 5 churners (38 %), the
-    # top 14 5/14 = 36 %, ..., the top 16 5/16 = 31 %, the top 17 5/17 = 29 %: stop at 16.
-    assert points.act_now == pytest.approx(p[15])
-    # 70 % of the churners (7) are first caught with the row of rank 31.
-    assert points.watch == pytest.approx(p[30])
-    assert points.source == "validation" and "3 x the validation churn rate" in points.rule
-
-    # Half of the churners are caught from rank 11, above act_now: watch is act_now's.
-    clamped = choose_operating_points(y, p, _points_cfg(watch_recall=0.5))
-    assert clamped.watch == clamped.act_now == points.act_now
-    assert "above act_now" in clamped.rule
+    y[[0, 1, 4, 10, 20, 30, 40, 50]] = 1
+    points = choose_operating_points(y, p, _points_cfg())
+    # A quarter of the churners (2) are caught by the top 2 rows, but a threshold must flag
+    # 5 rows: the top 5 (3 churners). Half (4) are first caught with the row of rank 11.
+    assert points.act_now == pytest.approx(p[4])
+    assert points.watch == pytest.approx(p[10])
+    assert points.source == "validation" and "25% (act_now) and 50% (watch)" in points.rule
 
     at = threshold_figures(y, p, points.act_now)
-    assert at["flagged"] == 16 and at["churners_caught"] == 5
-    assert at["recall"] == pytest.approx(0.5) and at["precision"] == pytest.approx(5 / 16)
-    assert at["lift"] == pytest.approx(5 / 16 / 0.1) and at["workload"] == pytest.approx(0.16)
+    assert at["flagged"] == 5 and at["churners_caught"] == 3
+    assert at["recall"] == pytest.approx(3 / 8) and at["precision"] == pytest.approx(3 / 5)
+    assert at["lift"] == pytest.approx(3 / 5 / 0.08) and at["workload"] == pytest.approx(0.05)
+    watch = threshold_figures(y, p, points.watch)
+    assert watch["flagged"] == 11 and watch["recall"] == pytest.approx(0.5)
 
 
-def test_watch_never_exceeds_act_now_and_an_unreachable_lift_takes_the_best_precision():
-    from training.evaluate import choose_operating_points
+def test_tied_scores_are_flagged_together():
+    from training.evaluate import choose_operating_points, threshold_figures
 
-    # Churn rate 50 %: a lift of 3 would need a precision of 150 %; the best precision
-    # (100 %, the top 2 rows, min_rows 2) sets act_now; 50 % recall is reached there too.
-    p = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])
-    y = np.array([1, 1, 0, 1, 0, 1, 0, 0], dtype=float)
-    points = choose_operating_points(y, p, _points_cfg(min_rows=2, watch_recall=0.5))
-    assert points.act_now == pytest.approx(0.8)
-    assert points.watch == pytest.approx(0.8)
-    assert "no threshold" in points.rule
-    low = choose_operating_points(y, p, _points_cfg(min_rows=2, watch_recall=1.0))
-    assert low.watch == pytest.approx(0.4)  # every churner: down to 0.4
+    p = np.array([0.5, 0.5, 0.5, 0.5, 0.2, 0.2, 0.1, 0.1])
+    y = np.array([1, 0, 0, 0, 1, 0, 1, 1], dtype=float)
+    points = choose_operating_points(y, p, _points_cfg(min_rows=1))
+    assert points.act_now == 0.5  # the four rows at 0.5 together: one churner of four
+    assert threshold_figures(y, p, points.act_now)["flagged"] == 4
+    assert points.watch == 0.2  # 2 of 4 churners
+
+
+def test_a_watch_target_below_the_act_now_target_is_a_config_error():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="watch_recall"):
+        _points_cfg(act_now_recall=0.6, watch_recall=0.5)
 
 
 @settings(max_examples=40, deadline=None)
-@given(seed=st.integers(0, 10_000), lift=st.floats(1.5, 5), recall=st.floats(0.1, 1.0))
-def test_chosen_points_meet_their_targets_on_the_data_they_were_chosen_on(seed, lift, recall):
+@given(
+    seed=st.integers(0, 10_000),
+    act=st.floats(0.05, 1.0),
+    extra=st.floats(0, 1),
+    min_rows=st.integers(1, 50),
+)
+def test_chosen_points_meet_their_targets_on_the_data_they_were_chosen_on(
+    seed, act, extra, min_rows
+):
     from training.evaluate import choose_operating_points, threshold_figures
 
     rng = np.random.default_rng(seed)
-    p = rng.random(400)
-    y = (rng.random(400) < p**3).astype(float)
+    p = np.round(rng.random(300), 2)  # ties included
+    y = (rng.random(300) < p**3).astype(float)
     if y.sum() in (0, len(y)):
         return
-    points = choose_operating_points(y, p, _points_cfg(act_now_lift=lift, watch_recall=recall))
+    watch = act + (1 - act) * extra
+    cfg = _points_cfg(act_now_recall=act, watch_recall=watch, min_rows=min_rows)
+    points = choose_operating_points(y, p, cfg)
     assert 0 <= points.watch <= points.act_now <= 1
-    act = threshold_figures(y, p, points.act_now)
-    assert act["flagged"] >= 5
-    if "no threshold" not in points.rule:
-        assert act["precision"] >= lift * y.mean() - 1e-12
-    if points.watch < points.act_now:
-        assert threshold_figures(y, p, points.watch)["recall"] >= recall - 1e-12
+    for threshold, target in ((points.act_now, act), (points.watch, watch)):
+        figures = threshold_figures(y, p, threshold)
+        assert figures["recall"] >= target - 1e-9 and figures["flagged"] >= min_rows
+        # The next higher distinct score would miss the target or flag too few rows.
+        higher = p[p > threshold]
+        if len(higher):
+            tighter = threshold_figures(y, p, higher.min())
+            assert tighter["recall"] < target - 1e-9 or tighter["flagged"] < min_rows
 
 
 def test_operating_points_need_both_classes():
