@@ -29,6 +29,7 @@ from serving.batch import (
     score_batch,
     score_batches,
 )
+from serving.flags import decode_flags
 from serving.model_holder import load_model
 from serving.playbook import load_playbook, recommend
 from serving.scoring import AccountInput, load_rules, score_accounts
@@ -146,6 +147,8 @@ def test_batch_scores_every_active_account_exactly_as_the_api_would(firm, bundle
         assert got["churn_probability"] == pytest.approx(expected["churn_probability"])
         assert got["risk_band"] == expected["risk_band"]
         assert got["priority"] == expected["priority"]
+        stored_flags = decode_flags(batch.flags[batch.flags["account_id"] == account])
+        assert stored_flags == expected["flags"]
         assert got["health_score"] == pytest.approx(expected["health_score"])
         assert got["health_band"] == expected["health_band"]
         assert got["revenue_at_risk"] == pytest.approx(expected["revenue_at_risk"])
@@ -161,6 +164,7 @@ def test_batch_scores_every_active_account_exactly_as_the_api_would(firm, bundle
         assert actions["action_id"].tolist() == [a["id"] for a in expected["actions"]]
         assert actions["because_text"].tolist() == [a["because_text"] for a in expected["actions"]]
     assert batch.escalations["code"].nunique() >= 1  # the firm has accounts in trouble
+    assert not batch.flags.empty  # the tiny model and the rules disagree somewhere
 
 
 def test_without_a_model_the_batch_keeps_the_rule_based_scores(firm, settings):

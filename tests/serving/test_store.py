@@ -254,6 +254,7 @@ def test_a_store_written_before_a_column_existed_reads_and_is_migrated_on_write(
     old_schema = {
         table: {c: kind for c, kind in columns.items() if c != "priority" or table != "scores"}
         for table, columns in store_module.STORE_SCHEMA.items()
+        if table != "flags"
     }
     old_batch = make_batch(D1, {"A-1": ("Ann", 35.0, 0.6)})
     old_batch.scores = old_batch.scores.drop(columns="priority")
@@ -270,9 +271,11 @@ def test_a_store_written_before_a_column_existed_reads_and_is_migrated_on_write(
     reader = Store(store_url)
     assert reader.portfolio(D1)["priority"].isna().all()
     assert reader.account("A-1").score["priority"] is None
+    assert reader.account("A-1").flags.empty and reader.flags(D1).empty
 
     writer = Store(store_url)
-    writer.write_batch(make_batch(D2, {"A-1": ("Ann", 70.0, 0.05)}))
+    writer.write_batch(make_batch(D2, {"A-1": ("Ann", 50.0, 0.05)}))
     assert writer.account("A-1", as_of=D1).score["priority"] is None  # kept, still unknown
-    assert writer.account("A-1").score["priority"] == "ok"
+    assert writer.account("A-1").score["priority"] == "watch"
+    assert writer.flags(D2)["code"].tolist() == ["rule_only_risk"]  # now stored
     assert store_module.migrate_ddl(writer._columns()) == []
