@@ -376,7 +376,11 @@ def _flags_frame(
 
     columns = {"churn_probability": scores["churn_probability"], "priority": scores["priority"]}
     ctx = FlagContext(_Columns(snapshot, columns), points, len(snapshot))
-    rising = reasons[pd.to_numeric(reasons["impact_pts"], errors="coerce") > 0]
+    # Reasons that raise the risk, on a known value (an unknown value is never a reason).
+    rising = reasons[
+        (pd.to_numeric(reasons["impact_pts"], errors="coerce") > 0)
+        & pd.to_numeric(reasons["value"], errors="coerce").notna()
+    ]
     by_row = rising.sort_values("rank", kind="stable").groupby(["as_of", "account_id"])["sentence"]
     top = {key: list(values)[:MODEL_REASONS] for key, values in by_row}
     as_of, ids = snapshot["as_of"].to_numpy(), snapshot["account_id"].to_numpy()

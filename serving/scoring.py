@@ -235,7 +235,9 @@ def _flags(
     ctx = FlagContext(columns, points, len(accounts))
     return flag_rows(
         ctx,
-        lambda i: [r["sentence"] for r in reasons[i] if r["impact_pts"] > 0][:MODEL_REASONS],
+        lambda i: [
+            r["sentence"] for r in reasons[i] if r["impact_pts"] > 0 and r["value"] is not None
+        ][:MODEL_REASONS],
         lambda i: rule_reasons(accounts[i].features, health[i], rules.health),
     )
 
