@@ -3,9 +3,10 @@
 Each flag is one :class:`FlagRule` in :data:`FLAG_RULES`, the one place to add another: its
 ``code``, the columns it reads, when it fires (a boolean per row, vectorised) and the sentence
 it shows. A flag that fires carries the reasons of both sides: ``model_reasons``, the
-sentences of the model's top reasons that raise the risk (on a known value), and ``rule_reasons``, the health
-components that lose the most points with the sub-rules that cost them, as sentences
-("Relationship depth 7 of 25 points: Single-threaded: only one client contact (0 of 2)").
+sentences of the model's top reasons that raise the risk (on a known value), and
+``rule_reasons``, the health components that lose the most points with the sub-rules that
+cost them, as sentences ("Relationship depth 7 of 25 points: Single-threaded: only one
+client contact (0 of 2)").
 
 The API (``serving.scoring``) and the batch (``serving.batch``) build a :class:`FlagContext`
 over their rows and call :func:`flag_rows`; the batch stores them in the ``flags`` table with
