@@ -269,7 +269,7 @@ def test_report_command_writes_one_self_contained_html_file(workdir):
     html = out.read_text()
     assert "<style>" in html and html.count("<svg") >= 5
     assert "Logo retention" in html and "Net revenue retention" in html
-    # Accounts by priority beside the health bands, with a tile for each priority to act on.
+    # Accounts by priority beside the health bands, and a tile of the two to act on.
     assert 'id="by-priority"' in html and "Act now" in html and "Watch" in html
     assert 'data-kpi="priority_act_now"' in html and 'data-kpi="priority_watch"' in html
     # Nothing to fetch: no stylesheet, script, image or font from anywhere.
