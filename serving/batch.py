@@ -342,8 +342,8 @@ def score_snapshot(
     scores["priority"] = priorities(
         probability, snapshot["health_band"], {c: snapshot[c] for c in ESCALATION_CODES}, points
     )
-
     flags = _flags_frame(snapshot, scores, reasons, points, health)
+
     escalations = escalations_frame(snapshot, health)
     stages = snapshot.set_index(["as_of", "account_id"])["lifecycle_stage"]
     actions = _actions_by_date(playbook, reasons, escalations, stages)

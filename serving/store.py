@@ -746,6 +746,14 @@ class Store:
         actions = self._query(
             "SELECT * FROM actions WHERE account_id = :id AND as_of = :as_of ORDER BY rank", params
         )
+        reasons, escalations, actions = (
+            _with_columns(table, frame)
+            for table, frame in (
+                ("reasons", reasons),
+                ("escalations", escalations),
+                ("actions", actions),
+            )
+        )
         flags = (
             self._query(
                 "SELECT * FROM flags WHERE account_id = :id AND as_of = :as_of ORDER BY code",
@@ -812,7 +820,7 @@ class Store:
             params["manager"] = manager
         else:
             sql += " WHERE t.as_of = :as_of"
-        return self._query(sql + " ORDER BY t.account_id", params)
+        return _with_columns(table, self._query(sql + " ORDER BY t.account_id", params))
 
     def retention_base(self, *, manager: str | None = None) -> RetentionBase | None:
         """The account facts and monthly revenue stored by the last full score run."""

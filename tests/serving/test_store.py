@@ -268,7 +268,13 @@ def test_a_store_written_before_a_column_existed_reads_and_is_migrated_on_write(
             tx.insert(table, rows[[c for c in old_schema[table] if c in rows]])
         tx.insert("runs", pd.DataFrame([{"run_id": "old", "as_of": pd.Timestamp(D1)}]))
 
+    # Any table's newer column reads as null too (here one the escalations table lacks).
+    monkey_schema = {**store_module.STORE_SCHEMA["escalations"], "newer": "TEXT"}
     reader = Store(store_url)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(store_module.STORE_SCHEMA, "escalations", monkey_schema)
+        assert reader.escalations(D1)["newer"].isna().all()
+        assert reader.account("A-1").escalations["newer"].isna().all()
     assert reader.portfolio(D1)["priority"].isna().all()
     assert reader.account("A-1").score["priority"] is None
     assert reader.account("A-1").flags.empty and reader.flags(D1).empty
