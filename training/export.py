@@ -240,6 +240,7 @@ def export_bundle(models_dir: Path, candidate: Candidate, run: RunOutputs) -> Pa
             metrics=report.metrics,
             drivers=mean_abs_drivers(report.contributions[:, :-1], parts.test.x, features),
             calibration_note=report.calibration.note,
+            operating_points=json_safe(report.operating_points.to_dict()),
             best_iteration=model.best_iteration,
             tables_present=data.loaded.tables.present,
             absent_families=data.absent,
@@ -250,7 +251,6 @@ def export_bundle(models_dir: Path, candidate: Candidate, run: RunOutputs) -> Pa
             seed=plan.seed,
             search_trials=plan.trials,
             ece_bins=cfg.evaluation.ece_bins,
-            operating_points=json_safe(report.operating_points.to_dict()),
         )
     )
     test_frame = report.test_frame

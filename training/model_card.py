@@ -37,12 +37,12 @@ class CardInputs:
     absent_families: dict[str, list[str]]
     snapshot_hash: str
     run_id: str
+    # The bundle's operating points (``OperatingPoints.to_dict()``); None: not chosen.
+    operating_points: dict[str, Any] | None = None
     promotion: str = ""
     seed: int = 0
     search_trials: int = 0
     ece_bins: int = 10
-    # The bundle's operating points (``OperatingPoints.to_dict()``); None: not chosen.
-    operating_points: dict[str, Any] | None = None
     extra_limitations: list[str] = field(default_factory=list)
 
 
@@ -96,7 +96,7 @@ _POINT_TEXT = {
 }
 
 
-def _pct(value: Any) -> str:
+def _share(value: Any) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "n/a"
     return f"{float(value):.1%}"
@@ -128,17 +128,17 @@ def _operating_points(points: dict[str, Any] | None) -> list[str]:
             lift = f.get("lift")
             lift_text = "n/a" if lift is None or not np.isfinite(lift) else f"{lift:.1f}x"
             lines.append(
-                f"| {text} | {points[name]:.3f} | {period} | {_pct(f.get('recall'))} | "
-                f"{_pct(f.get('precision'))} | {lift_text} | {_pct(f.get('workload'))} |"
+                f"| {text} | {points[name]:.3f} | {period} | {_share(f.get('recall'))} | "
+                f"{_share(f.get('precision'))} | {lift_text} | {_share(f.get('workload'))} |"
             )
     test = figures.get("act_now", {}).get("test")
     watch = figures.get("watch", {}).get("test")
     if test and watch:
         lines += [
             "",
-            f"On the test period, `act_now` catches {_pct(test.get('recall'))} of the churners "
-            f"at a precision of {_pct(test.get('precision'))}; `watch` and above catch "
-            f"{_pct(watch.get('recall'))} at {_pct(watch.get('precision'))}.",
+            f"On the test period, `act_now` catches {_share(test.get('recall'))} of the churners "
+            f"at a precision of {_share(test.get('precision'))}; `watch` and above catch "
+            f"{_share(watch.get('recall'))} at {_share(watch.get('precision'))}.",
         ]
     if points.get("rule"):
         lines += ["", f"Rule: {points['rule']}."]

@@ -520,8 +520,6 @@ def log_run(run: RunOutputs) -> str:
         for metric, value in values.items()
         if np.isfinite(value)
     }
-    if model.search_score is not None:
-        flat_metrics["search.best_validation_pr_auc"] = model.search_score
     points = report.operating_points
     flat_metrics.update(
         {
@@ -537,6 +535,8 @@ def log_run(run: RunOutputs) -> str:
         }
     )
     mlflow.log_dict(json_safe(points.to_dict()), "operating_points.json")
+    if model.search_score is not None:
+        flat_metrics["search.best_validation_pr_auc"] = model.search_score
     mlflow.log_metrics(flat_metrics)
     with tempfile.TemporaryDirectory() as tmp:
         for path in _plots(plan, model, report, parts, Path(tmp)):
