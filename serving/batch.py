@@ -342,12 +342,12 @@ def score_snapshot(
     scores["priority"] = priorities(
         probability, snapshot["health_band"], {c: snapshot[c] for c in ESCALATION_CODES}, points
     )
-    flags = _flags_frame(snapshot, scores, reasons, points, health)
 
     escalations = escalations_frame(snapshot, health)
     stages = snapshot.set_index(["as_of", "account_id"])["lifecycle_stage"]
     actions = _actions_by_date(playbook, reasons, escalations, stages)
     version = bundle.version if bundle is not None else None
+    flags = _flags_frame(snapshot, scores, reasons, points, health)
     batches = []
     for day in sorted({pd.Timestamp(d).normalize() for d in dates}):
         batches.append(

@@ -28,7 +28,6 @@ from features.health import (
     score_health_records,
 )
 from serving.explain import reasons_for_row, top_factors
-from serving.flags import FLAG_READS, MODEL_REASONS, FlagContext, flag_rows, rule_reasons
 from serving.model_holder import LoadedModel
 from serving.playbook import Playbook, load_playbook, recommend
 from serving.priority import fired_matrix, priorities
@@ -115,6 +114,38 @@ def _matrix(accounts: Sequence[AccountInput], model: LoadedModel) -> np.ndarray:
             if j is not None and value is not None:
                 x[i, j] = value
     return x
+
+
+def _flags(
+    accounts: Sequence[AccountInput],
+    probability: Sequence[float | None],
+    health: Sequence[Mapping[str, Any]],
+    priority: Sequence[str],
+    reasons: Sequence[Sequence[Mapping[str, Any]]],
+    points: OperatingPoints,
+    rules: Rules,
+) -> list[list[dict[str, Any]]]:
+    """Each account's flags (``serving.flags``) with the reasons of both sides."""
+    from serving.flags import FLAG_READS, MODEL_REASONS, FlagContext, flag_rows, rule_reasons
+
+    columns: dict[str, Any] = {
+        name: [a.features.get(name) for a in accounts] for name in FLAG_READS
+    }
+    columns.update(
+        {name: [h[name] for h in health] for name in FLAG_READS if name in health[0]}
+        if health
+        else {}
+    )
+    columns["churn_probability"] = list(probability)
+    columns["priority"] = list(priority)
+    ctx = FlagContext(columns, points, len(accounts))
+    return flag_rows(
+        ctx,
+        lambda i: [
+            r["sentence"] for r in reasons[i] if r["impact_pts"] > 0 and r["value"] is not None
+        ][:MODEL_REASONS],
+        lambda i: rule_reasons(accounts[i].features, health[i], rules.health),
+    )
 
 
 def score_accounts(
@@ -210,36 +241,6 @@ def score_accounts(
         }
         out.append({key: prediction[key] for key in PREDICTION_KEYS})
     return out
-
-
-def _flags(
-    accounts: Sequence[AccountInput],
-    probability: Sequence[float | None],
-    health: Sequence[Mapping[str, Any]],
-    priority: Sequence[str],
-    reasons: Sequence[Sequence[Mapping[str, Any]]],
-    points: OperatingPoints,
-    rules: Rules,
-) -> list[list[dict[str, Any]]]:
-    """Each account's flags (``serving.flags``) with the reasons of both sides."""
-    columns: dict[str, Any] = {
-        name: [a.features.get(name) for a in accounts] for name in FLAG_READS
-    }
-    columns.update(
-        {name: [h[name] for h in health] for name in FLAG_READS if name in health[0]}
-        if health
-        else {}
-    )
-    columns["churn_probability"] = list(probability)
-    columns["priority"] = list(priority)
-    ctx = FlagContext(columns, points, len(accounts))
-    return flag_rows(
-        ctx,
-        lambda i: [
-            r["sentence"] for r in reasons[i] if r["impact_pts"] > 0 and r["value"] is not None
-        ][:MODEL_REASONS],
-        lambda i: rule_reasons(accounts[i].features, health[i], rules.health),
-    )
 
 
 def _because_text(because: str, sentences: Mapping[str, str], rules: Rules) -> str:

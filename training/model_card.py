@@ -71,25 +71,6 @@ def _fmt(value: float | None) -> str:
     return f"{value:.3f}"
 
 
-def _metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
-    lines = [
-        "| metric | " + " | ".join(_SCORER_NAMES[s] for s in SCORERS) + " |",
-        "|---|" + "---:|" * len(SCORERS),
-    ]
-    for m in METRICS:
-        arrow = "higher is better" if HIGHER_IS_BETTER[m] else "lower is better"
-        cells = [_fmt(metrics[s].get(m)) for s in SCORERS]
-        lines.append(f"| {METRIC_LABELS[m]} ({arrow}) | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _period_line(name: str, p: dict[str, Any]) -> str:
-    return (
-        f"| {name} | {p['start']} | {p['end']} | {p['as_of_dates']} | {p['rows']} | "
-        f"{p['positives']} | {p['positives'] / max(p['rows'], 1):.1%} |"
-    )
-
-
 _POINT_TEXT = {
     "act_now": "`act_now`",
     "watch": "`watch` (includes the act_now rows)",
@@ -143,6 +124,25 @@ def _operating_points(points: dict[str, Any] | None) -> list[str]:
     if points.get("rule"):
         lines += ["", f"Rule: {points['rule']}."]
     return lines
+
+
+def _metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
+    lines = [
+        "| metric | " + " | ".join(_SCORER_NAMES[s] for s in SCORERS) + " |",
+        "|---|" + "---:|" * len(SCORERS),
+    ]
+    for m in METRICS:
+        arrow = "higher is better" if HIGHER_IS_BETTER[m] else "lower is better"
+        cells = [_fmt(metrics[s].get(m)) for s in SCORERS]
+        lines.append(f"| {METRIC_LABELS[m]} ({arrow}) | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _period_line(name: str, p: dict[str, Any]) -> str:
+    return (
+        f"| {name} | {p['start']} | {p['end']} | {p['as_of_dates']} | {p['rows']} | "
+        f"{p['positives']} | {p['positives'] / max(p['rows'], 1):.1%} |"
+    )
 
 
 def render_model_card(card: CardInputs) -> str:

@@ -52,13 +52,6 @@ def test_the_card_names_the_calibration_bins_the_run_used():
     assert "ECE uses 10 equal-frequency bins" in render_model_card(_card())
 
 
-def test_the_card_names_version_horizon_and_test_period():
-    card = render_model_card(_card())
-    assert card.startswith("# Model card: churn-model/7")
-    assert "within 90 days" in card
-    assert "| test | 2025-01-01 | 2025-03-01 | 3 | 300 | 12 | 4.0% |" in card
-
-
 def test_the_card_states_what_each_operating_point_catches_and_at_what_precision():
     figures = {
         "recall": 0.25,
@@ -85,3 +78,10 @@ def test_the_card_states_what_each_operating_point_catches_and_at_what_precision
     assert "`watch` and above catch 55.0% at 12.0%" in card
     assert "Rule: act_now: the lowest threshold" in card
     assert "## Operating points" not in render_model_card(_card())
+
+
+def test_the_card_names_version_horizon_and_test_period():
+    card = render_model_card(_card())
+    assert card.startswith("# Model card: churn-model/7")
+    assert "within 90 days" in card
+    assert "| test | 2025-01-01 | 2025-03-01 | 3 | 300 | 12 | 4.0% |" in card
