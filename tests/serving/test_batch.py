@@ -249,6 +249,11 @@ def test_score_command_fills_the_store_with_history_and_a_rerun_replaces_it(work
     assert store.dates() == [date(2024, 5, 1), date(2024, 6, 1), AS_OF]
     first = store.portfolio(AS_OF)
     assert first["churn_probability"].notna().all() and len(first) > 10
+    counts = first["priority"].value_counts()
+    said = ", ".join(
+        f"{counts.get(p, 0)} {p.replace('_', ' ')}" for p in ("act_now", "watch", "ok")
+    )
+    assert f"priority: {said}\n" in run.stdout
     assert store.retention_base() is not None
 
     again = _churn(["score", "--as-of", "2024-07-01"], workdir)
