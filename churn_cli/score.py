@@ -52,6 +52,7 @@ def score(
     from churn.settings import get_settings
     from features.validate import load_validated
     from serving.batch import default_as_of, history_dates, load_champion, score_batches
+    from serving.priority import PRIORITIES
     from serving.retention import RetentionBase
     from serving.store import Store
 
@@ -80,11 +81,16 @@ def score(
     at_risk = int((latest["health_band"] == "at_risk").sum())
     critical = int((latest["health_band"] == "critical").sum())
     escalated = batches[-1].escalations["account_id"].nunique()
+    priority = latest["priority"].value_counts()
     console.print(
         f"scored {len(latest):,} active accounts on {day} "
         f"({at_risk} at risk, {critical} critical, {escalated} with escalations)"
         + (f"; model {bundle.version}" if bundle is not None else "; no model")
         + (f"; back-filled {len(batches) - 1} earlier date(s)" if len(batches) > 1 else "")
+    )
+    console.print(
+        "priority: "
+        + ", ".join(f"{int(priority.get(p, 0))} {p.replace('_', ' ')}" for p in PRIORITIES)
     )
     console.print(f"store: {store.display}")
 

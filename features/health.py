@@ -596,6 +596,30 @@ def score_health_records(
     return [{k: columns[k][i] for k in HEALTH_COLUMNS} for i in range(n)]
 
 
+def sub_rule_points(
+    record: Mapping[str, object], cfg: HealthConfig
+) -> dict[str, list[tuple[SubRule, float, float]]]:
+    """Each component's sub-rules with, for one record, the feature's value (NaN when
+    unknown) and the points the sub-rule awards it: the parts :func:`score_health` adds up
+    (before a component is rounded), to say which rules cost a score its points."""
+    plan = _plan(cfg)
+    expected = plan.expected.get(record.get(plan.segment_feature), plan.default_expected)
+    out: dict[str, list[tuple[SubRule, float, float]]] = {}
+    for (name, component), (_, rules) in zip(cfg.components.items(), plan.components, strict=True):
+        parts = []
+        for spec, rule in zip(component.rules, rules, strict=True):
+            value = _to_float(record.get(rule.feature))
+            scaled = value / expected if rule.relative_to_cadence else value
+            if math.isfinite(scaled):
+                idx = bisect.bisect_right(rule.thresholds, scaled) - 1
+                pts = rule.points[idx] if idx >= 0 else rule.below
+            else:
+                pts = rule.neutral
+            parts.append((spec, value, pts))
+        out[name] = parts
+    return out
+
+
 # ------------------------------------------------------------------------------- escalations
 
 

@@ -11,9 +11,10 @@ the rule-based scores are stored and the probability is null.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from churn.bundle import DEFAULT_OPERATING_POINTS
+from churn.bundle import DEFAULT_OPERATING_POINTS, OperatingPoints
 from churn.model_terms import annual_revenue, risk_bands
 from features.health import ESCALATION_CODES, HealthConfig
 from serving.playbook import Playbook
@@ -60,6 +61,13 @@ class ScoredBatch:
     escalations: pd.DataFrame
     actions: pd.DataFrame
     model_version: str | None = None
+    flags: pd.DataFrame = field(default_factory=lambda: _no_flags())
+
+
+def _no_flags() -> pd.DataFrame:
+    from serving.flags import FLAG_COLUMNS
+
+    return pd.DataFrame({c: pd.Series(dtype=object) for c in FLAG_COLUMNS})
 
 
 # -- the playbook, over every account at once ------------------------------------------------
@@ -506,6 +514,7 @@ def score_snapshot(
     stages = snapshot.set_index(["as_of", "account_id"])["lifecycle_stage"]
     actions = _actions_by_date(playbook, reasons, escalations, stages, snapshot)
     version = bundle.version if bundle is not None else None
+    flags = _flags_frame(snapshot, scores, reasons, points, health)
     batches = []
     for day in sorted({pd.Timestamp(d).normalize() for d in dates}):
         batches.append(
@@ -516,9 +525,69 @@ def score_snapshot(
                 escalations=escalations[escalations["as_of"] == day].drop(columns="as_of"),
                 actions=actions[actions["as_of"] == day].drop(columns="as_of"),
                 model_version=version,
+                flags=flags[flags["as_of"] == day].drop(columns="as_of"),
             )
         )
     return batches
+
+
+def _flags_frame(
+    snapshot: pd.DataFrame,
+    scores: pd.DataFrame,
+    reasons: pd.DataFrame,
+    points: OperatingPoints,
+    health: HealthConfig,
+) -> pd.DataFrame:
+    """Every row's flags (``serving.flags``) as the store's ``flags`` table, with as_of."""
+    from serving.flags import FLAG_COLUMNS, MODEL_REASONS, FlagContext, flag_rows, rule_reasons
+
+    columns = {"churn_probability": scores["churn_probability"], "priority": scores["priority"]}
+    ctx = FlagContext(_Columns(snapshot, columns), points, len(snapshot))
+    # Reasons that raise the risk, on a known value (an unknown value is never a reason).
+    rising = reasons[
+        (pd.to_numeric(reasons["impact_pts"], errors="coerce") > 0)
+        & pd.to_numeric(reasons["value"], errors="coerce").notna()
+    ]
+    by_row = rising.sort_values("rank", kind="stable").groupby(["as_of", "account_id"])["sentence"]
+    top = {key: list(values)[:MODEL_REASONS] for key, values in by_row}
+    as_of, ids = snapshot["as_of"].to_numpy(), snapshot["account_id"].to_numpy()
+
+    def model_reasons(i: int) -> list[str]:
+        return top.get((pd.Timestamp(as_of[i]), ids[i]), [])
+
+    def rules_of(i: int) -> list[str]:
+        row = snapshot.iloc[i]
+        values = {k: (None if _missing(v) else v) for k, v in row.items()}
+        return rule_reasons(values, values, health)
+
+    per_row = flag_rows(ctx, model_reasons, rules_of)
+    records = [
+        {"as_of": as_of[i], "account_id": ids[i], **{k: f[k] for k in FLAG_COLUMNS[1:]}}
+        for i, row_flags in enumerate(per_row)
+        for f in row_flags
+    ]
+    out = pd.DataFrame(records, columns=["as_of", *FLAG_COLUMNS])
+    for name in ("model_reasons", "rule_reasons"):
+        out[name] = out[name].map(json.dumps).astype(object)
+    out["as_of"] = pd.to_datetime(out["as_of"])
+    return out
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+class _Columns:
+    """The scored snapshot's columns, with some replaced or added (the model's scores)."""
+
+    def __init__(self, frame: pd.DataFrame, extra: dict[str, pd.Series]) -> None:
+        self.frame, self.extra = frame, extra
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.extra or name in self.frame.columns
+
+    def __getitem__(self, name: str) -> pd.Series:
+        return self.extra[name] if name in self.extra else self.frame[name]
 
 
 def _actions_by_date(

@@ -35,6 +35,7 @@ _ORDER: dict[str, list[str]] = {
     "reasons": ["account_id", "rank"],
     "escalations": ["account_id", "severity"],
     "actions": ["account_id", "rank"],
+    "flags": ["account_id"],  # stable: each account's flags keep their order
 }
 
 

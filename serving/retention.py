@@ -26,6 +26,8 @@ Definitions (a period is ``[start, end)``; dates are days):
   middle 60 % / bottom 20 % of the revenue invoiced in the 12 months before ``start`` among
   the clients active at ``start``, ties sharing a segment);
 - **churn reasons**: clients who churned in the period, by recorded reason;
+- **accounts by priority** and **by health band**: the scored accounts of the date in each
+  priority (act now, watch, ok) and each band, with their revenue at risk;
 - "**last 12 months**" is the 12 complete calendar months before the scored date, and
   quarters are calendar quarters that ended on or before the scored date.
 
@@ -47,6 +49,7 @@ from features.contract import Tables
 from features.health import HEALTH_BANDS as RULE_HEALTH_BANDS
 from features.signals.lifecycle import DAYS_PER_MONTH, STAGES, lifecycle_stage
 from features.snapshots import assign_segments
+from serving.priority import PRIORITIES, PRIORITY_LABELS
 
 LIFECYCLE_STAGES: tuple[str, ...] = STAGES
 REVENUE_SEGMENTS: tuple[str, ...] = ("A", "B", "C")
@@ -59,6 +62,8 @@ STAGE_LABELS = {
 }
 SEGMENT_LABELS = {"A": "A (top 20 %)", "B": "B (middle 60 %)", "C": "C (bottom 20 %)"}
 BAND_LABELS = {"critical": "Critical", "at_risk": "At risk", "healthy": "Healthy"}
+# Each priority is shown in the style of the health band of the same urgency.
+PRIORITY_CSS = {"act_now": "critical", "watch": "at_risk", "ok": "healthy"}
 REASON_LABELS = {
     "taken_for_granted": "Relationship taken for granted",
     "service_quality": "Inconsistent service or team changes",
@@ -359,25 +364,42 @@ def churn_reasons(base: RetentionBase, start: date, end: date) -> pd.DataFrame:
     return out[["reason", "label", "clients", "share"]]
 
 
-def risk_counts(scores: pd.DataFrame) -> pd.DataFrame:
-    """Accounts and revenue at risk by health band (critical, at risk, healthy)."""
+def _counts_by(scores: pd.DataFrame, column: str, order: tuple[str, ...]) -> pd.DataFrame:
+    """Accounts, summed revenue at risk and annual revenue per value of ``column``, one row
+    per value of ``order`` in that order (0 accounts where none)."""
+    values = scores[column] if column in scores else pd.Series(pd.NA, index=scores.index)
     frame = pd.DataFrame(
         {
-            "band": scores["health_band"].astype("string"),
+            "key": values.astype("string"),
             "revenue_at_risk": _numeric(scores, "revenue_at_risk"),
             "revenue_365d": _numeric(scores, "revenue_365d"),
         }
     )
-    grouped = frame.groupby("band").agg(
-        accounts=("band", "size"),
+    grouped = frame.groupby("key").agg(
+        accounts=("key", "size"),
         revenue_at_risk=("revenue_at_risk", lambda s: s.sum(min_count=1)),
         revenue_365d=("revenue_365d", "sum"),
     )
-    grouped = grouped.reindex(list(HEALTH_BANDS))
+    grouped = grouped.reindex(list(order))
     grouped["accounts"] = grouped["accounts"].fillna(0).astype(int)
-    grouped = grouped.reset_index().rename(columns={"index": "band"})
+    return grouped.rename_axis("key").reset_index()
+
+
+def risk_counts(scores: pd.DataFrame) -> pd.DataFrame:
+    """Accounts and revenue at risk by health band (critical, at risk, healthy)."""
+    grouped = _counts_by(scores, "health_band", HEALTH_BANDS).rename(columns={"key": "band"})
     grouped["label"] = grouped["band"].map(BAND_LABELS)
     return grouped[["band", "label", "accounts", "revenue_at_risk", "revenue_365d"]]
+
+
+def priority_counts(scores: pd.DataFrame) -> pd.DataFrame:
+    """Accounts and revenue at risk by priority (act now, watch, ok; docs/metrics.md#priority),
+    with the band style each is shown in (``css``). Scores stored before priorities existed
+    have none and are left out."""
+    grouped = _counts_by(scores, "priority", PRIORITIES).rename(columns={"key": "priority"})
+    grouped["label"] = grouped["priority"].map(PRIORITY_LABELS)
+    grouped["css"] = grouped["priority"].map(PRIORITY_CSS)
+    return grouped[["priority", "label", "css", "accounts", "revenue_at_risk", "revenue_365d"]]
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
@@ -435,6 +457,7 @@ class RetentionSummary:
     churn_by_segment: pd.DataFrame
     churn_reasons: pd.DataFrame
     risk_counts: pd.DataFrame
+    priority_counts: pd.DataFrame
     escalation_counts: pd.DataFrame
     risk_drivers: pd.DataFrame
     accounts_scored: int
@@ -467,6 +490,7 @@ def retention_summary(
         churn_by_segment=churn_rate_by(base, *window, by="revenue_segment"),
         churn_reasons=churn_reasons(base, *window),
         risk_counts=risk_counts(scores),
+        priority_counts=priority_counts(scores),
         escalation_counts=escalation_counts(
             escalations if escalations is not None else pd.DataFrame()
         ),

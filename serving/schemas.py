@@ -219,6 +219,21 @@ class ActionOut(BaseModel):
     source: Literal["escalation", "driver"]
 
 
+class FlagOut(BaseModel):
+    """Something the account's scores disagree about, with the reasons of both sides
+    (docs/metrics.md#flags)."""
+
+    code: str = Field(examples=["quiet_risk"], description="quiet_risk, rule_only_risk, ...")
+    text: str = Field(description="What the flag means for this account, in one sentence.")
+    model_reasons: list[str] = Field(
+        description="The model's top reasons that raise the risk (sentences)."
+    )
+    rule_reasons: list[str] = Field(
+        description="The health components losing the most points, with the sub-rules "
+        "that cost them (sentences)."
+    )
+
+
 # -- the score views: built from the score record (serving/score_record.py) ------------------
 
 _KIND_TYPES: Mapping[str, Any] = {"float": float, "int": int, "text": str}
@@ -311,6 +326,10 @@ else:
                     ),
                 ),
                 "actions": (list[ActionOut], ...),
+                "flags": (
+                    list[FlagOut],
+                    Field(description="What the model and the health rules disagree about."),
+                ),
             }
         },
     )
@@ -340,6 +359,7 @@ else:
                 "escalations": (list[EscalationOut], ...),
                 "reasons": (list[Reason], ...),
                 "actions": (list[ActionOut], ...),
+                "flags": (list[FlagOut], ...),
             }
         },
         tail={"history": (list[HistoryPoint], ...)},
@@ -443,6 +463,24 @@ EXAMPLE_PREDICTION: dict[str, Any] = {
             "because_text": "No contact for 74 days (+9 pts)",
             "source": "driver",
         },
+    ],
+    "flags": [
+        {
+            "code": "rule_only_risk",
+            "text": "The health score is 47.5 (At risk) while the model gives a 34% churn "
+            "probability, below its watch point (40%): the health rules see a risk the model "
+            "does not.",
+            "model_reasons": [
+                "No contact for 74 days (+9 pts)",
+                "Single-threaded: only one client contact (+6 pts)",
+            ],
+            "rule_reasons": [
+                "Engagement 9 of 30 points: No contact for 74 days (1 of 10); "
+                "No meetings in the last 180 days (0 of 6)",
+                "Relationship depth 12.5 of 25 points: 1 active client contact (0 of 7); "
+                "Single-threaded: only one client contact (0 of 2)",
+            ],
+        }
     ],
     "revenue_at_risk": 61200.0,
     "model_version": "2024-06-01-a1b2c3",

@@ -15,7 +15,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from churn.bundle import DEFAULT_OPERATING_POINTS
+from churn.bundle import DEFAULT_OPERATING_POINTS, OperatingPoints
 from churn.model_terms import REVENUE_BASIS, annual_revenue, risk_bands
 from features.catalog import FEATURES, MODEL_FEATURES, data_completeness
 from features.health import (
@@ -133,6 +133,38 @@ def _matrix(accounts: Sequence[AccountInput], model: LoadedModel) -> np.ndarray:
     return x
 
 
+def _flags(
+    accounts: Sequence[AccountInput],
+    probability: Sequence[float | None],
+    health: Sequence[Mapping[str, Any]],
+    priority: Sequence[str],
+    reasons: Sequence[Sequence[Mapping[str, Any]]],
+    points: OperatingPoints,
+    rules: Rules,
+) -> list[list[dict[str, Any]]]:
+    """Each account's flags (``serving.flags``) with the reasons of both sides."""
+    from serving.flags import FLAG_READS, MODEL_REASONS, FlagContext, flag_rows, rule_reasons
+
+    columns: dict[str, Any] = {
+        name: [a.features.get(name) for a in accounts] for name in FLAG_READS
+    }
+    columns.update(
+        {name: [h[name] for h in health] for name in FLAG_READS if name in health[0]}
+        if health
+        else {}
+    )
+    columns["churn_probability"] = list(probability)
+    columns["priority"] = list(priority)
+    ctx = FlagContext(columns, points, len(accounts))
+    return flag_rows(
+        ctx,
+        lambda i: [
+            r["sentence"] for r in reasons[i] if r["impact_pts"] > 0 and r["value"] is not None
+        ][:MODEL_REASONS],
+        lambda i: rule_reasons(accounts[i].features, health[i], rules.health),
+    )
+
+
 def score_accounts(
     accounts: Sequence[AccountInput],
     model: LoadedModel | None,
@@ -179,6 +211,7 @@ def score_accounts(
     points = model.bundle.operating_points if model is not None else DEFAULT_OPERATING_POINTS
     priority = priorities(probability, health_bands, fired_matrix(fired), points).tolist()
     revenues = _revenues(accounts)
+    flags = _flags(accounts, probability, health, priority, reasons, points, rules)
     out = []
     for i, account in enumerate(accounts):
         h = health[i]
@@ -229,6 +262,7 @@ def score_accounts(
                 {**a, "because_text": _because_text(a["because"], sentences, rules)}
                 for a in actions
             ],
+            "flags": flags[i],
         }
         out.append({key: prediction[key] for key in PREDICTION_KEYS})
     return out

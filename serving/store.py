@@ -14,6 +14,8 @@ Tables (``STORE_SCHEMA`` is the one definition):
 - ``reasons``      the top explained factors per (as_of, account_id), ranked
 - ``escalations``  the escalation rules that fired per (as_of, account_id)
 - ``actions``      the playbook's recommended actions per (as_of, account_id), ranked
+- ``flags``        what the model and the health rules disagree about per (as_of,
+                   account_id), with both sides' reasons as JSON arrays (``serving.flags``)
 - ``runs``         one row per stored date: run id, start and end time, accounts, model
 - ``accounts``     current account facts for the dashboard and retention metrics: name,
                    manager, start, churn date and reason (names are shown, never logged)
@@ -117,6 +119,14 @@ STORE_SCHEMA: dict[str, dict[str, str]] = {
         "because_text": "TEXT",
         "source": "TEXT",
     },
+    "flags": {
+        "as_of": "DATE",
+        "account_id": "TEXT",
+        "code": "TEXT",
+        "text": "TEXT",
+        "model_reasons": "TEXT",
+        "rule_reasons": "TEXT",
+    },
     "accounts": {
         "account_id": "TEXT",
         "name": "TEXT",
@@ -134,10 +144,11 @@ _PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "reasons": ("as_of", "account_id", "rank"),
     "escalations": ("as_of", "account_id", "code"),
     "actions": ("as_of", "account_id", "rank"),
+    "flags": ("as_of", "account_id", "code"),
     "accounts": ("account_id",),
     "revenue_monthly": ("account_id", "month"),
 }
-_DATED_TABLES = ("scores", "reasons", "escalations", "actions", "runs")
+_DATED_TABLES = ("scores", "reasons", "escalations", "actions", "flags", "runs")
 _PG_WRITE_LOCK = 0x63687572  # an arbitrary, fixed advisory lock id for store writers
 _DATE_COLUMNS = {
     name
@@ -433,6 +444,7 @@ class AccountRecord:
     actions: pd.DataFrame
     history: pd.DataFrame
     previous: dict[str, Any] | None = None
+    flags: pd.DataFrame | None = None
 
 
 class Store:
@@ -558,6 +570,7 @@ class Store:
                 "reasons": batch.reasons,
                 "escalations": batch.escalations,
                 "actions": batch.actions,
+                "flags": batch.flags,
             }
             tables = {
                 name: _conform(name, frame.assign(as_of=pd.Timestamp(as_of)))
@@ -768,6 +781,22 @@ class Store:
         actions = self._query(
             "SELECT * FROM actions WHERE account_id = :id AND as_of = :as_of ORDER BY rank", params
         )
+        reasons, escalations, actions = (
+            _with_columns(table, frame)
+            for table, frame in (
+                ("reasons", reasons),
+                ("escalations", escalations),
+                ("actions", actions),
+            )
+        )
+        flags = (
+            self._query(
+                "SELECT * FROM flags WHERE account_id = :id AND as_of = :as_of ORDER BY code",
+                params,
+            )
+            if self._has_table("flags")
+            else _empty("flags")
+        )
         names = self._query("SELECT name FROM accounts WHERE account_id = :id", {"id": account_id})
         previous_day = self.previous_as_of(day)
         previous = None
@@ -783,6 +812,7 @@ class Store:
             actions=actions,
             history=history_upto.reset_index(drop=True),
             previous=previous,
+            flags=flags,
         )
 
     def reasons(self, as_of: date | None = None, *, manager: str | None = None) -> pd.DataFrame:
@@ -797,9 +827,23 @@ class Store:
         """Every recommended action of a date (default: the latest)."""
         return self._dated("actions", as_of, manager)
 
+    def flags(self, as_of: date | None = None, *, manager: str | None = None) -> pd.DataFrame:
+        """Every flag of a date (default: the latest); reason lists as JSON arrays."""
+        return self._dated("flags", as_of, manager)
+
+    def _has_table(self, table: str) -> bool:
+        """Whether the store has the table (one written before it was declared has not,
+        until ``churn score`` writes to it again)."""
+        found = self._backend.query(
+            "SELECT count(*) AS n FROM information_schema.tables "
+            "WHERE table_name = :t AND table_schema = current_schema()",
+            {"t": table},
+        )
+        return int(found["n"].iloc[0]) > 0
+
     def _dated(self, table: str, as_of: date | None, manager: str | None) -> pd.DataFrame:
         as_of = as_of or self.latest_as_of()
-        if as_of is None:
+        if as_of is None or (table == "flags" and not self._has_table(table)):
             return _empty(table)
         sql = f"SELECT t.* FROM {table} t"
         params: dict[str, Any] = {"as_of": as_of}
@@ -811,7 +855,7 @@ class Store:
             params["manager"] = manager
         else:
             sql += " WHERE t.as_of = :as_of"
-        return self._query(sql + " ORDER BY t.account_id", params)
+        return _with_columns(table, self._query(sql + " ORDER BY t.account_id", params))
 
     def retention_base(self, *, manager: str | None = None) -> RetentionBase | None:
         """The account facts and monthly revenue stored by the last full score run."""

@@ -1,5 +1,5 @@
 """The training configuration (``configs/train.yaml``): split, LightGBM, search, calibration,
-evaluation and promotion settings, validated on load."""
+evaluation, operating points and promotion settings, validated on load."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from churn.errors import ConfigError
 
@@ -75,6 +75,24 @@ class EvaluationConfig(_Strict):
     ece_bins: int = Field(10, ge=2, le=100)
 
 
+class OperatingPointsConfig(_Strict):
+    """Targets of the priorities' probability thresholds, met on the validation period
+    (docs/metrics.md#operating-points): the share of the churners each must catch."""
+
+    act_now_recall: float = Field(0.25, gt=0, le=1)
+    watch_recall: float = Field(0.5, gt=0, le=1)
+    min_rows: int = Field(20, ge=1, le=100_000)
+
+    @model_validator(mode="after")
+    def _watch_catches_more(self) -> OperatingPointsConfig:
+        if self.watch_recall < self.act_now_recall:
+            raise ValueError(
+                f"watch_recall ({self.watch_recall:g}) must be at least act_now_recall "
+                f"({self.act_now_recall:g}): watch is the wider list"
+            )
+        return self
+
+
 class PromotionConfig(_Strict):
     metric: Literal["pr_auc", "roc_auc"] = "pr_auc"
     ece_tolerance: float = Field(0.01, ge=0, le=1)
@@ -93,6 +111,7 @@ class TrainConfig(_Strict):
     search: SearchConfig = Field(default_factory=SearchConfig)
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    operating_points: OperatingPointsConfig = Field(default_factory=OperatingPointsConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 

@@ -13,6 +13,11 @@ for the revenue metric, each row's revenue:
   all churners in it, ``revenue_captured_top_decile`` = revenue of the churners in it / revenue
   of all churners (revenue at risk that a team working the top decile would reach).
 
+Operating points (docs/metrics.md#operating-points): the churn-probability thresholds of the
+priorities ``act_now`` and ``watch``, chosen on the validation period's calibrated
+probabilities by :func:`choose_operating_points` and measured on validation and test by
+:func:`threshold_figures` (a threshold ``t`` flags the rows with ``p >= t``).
+
 Baselines on the same rows: ``health_score`` scores (100 - health score) / 100; ``logistic``
 is a scikit-learn logistic regression on the same model features (median imputation with
 missing-value indicators, standardisation), fitted on the training period.
@@ -29,11 +34,12 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 
+from churn.bundle import OperatingPoints
 from churn.model_terms import annual_revenue
 
 if TYPE_CHECKING:
     from training.calibrate import CalibrationFit
-    from training.config import RunPlan, TrainConfig
+    from training.config import OperatingPointsConfig, RunPlan, TrainConfig
     from training.fit import FittedModel
     from training.frame import TrainingFrame
     from training.split import SplitParts
@@ -160,6 +166,104 @@ def evaluate(
     return out
 
 
+# -- operating points ----------------------------------------------------------------------
+
+#: The figures of one operating point on one period (docs/metrics.md#operating-points).
+OPERATING_FIGURES: tuple[str, ...] = (
+    "recall",
+    "precision",
+    "lift",
+    "workload",
+    "flagged",
+    "churners_caught",
+)
+OPERATING_POINT_NAMES: tuple[str, ...] = ("act_now", "watch")
+
+
+def threshold_figures(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """What flagging the rows with ``p >= threshold`` catches: ``recall`` (share of the
+    churners flagged), ``precision`` (churn rate of the flagged rows; NaN when none),
+    ``lift`` (precision / churn rate), ``workload`` (share of rows flagged), ``flagged`` and
+    ``churners_caught`` (counts)."""
+    y, p = _arrays(y, p)
+    flagged = p >= threshold
+    n_flagged = int(flagged.sum())
+    caught = float(y[flagged].sum())
+    positives = float(y.sum())
+    rate = positives / len(y) if len(y) else float("nan")
+    precision = caught / n_flagged if n_flagged else float("nan")
+    return {
+        "recall": caught / positives if positives else float("nan"),
+        "precision": precision,
+        "lift": precision / rate if rate else float("nan"),
+        "workload": n_flagged / len(y) if len(y) else float("nan"),
+        "flagged": float(n_flagged),
+        "churners_caught": caught,
+    }
+
+
+def _threshold_curve(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Every distinct score as a threshold, highest first, with the rows and churners it
+    flags (all rows scoring at or above it)."""
+    order = np.argsort(-p, kind="stable")
+    ps, ys = p[order], y[order]
+    last = np.r_[ps[1:] != ps[:-1], True]  # the last row of each run of equal scores
+    flagged = np.arange(1, len(ps) + 1)[last]
+    caught = np.cumsum(ys)[last]
+    return ps[last], flagged.astype(float), caught
+
+
+def choose_operating_points(
+    y: np.ndarray, p: np.ndarray, cfg: OperatingPointsConfig
+) -> OperatingPoints:
+    """The ``act_now`` and ``watch`` thresholds for labels ``y`` and calibrated probabilities
+    ``p`` of the validation period (docs/metrics.md#operating-points): each the highest
+    threshold catching at least its share of the churners (``cfg.act_now_recall``,
+    ``cfg.watch_recall``) among those flagging at least ``cfg.min_rows`` rows (all rows when
+    there are fewer). ``watch_recall >= act_now_recall``, so ``watch <= act_now``.
+
+    Figures are left empty (:func:`measure_operating_points` adds them).
+    """
+    y, p = _arrays(y, p)
+    positives = float(y.sum())
+    if positives == 0 or positives == len(y):
+        raise ValueError("choosing operating points needs both churned and retained rows")
+    thresholds, flagged, caught = _threshold_curve(y, p)
+    enough = flagged >= min(cfg.min_rows, len(y))
+    recall = caught / positives
+
+    def highest(share: float) -> float:
+        # The lowest threshold flags every row (recall 1), so one always qualifies.
+        return float(thresholds[enough & (recall >= share - 1e-12)].max())
+
+    rule = (
+        f"the highest threshold catching at least {cfg.act_now_recall:.0%} (act_now) and "
+        f"{cfg.watch_recall:.0%} (watch) of the validation period's churners, flagging at "
+        f"least {cfg.min_rows} rows"
+    )
+    return OperatingPoints(
+        act_now=highest(cfg.act_now_recall),
+        watch=highest(cfg.watch_recall),
+        source="validation",
+        rule=rule,
+    )
+
+
+def measure_operating_points(
+    points: OperatingPoints, periods: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> OperatingPoints:
+    """``points`` with their figures (:func:`threshold_figures`) on each period, given as
+    ``{period: (y, p)}``: ``figures[point][period][figure]``."""
+    figures = {
+        name: {
+            period: threshold_figures(y, p, getattr(points, name))
+            for period, (y, p) in periods.items()
+        }
+        for name in OPERATING_POINT_NAMES
+    }
+    return OperatingPoints(points.act_now, points.watch, points.source, points.rule, figures)
+
+
 def revenue_of(frame: pd.DataFrame) -> np.ndarray:
     """Revenue weight of each row: its annual revenue (``churn.model_terms.annual_revenue``:
     revenue_365d, else contract_value; NaN when neither is known)."""
@@ -223,8 +327,9 @@ class Evaluation:
     """The calibrated model and its baselines on the test period: the calibration fitted on
     the validation period, each scorer's test scores and metrics (:data:`SCORERS`), the
     model's SHAP contributions on the test rows (last column: the bias), the rows' revenue
-    weights, and the test frame (identity, model features, label, health score,
-    ``churn_probability``)."""
+    weights, the test frame (identity, model features, label, health score,
+    ``churn_probability``) and the operating points chosen on the validation period with
+    their figures on validation and test."""
 
     calibration: CalibrationFit
     scores: dict[str, np.ndarray]
@@ -232,20 +337,30 @@ class Evaluation:
     contributions: np.ndarray
     revenue: np.ndarray
     test_frame: pd.DataFrame
+    operating_points: OperatingPoints
 
 
 def calibrate_and_evaluate(
     model: FittedModel, parts: SplitParts, cfg: TrainConfig, seed: int
 ) -> Evaluation:
-    """Calibrate ``model`` on the validation period, then score the test period with it, the
-    health-score baseline and the logistic baseline (fitted on the training period, ``seed``)
-    and compute every metric of each on the same rows."""
+    """Calibrate ``model`` on the validation period and choose its operating points there,
+    then score the test period with it, the health-score baseline and the logistic baseline
+    (fitted on the training period, ``seed``), compute every metric of each on the same rows
+    and measure the operating points on both periods."""
     from training.calibrate import fit_calibration
 
     booster, test = model.booster, parts.test
     raw_validation = np.asarray(booster.predict(parts.validation.x), dtype=float)
     calibration = fit_calibration(raw_validation, parts.validation.y, cfg.calibration)
     probability = calibration.calibration.apply(np.asarray(booster.predict(test.x), dtype=float))
+    validation_probability = calibration.calibration.apply(raw_validation)
+    points = measure_operating_points(
+        choose_operating_points(parts.validation.y, validation_probability, cfg.operating_points),
+        {
+            "validation": (parts.validation.y, validation_probability),
+            "test": (test.y, probability),
+        },
+    )
     logistic = fit_logistic(parts.train.x, parts.train.y, seed)
     scores = {
         "model": probability,
@@ -269,6 +384,7 @@ def calibrate_and_evaluate(
         contributions=contributions,
         revenue=revenue,
         test_frame=test_frame,
+        operating_points=points,
     )
 
 

@@ -37,6 +37,8 @@ class CardInputs:
     absent_families: dict[str, list[str]]
     snapshot_hash: str
     run_id: str
+    # The bundle's operating points (``OperatingPoints.to_dict()``); None: not chosen.
+    operating_points: dict[str, Any] | None = None
     promotion: str = ""
     seed: int = 0
     search_trials: int = 0
@@ -69,6 +71,61 @@ def _fmt(value: float | None) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
         return "n/a"
     return f"{value:.3f}"
+
+
+_POINT_TEXT = {
+    "act_now": "`act_now`",
+    "watch": "`watch` (includes the act_now rows)",
+}
+
+
+def _share(value: Any) -> str:
+    if value is None or (isinstance(value, float) and not np.isfinite(value)):
+        return "n/a"
+    return f"{float(value):.1%}"
+
+
+def _operating_points(points: dict[str, Any] | None) -> list[str]:
+    """The "Operating points" section: each threshold and what it catches, by period."""
+    if not points:
+        return []
+    figures = points.get("figures") or {}
+    lines = [
+        "",
+        "## Operating points",
+        "",
+        "The churn-probability thresholds of the priorities (an account at or above a point "
+        "gets that priority; severe escalations and the health band can raise it further), "
+        "chosen on the validation period and measured on the untouched test period. "
+        "Recall = share of the period's churners at or above the point; precision = churn "
+        "rate among those accounts; workload = share of the period's rows at or above it.",
+        "",
+        "| point | threshold | period | recall | precision | lift | workload |",
+        "|---|---:|---|---:|---:|---:|---:|",
+    ]
+    for name, text in _POINT_TEXT.items():
+        for period in ("validation", "test"):
+            f = figures.get(name, {}).get(period)
+            if not f:
+                continue
+            lift = f.get("lift")
+            lift_text = "n/a" if lift is None or not np.isfinite(lift) else f"{lift:.1f}x"
+            lines.append(
+                f"| {text} | {points[name]:.3f} | {period} | {_share(f.get('recall'))} | "
+                f"{_share(f.get('precision'))} | {lift_text} | {_share(f.get('workload'))} |"
+            )
+    test = figures.get("act_now", {}).get("test")
+    watch = figures.get("watch", {}).get("test")
+    if test and watch:
+        lines += [
+            "",
+            f"On the test period, `act_now` catches {_share(test.get('recall'))} of the churners "
+            f"at a precision of {_share(test.get('precision'))}; `watch` and above catch "
+            f"{_share(watch.get('recall'))} at {_share(watch.get('precision'))}.",
+        ]
+    if points.get("rule"):
+        lines += ["", f"Rule: {points['rule']}."]
+    return lines
 
 
 def _metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
@@ -192,6 +249,7 @@ def render_model_card(card: CardInputs) -> str:
         "Revenue at risk "
         "captured = revenue (last 365 days, else contract value) of the churners in the top "
         "decile / that of all churners.",
+        *_operating_points(card.operating_points),
         "",
         "## Training",
         "",

@@ -523,6 +523,21 @@ def log_run(run: RunOutputs, health_backtest: Backtest | None = None) -> str:
         for metric, value in values.items()
         if np.isfinite(value)
     }
+    points = report.operating_points
+    flat_metrics.update(
+        {
+            "operating_points.act_now": points.act_now,
+            "operating_points.watch": points.watch,
+            **{
+                f"operating_points.{name}.{period}.{figure}": value
+                for name, periods in points.figures.items()
+                for period, figures in periods.items()
+                for figure, value in figures.items()
+                if np.isfinite(value)
+            },
+        }
+    )
+    mlflow.log_dict(json_safe(points.to_dict()), "operating_points.json")
     if model.search_score is not None:
         flat_metrics["search.best_validation_pr_auc"] = model.search_score
     if health_backtest is not None:

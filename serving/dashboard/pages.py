@@ -359,6 +359,7 @@ def retention_context(summary: RetentionSummary) -> dict[str, Any]:
         "r": summary,
         "quarterly": _records(q),
         "severity": _records(severity),
+        "priorities": _records(summary.priority_counts),
         "escalation_counts": _records(summary.escalation_counts),
         "charts": {
             "quarterly": charts.line_chart(

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Depends, Query
 from churn.errors import StoreError
 from serving.batch import ACTION_COLUMNS, ESCALATION_EVIDENCE, REASON_COLUMNS
 from serving.deps import ANY_ROLE, Principal, State, require_roles
+from serving.flags import decode_flags
 from serving.problems import Problem
 from serving.schemas import (
     AccountDetail,
@@ -24,6 +25,7 @@ from serving.schemas import (
     ActionOut,
     EscalationEvidence,
     EscalationOut,
+    FlagOut,
     HistoryPoint,
     Reason,
     problem_responses,
@@ -154,5 +156,8 @@ def get_account(
         escalations=[_escalation(e) for e in _clean(record.escalations)],
         reasons=[Reason(**r) for r in _clean(record.reasons[_REASON])],
         actions=[ActionOut(id=a.pop("action_id"), **a) for a in _clean(record.actions[_ACTION])],
+        flags=[FlagOut(**f) for f in decode_flags(record.flags)]
+        if record.flags is not None
+        else [],
         history=history,
     )

@@ -113,6 +113,12 @@ def test_account_detail_has_the_explanation_actions_and_history_in_order(env):
     assert [h["health_score"] for h in body["history"]] == [70.0, 35.0]
     assert body["priority"] == "act_now"
     assert [h["priority"] for h in body["history"]] == ["ok", "act_now"]
+    assert body["flags"] == []  # critical and 60 %: the two sides agree
+    quiet = _get(client, "/v1/accounts/B-1", tokens["bob"], as_of="2025-01-15").json()
+    (flag,) = quiet["flags"]  # healthy (65) while the model says 20 %
+    assert flag["code"] == "quiet_risk" and "20%" in flag["text"]
+    assert flag["model_reasons"] == ["days_since_last_contact is 74", "overdue_days is 35"]
+    assert flag["rule_reasons"] == ["Engagement 19.5 of 30 points"]
     earlier = _get(client, "/v1/accounts/A-1", tokens["ann"], as_of="2025-01-15").json()
     assert earlier["as_of"] == "2025-01-01" and len(earlier["history"]) == 1
 

@@ -204,6 +204,7 @@ def test_a_prediction_carries_every_spec_field_and_matches_the_schema(api):
     assert p["actions"] and all(a["title"] and a["because_text"] for a in p["actions"])
     assert p["actions"][0]["source"] == "escalation"
     assert p["priority"] == "act_now"  # an invoice 45 days late is a severe escalation
+    assert all(f["code"] in ("quiet_risk", "rule_only_risk") for f in p["flags"])
 
 
 def test_the_top_factor_names_the_feature_value_in_its_sentence(api):
@@ -471,6 +472,7 @@ def test_without_a_model_predict_returns_rule_based_scores_and_says_why(no_model
     for p in body["predictions"]:
         assert p["churn_probability"] is None and p["revenue_at_risk"] is None
         assert p["reasons"] == [] and p["base_rate"] is None
+        assert p["flags"] == []  # nothing to disagree with
         band = {"critical": "high", "at_risk": "medium", "healthy": "low"}[p["health_band"]]
         assert p["risk_band"] == band
     risky, plain = body["predictions"]

@@ -29,6 +29,7 @@ from serving.batch import (
     score_batch,
     score_batches,
 )
+from serving.flags import decode_flags
 from serving.model_holder import load_model
 from serving.playbook import load_playbook, recommend
 from serving.scoring import AccountInput, load_rules, score_accounts
@@ -165,6 +166,8 @@ def test_batch_scores_every_active_account_exactly_as_the_api_would(firm, bundle
         assert got["churn_probability"] == pytest.approx(expected["churn_probability"])
         assert got["risk_band"] == expected["risk_band"]
         assert got["priority"] == expected["priority"]
+        stored_flags = decode_flags(batch.flags[batch.flags["account_id"] == account])
+        assert stored_flags == expected["flags"]
         assert got["health_score"] == pytest.approx(expected["health_score"])
         assert got["health_band"] == expected["health_band"]
         assert got["revenue_at_risk"] == pytest.approx(expected["revenue_at_risk"])
@@ -184,6 +187,7 @@ def test_batch_scores_every_active_account_exactly_as_the_api_would(firm, bundle
         assert actions["action_id"].tolist() == [a["id"] for a in expected["actions"]]
         assert actions["because_text"].tolist() == [a["because_text"] for a in expected["actions"]]
     assert batch.escalations["code"].nunique() >= 1  # the firm has accounts in trouble
+    assert not batch.flags.empty  # the tiny model and the rules disagree somewhere
 
 
 def test_without_a_model_the_batch_keeps_the_rule_based_scores(firm, settings):
@@ -282,6 +286,11 @@ def test_score_command_fills_the_store_with_history_and_a_rerun_replaces_it(work
     assert store.dates() == [date(2024, 5, 1), date(2024, 6, 1), AS_OF]
     first = store.portfolio(AS_OF)
     assert first["churn_probability"].notna().all() and len(first) > 10
+    counts = first["priority"].value_counts()
+    said = ", ".join(
+        f"{counts.get(p, 0)} {p.replace('_', ' ')}" for p in ("act_now", "watch", "ok")
+    )
+    assert f"priority: {said}\n" in run.stdout
     assert store.retention_base() is not None
 
     again = _churn(["score", "--as-of", "2024-07-01"], workdir)
@@ -302,6 +311,9 @@ def test_report_command_writes_one_self_contained_html_file(workdir):
     html = out.read_text()
     assert "<style>" in html and html.count("<svg") >= 5
     assert "Logo retention" in html and "Net revenue retention" in html
+    # Accounts by priority beside the health bands, and a tile of the two to act on.
+    assert 'id="by-priority"' in html and "Act now" in html and "Watch" in html
+    assert 'data-kpi="priority_act_now"' in html and 'data-kpi="priority_watch"' in html
     # Nothing to fetch: no stylesheet, script, image or font from anywhere.
     assert not re.search(r"<(link|script|img)[^>]+(href|src)=\"(?!data:)", html)
     assert "url(" not in html

@@ -17,6 +17,7 @@ from serving.retention import (
     churn_reasons,
     last_twelve_months,
     logo_retention,
+    priority_counts,
     quarterly_retention,
     quarters_before,
     retention_summary,
@@ -214,6 +215,31 @@ def test_risk_counts_and_drivers_from_stored_scores_and_reasons():
     assert drivers["label"].tolist() == ["No contact for 60 days", "overdue days"]
 
 
+def test_priority_counts_count_every_priority_in_order_with_its_revenue_at_risk():
+    scores = pd.DataFrame(
+        {
+            "health_band": ["healthy", "critical", "at_risk", "healthy", "healthy"],
+            "priority": ["act_now", "act_now", "watch", "ok", None],  # None: stored before
+            "revenue_at_risk": [50.0, 30.0, 10.0, 1.0, 2.0],
+            "revenue_365d": [100.0, 60.0, 40.0, 20.0, 10.0],
+        }
+    )
+    counts = priority_counts(scores)
+    assert counts["priority"].tolist() == ["act_now", "watch", "ok"]
+    assert counts["label"].tolist() == ["Act now", "Watch", "OK"]
+    assert counts["accounts"].tolist() == [2, 1, 1]
+    assert counts["revenue_at_risk"].tolist() == [80.0, 10.0, 1.0]
+    assert counts["css"].tolist() == ["critical", "at_risk", "healthy"]
+    # The same accounts by health band: the priority puts a healthy one among act now.
+    assert risk_counts(scores).set_index("band")["accounts"].to_dict() == {
+        "critical": 1,
+        "at_risk": 1,
+        "healthy": 3,
+    }
+    empty = priority_counts(pd.DataFrame(columns=["health_band"]))
+    assert empty["accounts"].tolist() == [0, 0, 0] and empty["revenue_at_risk"].isna().all()
+
+
 def test_summary_gathers_every_metric_for_the_scored_date(base):
     summary = retention_summary(base, date(2025, 1, 1), quarters=4)
     assert summary.window == YEAR
@@ -221,6 +247,7 @@ def test_summary_gathers_every_metric_for_the_scored_date(base):
     assert summary.revenue_12m.grr == pytest.approx(250 / 480)
     assert len(summary.quarterly) == 4
     assert summary.revenue_at_risk is None and summary.accounts_scored == 0
+    assert summary.priority_counts["accounts"].tolist() == [0, 0, 0]
 
 
 @st.composite

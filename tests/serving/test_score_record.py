@@ -56,6 +56,7 @@ def test_every_view_model_shows_the_record_fields_of_its_view(view):
     # What is not a score field is the account's identity or its explanation.
     assert extra <= {"account_id", "as_of", "escalations", "reasons", "other_impact_pts"} | {
         "actions",
+        "flags",
         "history",
     }
 

@@ -254,6 +254,7 @@ def test_a_store_written_before_a_column_existed_reads_and_is_migrated_on_write(
     old_schema = {
         table: {c: kind for c, kind in columns.items() if c != "priority" or table != "scores"}
         for table, columns in store_module.STORE_SCHEMA.items()
+        if table != "flags"
     }
     old_batch = make_batch(D1, {"A-1": ("Ann", 35.0, 0.6)})
     old_batch.scores = old_batch.scores.drop(columns="priority")
@@ -267,12 +268,20 @@ def test_a_store_written_before_a_column_existed_reads_and_is_migrated_on_write(
             tx.insert(table, rows[[c for c in old_schema[table] if c in rows]])
         tx.insert("runs", pd.DataFrame([{"run_id": "old", "as_of": pd.Timestamp(D1)}]))
 
+    # Any table's newer column reads as null too (here one the escalations table lacks).
+    monkey_schema = {**store_module.STORE_SCHEMA["escalations"], "newer": "TEXT"}
     reader = Store(store_url)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(store_module.STORE_SCHEMA, "escalations", monkey_schema)
+        assert reader.escalations(D1)["newer"].isna().all()
+        assert reader.account("A-1").escalations["newer"].isna().all()
     assert reader.portfolio(D1)["priority"].isna().all()
     assert reader.account("A-1").score["priority"] is None
+    assert reader.account("A-1").flags.empty and reader.flags(D1).empty
 
     writer = Store(store_url)
-    writer.write_batch(make_batch(D2, {"A-1": ("Ann", 70.0, 0.05)}))
+    writer.write_batch(make_batch(D2, {"A-1": ("Ann", 50.0, 0.05)}))
     assert writer.account("A-1", as_of=D1).score["priority"] is None  # kept, still unknown
-    assert writer.account("A-1").score["priority"] == "ok"
+    assert writer.account("A-1").score["priority"] == "watch"
+    assert writer.flags(D2)["code"].tolist() == ["rule_only_risk"]  # now stored
     assert store_module.migrate_ddl(writer._columns()) == []

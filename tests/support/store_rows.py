@@ -8,6 +8,7 @@ import pandas as pd
 
 from churn.bundle import DEFAULT_OPERATING_POINTS
 from serving.batch import ScoredBatch
+from serving.flags import FlagContext, flag_rows, flags_frame
 from serving.priority import priorities
 
 
@@ -76,7 +77,8 @@ def make_batch(
                 ],
                 start=1,
             )
-        ]
+        ],
+        columns=["account_id", "rank", "feature", "family", "value", "impact_pts", "sentence"],
     )
     critical = [a for a, b in zip(ids, band, strict=True) if b == "critical"]
     escalations = pd.DataFrame(
@@ -103,4 +105,13 @@ def make_batch(
             "source": "driver",
         }
     )
-    return ScoredBatch(as_of, scores, reasons, escalations, actions, model_version)
+    points = DEFAULT_OPERATING_POINTS
+    rising = reasons[reasons["impact_pts"] > 0]
+    flags = flag_rows(
+        FlagContext(scores, points, len(scores)),
+        lambda i: rising.loc[rising["account_id"] == ids[i], "sentence"].tolist(),
+        lambda i: [f"Engagement {health[i] * 0.3:g} of 30 points"],
+    )
+    return ScoredBatch(
+        as_of, scores, reasons, escalations, actions, model_version, flags_frame(ids, flags)
+    )

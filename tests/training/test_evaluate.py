@@ -122,3 +122,92 @@ def test_logistic_baseline_learns_and_survives_an_all_missing_column():
     p = predict_logistic(model, x)
     assert p.shape == (n,)
     assert evaluate(y, p)["roc_auc"] > 0.8
+
+
+# -- operating points -------------------------------------------------------------------------
+
+
+def _points_cfg(**kw):
+    from training.config import OperatingPointsConfig
+
+    values = {"act_now_recall": 0.25, "watch_recall": 0.5, "min_rows": 5, **kw}
+    return OperatingPointsConfig(**values)
+
+
+def test_operating_points_on_data_whose_answer_is_known():
+    from training.evaluate import choose_operating_points, threshold_figures
+
+    # 100 rows, 8 churners (rate 8 %). Scores 0.99..0.00 in steps of 0.01; churners at the
+    # ranks 1, 2, 5, 11, 21, 31, 41, 51.
+    p = np.round(np.linspace(0.99, 0.0, 100), 2)
+    y = np.zeros(100)
+    y[[0, 1, 4, 10, 20, 30, 40, 50]] = 1
+    points = choose_operating_points(y, p, _points_cfg())
+    # A quarter of the churners (2) are caught by the top 2 rows, but a threshold must flag
+    # 5 rows: the top 5 (3 churners). Half (4) are first caught with the row of rank 11.
+    assert points.act_now == pytest.approx(p[4])
+    assert points.watch == pytest.approx(p[10])
+    assert points.source == "validation" and "25% (act_now) and 50% (watch)" in points.rule
+
+    at = threshold_figures(y, p, points.act_now)
+    assert at["flagged"] == 5 and at["churners_caught"] == 3
+    assert at["recall"] == pytest.approx(3 / 8) and at["precision"] == pytest.approx(3 / 5)
+    assert at["lift"] == pytest.approx(3 / 5 / 0.08) and at["workload"] == pytest.approx(0.05)
+    watch = threshold_figures(y, p, points.watch)
+    assert watch["flagged"] == 11 and watch["recall"] == pytest.approx(0.5)
+
+
+def test_tied_scores_are_flagged_together():
+    from training.evaluate import choose_operating_points, threshold_figures
+
+    p = np.array([0.5, 0.5, 0.5, 0.5, 0.2, 0.2, 0.1, 0.1])
+    y = np.array([1, 0, 0, 0, 1, 0, 1, 1], dtype=float)
+    points = choose_operating_points(y, p, _points_cfg(min_rows=1))
+    assert points.act_now == 0.5  # the four rows at 0.5 together: one churner of four
+    assert threshold_figures(y, p, points.act_now)["flagged"] == 4
+    assert points.watch == 0.2  # 2 of 4 churners
+
+
+def test_a_watch_target_below_the_act_now_target_is_a_config_error():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="watch_recall"):
+        _points_cfg(act_now_recall=0.6, watch_recall=0.5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    act=st.floats(0.05, 1.0),
+    extra=st.floats(0, 1),
+    min_rows=st.integers(1, 50),
+)
+def test_chosen_points_meet_their_targets_on_the_data_they_were_chosen_on(
+    seed, act, extra, min_rows
+):
+    from training.evaluate import choose_operating_points, threshold_figures
+
+    rng = np.random.default_rng(seed)
+    p = np.round(rng.random(300), 2)  # ties included
+    y = (rng.random(300) < p**3).astype(float)
+    if y.sum() in (0, len(y)):
+        return
+    watch = act + (1 - act) * extra
+    cfg = _points_cfg(act_now_recall=act, watch_recall=watch, min_rows=min_rows)
+    points = choose_operating_points(y, p, cfg)
+    assert 0 <= points.watch <= points.act_now <= 1
+    for threshold, target in ((points.act_now, act), (points.watch, watch)):
+        figures = threshold_figures(y, p, threshold)
+        assert figures["recall"] >= target - 1e-9 and figures["flagged"] >= min_rows
+        # The next higher distinct score would miss the target or flag too few rows.
+        higher = p[p > threshold]
+        if len(higher):
+            tighter = threshold_figures(y, p, higher.min())
+            assert tighter["recall"] < target - 1e-9 or tighter["flagged"] < min_rows
+
+
+def test_operating_points_need_both_classes():
+    from training.evaluate import choose_operating_points
+
+    with pytest.raises(ValueError, match="both churned and retained"):
+        choose_operating_points(np.zeros(10), np.linspace(0, 1, 10), _points_cfg())

@@ -52,6 +52,34 @@ def test_the_card_names_the_calibration_bins_the_run_used():
     assert "ECE uses 10 equal-frequency bins" in render_model_card(_card())
 
 
+def test_the_card_states_what_each_operating_point_catches_and_at_what_precision():
+    figures = {
+        "recall": 0.25,
+        "precision": 0.12,
+        "lift": 3.4,
+        "workload": 0.07,
+        "flagged": 70.0,
+        "churners_caught": 8.0,
+    }
+    points = {
+        "act_now": 0.123,
+        "watch": 0.05,
+        "source": "validation",
+        "rule": "act_now: the lowest threshold ...; watch: ...",
+        "figures": {
+            "act_now": {"validation": figures, "test": {**figures, "recall": 0.3}},
+            "watch": {"validation": figures, "test": {**figures, "recall": 0.55}},
+        },
+    }
+    card = render_model_card(_card(operating_points=points))
+    assert "## Operating points" in card
+    assert "| `act_now` | 0.123 | test | 30.0% | 12.0% | 3.4x | 7.0% |" in card
+    assert "`act_now` catches 30.0% of the churners at a precision of 12.0%" in card
+    assert "`watch` and above catch 55.0% at 12.0%" in card
+    assert "Rule: act_now: the lowest threshold" in card
+    assert "## Operating points" not in render_model_card(_card())
+
+
 def test_the_card_names_version_horizon_and_test_period():
     card = render_model_card(_card())
     assert card.startswith("# Model card: churn-model/7")

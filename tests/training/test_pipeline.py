@@ -91,6 +91,24 @@ def test_evaluation_scores_the_model_and_both_baselines_on_the_test_rows(steps):
     assert report.contributions.shape == (len(parts.test.y), len(parts.features) + 1)
 
 
+def test_operating_points_are_chosen_on_validation_and_measured_on_both_periods(steps):
+    plan, _, parts, _, report = steps
+    points = report.operating_points
+    assert points.source == "validation" and 0 < points.watch <= points.act_now < 1
+    target = plan.config.operating_points
+    validation = {name: points.figures[name]["validation"] for name in ("act_now", "watch")}
+    assert validation["act_now"]["flagged"] >= target.min_rows
+    assert validation["act_now"]["recall"] >= target.act_now_recall
+    assert validation["watch"]["recall"] >= target.watch_recall
+    watch = points.figures["watch"]
+    test = report.test_frame["churn_probability"].to_numpy()
+    flagged = test >= points.act_now
+    assert points.figures["act_now"]["test"]["workload"] == pytest.approx(flagged.mean())
+    caught = parts.test.y[flagged].sum() / parts.test.y.sum()
+    assert points.figures["act_now"]["test"]["recall"] == pytest.approx(caught)
+    assert watch["test"]["recall"] >= points.figures["act_now"]["test"]["recall"]
+
+
 def test_export_writes_a_bundle_that_reproduces_its_test_predictions_without_mlflow(
     steps, settings, tmp_path, monkeypatch
 ):
@@ -118,5 +136,9 @@ def test_export_writes_a_bundle_that_reproduces_its_test_predictions_without_mlf
     assert stored["best_iteration"] == model.best_iteration
     assert (folder / TEST_PREDICTIONS_FILE).is_file()
     assert "promoted to champion: a test" in (folder / "model_card.md").read_text()
+    chosen, stored_points = report.operating_points, bundle.operating_points
+    assert (stored_points.act_now, stored_points.watch) == (chosen.act_now, chosen.watch)
+    assert stored_points.rule == chosen.rule and stored_points.source == "validation"
+    assert "## Operating points" in (folder / "model_card.md").read_text()
     # No step opened the tracking store.
     assert not Path(settings.tracking_uri().removeprefix("sqlite:///")).exists()

@@ -104,6 +104,14 @@ def test_mlflow_run_holds_params_lineage_metrics_plots_and_the_registered_model(
         result.metrics["health_score"]["roc_auc"]
     )
     assert tags["promotion.reason"] == result.promotion.reason
+    points = json.loads((result.bundle_path / "metadata.json").read_text())["operating_points"]
+    assert metrics["operating_points.act_now"] == pytest.approx(points["act_now"])
+    assert metrics["operating_points.watch.test.recall"] == pytest.approx(
+        points["figures"]["watch"]["test"]["recall"]
+    )
+    assert "operating_points.json" in {
+        Path(a.path).name for a in client.list_artifacts(run.info.run_id)
+    }
     plots = {Path(a.path).name for a in client.list_artifacts(result.run_id, "plots")}
     assert plots == {
         "calibration_curve.png",
