@@ -542,7 +542,8 @@ def _flags_frame(
     from serving.flags import FLAG_COLUMNS, MODEL_REASONS, FlagContext, flag_rows, rule_reasons
 
     columns = {"churn_probability": scores["churn_probability"], "priority": scores["priority"]}
-    ctx = FlagContext(_Columns(snapshot, columns), points, len(snapshot))
+    stale_days = health.escalations.esc_invoice_30d_late.stale_days
+    ctx = FlagContext(_Columns(snapshot, columns), points, len(snapshot), stale_days)
     # Reasons that raise the risk, on a known value (an unknown value is never a reason).
     rising = reasons[
         (pd.to_numeric(reasons["impact_pts"], errors="coerce") > 0)

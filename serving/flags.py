@@ -42,12 +42,16 @@ _BAND_LABELS = {"healthy": "Healthy", "at_risk": "At risk", "critical": "Critica
 
 class FlagContext:
     """The rows flags are computed over: named columns (arrays, lists or pandas Series of
-    equal length; a DataFrame works as well) and the model's operating points."""
+    equal length; a DataFrame works as well), the model's operating points and the health
+    rules' age at which an unpaid invoice is stale (``stale_days``)."""
 
-    def __init__(self, columns: Any, points: OperatingPoints, rows: int) -> None:
+    def __init__(
+        self, columns: Any, points: OperatingPoints, rows: int, stale_days: float = 365.0
+    ) -> None:
         self._columns = columns
         self.points = points
         self.rows = rows
+        self.stale_days = stale_days
         self._floats: dict[str, np.ndarray] = {}
         self._values: dict[str, np.ndarray] = {}
 
@@ -147,7 +151,42 @@ def _rule_only_risk_text(row: Mapping[str, Any], points: OperatingPoints) -> str
     )
 
 
+def _stale_invoice(ctx: FlagContext) -> np.ndarray:
+    """An invoice unpaid ``stale_days`` or more past due: the batch counts them
+    (``stale_invoices``); a request without that count is judged by its oldest unpaid invoice
+    (``overdue_days``), which is stale exactly when some invoice is."""
+    count = ctx.floats("stale_invoices")
+    with np.errstate(invalid="ignore"):
+        oldest = ctx.floats("overdue_days") >= ctx.stale_days
+    out: np.ndarray = np.where(np.isnan(count), oldest, count > 0)
+    return out
+
+
+def _stale_invoice_text(row: Mapping[str, Any], points: OperatingPoints) -> str:
+    count = row.get("stale_invoices")
+    days = row.get("stale_invoice_days_late")
+    if days is None:
+        days = row.get("overdue_days")
+    days = float(days) if isinstance(days, int | float) else math.nan
+    which = f"Invoice {row['stale_invoice_id']}" if row.get("stale_invoice_id") else "An invoice"
+    amount = row.get("stale_invoice_amount")
+    money = f" ({amount:,.0f})" if isinstance(amount, int | float) else ""
+    more = f" and {int(count) - 1} more" if isinstance(count, int | float) and count > 1 else ""
+    return (
+        f"{which}{money}{more} unpaid for {days:,.0f} days past due: too old to be a "
+        "payment escalation; check the billing data (written off, disputed or paid but not "
+        "recorded)."
+    )
+
+
 _SCORES = ("churn_probability", "health_score", "health_band")
+_STALE = (
+    "stale_invoices",
+    "stale_invoice_id",
+    "stale_invoice_amount",
+    "stale_invoice_days_late",
+    "overdue_days",
+)
 
 #: Every flag, in the order they are shown. Add a flag here: a FlagRule whose ``reads`` names
 #: the score or snapshot columns it needs (the batch takes them from the scored snapshot,
@@ -155,6 +194,7 @@ _SCORES = ("churn_probability", "health_score", "health_band")
 FLAG_RULES: tuple[FlagRule, ...] = (
     FlagRule("quiet_risk", _SCORES, _quiet_risk, _quiet_risk_text),
     FlagRule("rule_only_risk", _SCORES, _rule_only_risk, _rule_only_risk_text),
+    FlagRule("stale_invoice", _STALE, _stale_invoice, _stale_invoice_text, reasons=False),
 )
 
 #: Every column some flag reads.

@@ -155,7 +155,8 @@ def _flags(
     )
     columns["churn_probability"] = list(probability)
     columns["priority"] = list(priority)
-    ctx = FlagContext(columns, points, len(accounts))
+    stale_days = rules.health.escalations.esc_invoice_30d_late.stale_days
+    ctx = FlagContext(columns, points, len(accounts), stale_days)
     return flag_rows(
         ctx,
         lambda i: [

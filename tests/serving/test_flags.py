@@ -92,26 +92,26 @@ def test_at_most_one_side_is_flagged_and_only_when_they_disagree(p, band):
 
 
 def test_another_flag_is_one_more_rule_and_reads_its_own_columns():
-    stale = FlagRule(
-        "stale_invoice",
-        ("stale_invoice_days",),
-        lambda ctx: ctx.floats("stale_invoice_days") >= 365,
-        lambda row, points: f"An invoice unpaid for {row['stale_invoice_days']:g} days",
+    extra = FlagRule(
+        "long_silence",
+        ("silent_days",),
+        lambda ctx: ctx.floats("silent_days") >= 365,
+        lambda row, points: f"No word for {row['silent_days']:g} days",
         reasons=False,
     )
     columns = {
         "churn_probability": [0.5, 0.01],
         "health_band": ["healthy", "healthy"],
         "health_score": [70.0, 80.0],
-        "stale_invoice_days": [400, None],
+        "silent_days": [400, None],
     }
     ctx = FlagContext(columns, POINTS, 2)
     asked = []
-    got = flag_rows(ctx, lambda i: asked.append(i) or ["m"], lambda i: ["r"], (*FLAG_RULES, stale))
-    assert [[f["code"] for f in row] for row in got] == [["quiet_risk", "stale_invoice"], []]
+    got = flag_rows(ctx, lambda i: asked.append(i) or ["m"], lambda i: ["r"], (*FLAG_RULES, extra))
+    assert [[f["code"] for f in row] for row in got] == [["quiet_risk", "long_silence"], []]
     assert got[0][1] == {
-        "code": "stale_invoice",
-        "text": "An invoice unpaid for 400 days",
+        "code": "long_silence",
+        "text": "No word for 400 days",
         "model_reasons": [],
         "rule_reasons": [],
     }
@@ -209,3 +209,29 @@ def test_scored_accounts_carry_flags_from_the_bundles_operating_points(tmp_path)
     # Without a model nothing disagrees.
     (scored,) = score_accounts([risky], None, rules)
     assert scored["flags"] == []
+
+
+def test_a_stale_invoice_is_a_data_quality_flag_from_the_count_or_the_oldest_invoice():
+    columns = {
+        "churn_probability": [0.01, 0.01, 0.01, 0.01, 0.01],
+        "health_band": ["healthy"] * 5,
+        "health_score": [80.0] * 5,
+        # the batch's snapshot: a count of stale invoices and the oldest of them
+        "stale_invoices": [2, 0, None, None, None],
+        "stale_invoice_id": ["INV-7", None, None, None, None],
+        "stale_invoice_amount": [4200.0, None, None, None, None],
+        "stale_invoice_days_late": [658, None, None, None, None],
+        # a request: only the oldest unpaid invoice's days past due
+        "overdue_days": [700, 700, 365, 364, None],
+    }
+    got = flag_rows(
+        FlagContext(columns, POINTS, 5, stale_days=365), lambda i: ["m"], lambda i: ["r"]
+    )
+    codes = [[f["code"] for f in row] for row in got]
+    # the count decides where known (row 1: 700 days overdue, but the count says none)
+    assert codes == [["stale_invoice"], [], ["stale_invoice"], [], []]
+    flag = got[0][0]
+    assert flag["text"].startswith("Invoice INV-7 (4,200) and 1 more unpaid for 658 days")
+    assert "check the billing data" in flag["text"]
+    assert flag["model_reasons"] == [] and flag["rule_reasons"] == []
+    assert got[2][0]["text"].startswith("An invoice unpaid for 365 days")
