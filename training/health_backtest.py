@@ -1064,14 +1064,14 @@ def config_header(bt: Backtest) -> list[str]:
         )
     fit = bt.band_fit
     if fit:
-        lines.append(
+        below = fit["below_60"]
+        lines += [
             f"  the bands keep their workload: the fit put {fit['target']:g}x the current "
-            "rules' share of training rows below 60 and 40; below 60 on training "
-            f"{_pct(fit['below_60']['current_train'])} -> "
-            f"{_pct(fit['below_60']['suggested_train'])}, validation "
-            f"{_pct(fit['below_60']['current_validation'])} -> "
-            f"{_pct(fit['below_60']['suggested_validation'])}"
-        )
+            "rules' share of training rows below 60 and 40;",
+            f"  below 60 on training {_pct(below['current_train'])} -> "
+            f"{_pct(below['suggested_train'])}, validation "
+            f"{_pct(below['current_validation'])} -> {_pct(below['suggested_validation'])}",
+        ]
     else:
         lines.append("  fitted for ranking only: the bands' workload is not kept")
     return lines
@@ -1105,6 +1105,7 @@ def describe_changes(old: HealthConfig, new: HealthConfig) -> list[str]:
     """One line per component whose points changed: its maximum and its sub-rules' points."""
     lines = []
     before, after = rule_points(old), rule_points(new)
+    was_unknown, now_unknown = rule_missing_shares(old), rule_missing_shares(new)
     for name, component in new.components.items():
         was = old.components.maxima()[name]
         parts = []
@@ -1118,6 +1119,11 @@ def describe_changes(old: HealthConfig, new: HealthConfig) -> list[str]:
                 parts.append(f"{short} {a:g} -> dropped")
             elif a != b:
                 parts.append(f"{short} {a:g} -> {b:g}")
+            if a is not None and b is not None and was_unknown[key] != now_unknown[key]:
+                parts.append(
+                    f"{short} unknown value earns {100 * was_unknown[key]:g} % -> "
+                    f"{100 * now_unknown[key]:g} % of its points"
+                )
         if parts or was != component.max_points:
             lines.append(
                 f"{name} {was:g} -> {component.max_points:g} points: "

@@ -209,6 +209,18 @@ def test_steps_refit_keeps_each_rule_monotone_in_its_original_order(demo_frame):
             assert news == sorted(news), (rule.name, pairs)
 
 
+def test_apply_describes_a_changed_share_for_unknown_values():
+    old = load_health_config()
+    data = old.model_dump(mode="python")
+    data["version"] = 2
+    data["components"]["satisfaction"]["rules"][0]["missing_share"] = 0.0
+    new = type(old).model_validate(data)
+    lines = hb.describe_changes(old, new)
+    assert lines == [
+        "satisfaction 20 -> 20 points: survey_score unknown value earns 50 % -> 0 % of its points"
+    ]
+
+
 # ----------------------------------------------------------------------------- the metrics
 
 
