@@ -7,10 +7,12 @@ targets are the issue's: ROC AUC at least 0.05 above the health score's (as a ra
 + 0.05) / health, computed from this run's baseline), PR AUC above both baselines, expected
 calibration error at most 0.05 and the whole run under 3 minutes.
 
-The run's health rules backtest (docs/health-backtest.md) adds two rows: the test ROC AUC of
+The run's health rules backtest (docs/health-backtest.md) adds four rows: the test ROC AUC of
 the points suggested on the training period against the current rules' (at least 0.05 above,
-with the bootstrap interval of the gain in the row's name), and the recall at equal workload
-(at least 28 % of the test churners in the share of rows the current rules put below 60).
+with the bootstrap interval of the gain in the row's name), the recall at equal workload
+(at least 28 % of the test churners in the share of rows the current rules put below 60), and
+that the bands keep their meaning: at least today's share of test rows below 60, and fewer
+test churners in the healthy band than today.
 """
 
 from __future__ import annotations
@@ -112,6 +114,42 @@ def health_results(backtest: dict[str, Any]) -> list[Result]:
             reference_name="current health rules",
             target=_ratio_up(HEALTH_RECALL_TARGET, recall_now),
             extra={"required": f"suggested >= {HEALTH_RECALL_TARGET}"},
+        ),
+        *_band_results(backtest),
+    ]
+
+
+def _band_results(backtest: dict[str, Any]) -> list[Result]:
+    """The bands keep their meaning: at least today's share of test rows below 60, and fewer of
+    the test churners left in the healthy band."""
+    bands = backtest.get("bands")
+    if not bands:
+        return []
+    below = {
+        side: bands[side]["at_risk"]["share_of_rows"] + bands[side]["critical"]["share_of_rows"]
+        for side in ("current", "suggested")
+    }
+    healthy = {side: backtest[side]["churners_in_healthy_band"] for side in below}
+    return [
+        Result(
+            name="health rules: share of test rows below 60 (review meetings), suggested vs "
+            f"current ({100 * bands['suggested']['critical']['share_of_rows']:.1f} % below 40)",
+            unit="share of rows",
+            ours=below["suggested"],
+            reference=below["current"],
+            reference_name="current health rules",
+            target=1.0 - 1e-9,
+            extra={"required": "current <= suggested <= 2 x current"},
+        ),
+        Result(
+            name="health rules: test churners in the healthy band, suggested vs current",
+            unit="share of churners",
+            ours=healthy["suggested"],
+            reference=healthy["current"],
+            reference_name="current health rules",
+            target=1.0 + 1e-9,
+            higher_is_better=False,
+            extra={"required": "suggested < current"},
         ),
     ]
 

@@ -58,6 +58,12 @@ def _report(bt: Backtest, out: Console) -> None:
     )
     head.add_row("lift below 60 ↑", _num(cur.lift_below_60), _num(sug.lift_below_60))
     head.add_row("lift below 40 ↑", _num(cur.lift_below_40), _num(sug.lift_below_40))
+    valid = bt.validation_roc_auc
+    head.add_row(
+        "ROC AUC on the validation period ↑",
+        _num(valid.get("current", math.nan)),
+        _num(valid.get("suggested", math.nan)),
+    )
     out.print(head)
     ci = bt.interval
     out.print(
@@ -66,26 +72,21 @@ def _report(bt: Backtest, out: Console) -> None:
         f"seed {ci['seed']})"
     )
 
-    bands = Table(title="Test period by health band")
-    for col in ("band", "rules", "share of rows", "share of churners", "churn rate"):
-        bands.add_column(col, justify="left" if col in ("band", "rules") else "right")
-    for band in ("healthy", "at_risk", "critical"):
-        for side, report in (("current", cur), ("suggested", sug)):
-            row = report.bands[band]
-            bands.add_row(
-                band if side == "current" else "",
-                side,
-                _num(row["share_of_rows"], True),
-                _num(row["share_of_churners"], True),
-                _num(row["churn_rate"], True),
-            )
-    out.print(bands)
+    _band_tables(bt, out)
 
     rules = Table(title="Current rules on the test period, and the suggested points")
-    for col in ("component / sub-rule", "ROC AUC", "PR AUC", "points now", "suggested"):
+    for col in (
+        "component / sub-rule",
+        "ROC AUC",
+        "PR AUC",
+        "points now",
+        "suggested",
+        "unknown value earns\nnow -> suggested",
+    ):
         rules.add_column(col, justify="left" if col.startswith("component") else "right")
     now = {**bt.current_config.components.maxima(), **_rule_points(bt.current_config)}
     new = bt.weights
+    unknown = bt.summary()["missing_shares"]
     for key, m in bt.rules.items():
         label = key if "." not in key else f"  {key.split('.', 1)[1]}"
         style = "bold" if "." not in key else ""
@@ -95,6 +96,10 @@ def _report(bt: Backtest, out: Console) -> None:
             _num(m["pr_auc"]),
             f"{now.get(key, 0):g}",
             f"{new.get(key, 0):g}" if key in new else "dropped",
+            ""
+            if "." not in key
+            else f"{_num(unknown['current'][key], True)} -> "
+            + (_num(unknown["suggested"][key], True) if key in new else "-"),
         )
     out.print(rules)
     segments = {k: v for k, v in bt.segments.items() if k != "combined"}
@@ -117,6 +122,66 @@ def _report(bt: Backtest, out: Console) -> None:
             f"recall at equal workload {_num(combined['recall_at_equal_workload'], True)} "
             "(the written file holds the points fitted on all segments)"
         )
+
+
+def _band_tables(bt: Backtest, out: Console) -> None:
+    """Per band, current against suggested: share of rows, share of churners, churn rate;
+    then the shares below the cut-offs on the three periods (what the fit kept)."""
+    from rich.table import Table
+
+    healthy, at_risk = bt.current_config.bands.healthy, bt.current_config.bands.at_risk
+    labels = {
+        "healthy": f"healthy ({healthy:g} and up)",
+        "at_risk": f"at risk ({at_risk:g} to under {healthy:g})",
+        "critical": f"critical (under {at_risk:g})",
+    }
+    table = Table(
+        title="Test period by health band, current -> suggested rules "
+        "(a row is one account on one monthly date)"
+    )
+    table.add_column("band")
+    for figure in ("share of rows", "share of churners", "churn rate"):
+        table.add_column(f"{figure}\ncurrent", justify="right")
+        table.add_column(f"{figure}\nsuggested", justify="right")
+    for band, label in labels.items():
+        cur, sug = bt.current.bands[band], bt.suggested.bands[band]
+        cells = []
+        for key in ("share_of_rows", "share_of_churners", "churn_rate"):
+            cells += [_num(cur[key], True), _num(sug[key], True)]
+        table.add_row(label, *cells)
+    out.print(table)
+    fit = bt.band_fit
+    if not fit:
+        out.print(
+            "[yellow]points fitted for ranking only (--free-level): the bands' workload is "
+            "not kept[/]"
+        )
+        return
+    shares = Table(
+        title=f"Share of rows below the cut-offs (the fit aims at {fit['target']:g}x the "
+        "current rules' training share; validation below 60 within 1-2x the current)"
+    )
+    shares.add_column("cut-off")
+    for period in ("training", "validation", "test"):
+        shares.add_column(f"{period}\ncurrent", justify="right")
+        shares.add_column(f"{period}\nsuggested", justify="right")
+    for name, cut, test_bands in (
+        ("below_60", healthy, ("at_risk", "critical")),
+        ("below_40", at_risk, ("critical",)),
+    ):
+        row = fit[name]
+        test_now = sum(bt.current.bands[b]["share_of_rows"] for b in test_bands)
+        test_new = sum(bt.suggested.bands[b]["share_of_rows"] for b in test_bands)
+        shares.add_row(
+            f"below {cut:g}",
+            _num(row["current_train"], True),
+            _num(row["suggested_train"], True),
+            _num(row["current_validation"], True),
+            _num(row["suggested_validation"], True),
+            _num(test_now, True),
+            _num(test_new, True),
+        )
+    out.print(shares)
 
 
 def _rule_points(cfg: Any) -> dict[str, float]:
@@ -149,13 +214,20 @@ def backtest(
         bool,
         typer.Option("--by-segment", help="Also fit and report points per revenue segment."),
     ] = False,
-    keep_level: Annotated[
+    method: Annotated[
+        str,
+        typer.Option(
+            "--method",
+            help="weights: one weight per sub-rule, its steps keep their proportions; steps: "
+            "the points of each step refitted too (monotone as today).",
+        ),
+    ] = "weights",
+    free_level: Annotated[
         bool,
         typer.Option(
-            "--keep-level",
-            help="Fit points whose mean score on the training period is at most the current "
-            "rules', so about as many accounts fall below 60 and 40 as today (slower; ranks "
-            "a little less well).",
+            "--free-level",
+            help="Fit the points for ranking only, without keeping the bands' workload: most "
+            "accounts then score higher than today and few fall below 60 or 40.",
         ),
     ] = False,
 ) -> None:
@@ -164,9 +236,14 @@ def backtest(
     from churn.console import console, err_console
     from churn.errors import ChurnError
     from churn.settings import get_settings
-    from training.health_backtest import backtest_source, config_yaml
+    from training.health_backtest import FIT_METHODS, backtest_source, config_yaml
     from training.progress import Progress
 
+    if method not in FIT_METHODS:
+        raise ChurnError(
+            f"--method {method!r} is not a fit method",
+            hint=f"use one of: {', '.join(FIT_METHODS)}",
+        )
     settings = get_settings()
     active = Path(settings.health_config)
     if out is not None and out.resolve() == active.resolve():
@@ -177,8 +254,9 @@ def backtest(
     bt = backtest_source(
         data or settings.data,
         settings,
+        method=method,
+        keep_bands=not free_level,
         by_segment=by_segment,
-        keep_level=keep_level,
         progress=Progress(True),
     )
     target = out or active.parent / f"health.v{bt.config.version}.suggested.yaml"

@@ -10,13 +10,18 @@ It then fits new points on the training period. Each sub-rule keeps its step sha
 missing share) and gets a non-negative weight from a logistic regression with bounds
 (``logit P(churn) = a - sum_r beta_r f_r``, ``beta_r >= 0``); the weights are scaled to sum to
 100, a component's maximum is the sum of its sub-rules' points, and the bands stay where they
-are. The suggestion is evaluated on the test period with an account-level bootstrap interval
-on the gain in ROC AUC.
+are. An unknown value's share of a sub-rule's points is fitted too. By default the fit keeps
+the bands' meaning: at least as many training rows fall below 60 and below 40 as with the
+current rules (a smooth constraint on the share of rows below each cut-off), so that the
+points cannot all go to rare warning signs that lift nearly every account into Healthy. The
+suggestion is evaluated on the test period with an account-level bootstrap interval on the
+gain in ROC AUC.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +40,19 @@ BOOTSTRAP_SEED = 20240613
 MIN_RULE_POINTS = 0.5
 # Ridge penalty of the constrained fit (per row, on the weights in log-odds).
 _L2 = 1e-4
+# The bands keep their meaning: the suggested points put this multiple of the share of
+# training rows the current rules put below each cut-off (60, 40) below it ...
+BAND_SHARE_TARGET = 1.5
+# ... and on the validation period the share below 60 must lie within this range of the
+# current rules' share there; otherwise the target moves by BAND_SHARE_STEP and the fit runs
+# again (at most BAND_SHARE_TRIES fits).
+BAND_SHARE_RANGE = (1.0, 2.0)
+BAND_SHARE_STEP = 0.25
+BAND_SHARE_TRIES = 4
+# Width (points) of the smooth count of rows below a cut-off in the fit.
+BAND_SMOOTHING = 2.0
+# Fitted shares of a sub-rule's points for an unknown value are rounded to this grid.
+MISSING_SHARE_GRID = 0.05
 
 
 # --------------------------------------------------------------------------- sub-rule shapes
@@ -92,6 +110,17 @@ def rule_points(cfg: HealthConfig) -> dict[str, float]:
     """Each sub-rule's maximum points under ``cfg``."""
     return {
         rule_key(name, rule.name): float(rule.points)
+        for name, component in cfg.components.items()
+        for rule in component.rules
+    }
+
+
+def rule_missing_shares(cfg: HealthConfig) -> dict[str, float]:
+    """The share of its points each sub-rule gives an unknown value under ``cfg``."""
+    return {
+        rule_key(name, rule.name): float(
+            cfg.missing_share if rule.missing_share is None else rule.missing_share
+        )
         for name, component in cfg.components.items()
         for rule in component.rules
     }
@@ -300,72 +329,180 @@ def _weighted_auc(y: np.ndarray, risk: np.ndarray, weights: np.ndarray) -> np.nd
 
 @dataclass
 class WeightFit:
-    """A constrained logistic fit of sub-rule weights: log-odds per unit share (beta >= 0)."""
+    """A logistic fit of sub-rule weights: log-odds per unit share (beta >= 0). Columns named
+    ``<key>@missing`` are a sub-rule's points for an unknown value, not part of its maximum."""
 
     intercept: float
     beta: dict[str, float]
 
     def points(self, total: float = 100.0) -> dict[str, float]:
-        """The weights scaled to sum to ``total`` (all equal when every beta is 0)."""
-        s = sum(self.beta.values())
+        """The weights scaled so that the maxima sum to ``total`` (all equal when every beta is
+        0); a missing-value column is scaled alike but does not count in the sum."""
+        main = [b for k, b in self.beta.items() if not k.endswith(MISSING_SUFFIX)]
+        s = sum(main)
         if s <= 0:
-            return {k: total / len(self.beta) for k in self.beta}
+            return {k: total / len(main) for k in self.beta if not k.endswith(MISSING_SUFFIX)}
         return {k: total * b / s for k, b in self.beta.items()}
 
 
-def fit_weights(
-    shapes: pd.DataFrame, y: np.ndarray, l2: float = _L2, mean_cap: float | None = None
-) -> WeightFit:
-    """Maximum likelihood of ``logit P(churn) = a - shapes @ beta`` with ``beta >= 0``
-    (L-BFGS-B with bounds, a small ridge on beta for a unique answer).
+# A design column holding a sub-rule's "value unknown" indicator ends in this.
+MISSING_SUFFIX = "@missing"
 
-    With ``mean_cap`` the rows' mean of ``shapes @ beta`` is at most ``mean_cap * sum(beta)``
-    (the mean score, as a share of its maximum, capped; SLSQP, slower)."""
+
+def _rule_of(column: str) -> str:
+    return column.split("@", 1)[0]
+
+
+def _one_blas_thread() -> Any:
+    """A context limiting BLAS to one thread: the fit's products are small, and several threads
+    competing for the cores make it ten times slower."""
+    from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+    return threadpool_limits(1)
+
+
+def fit_weights(
+    shapes: pd.DataFrame,
+    y: np.ndarray,
+    l2: float = _L2,
+    band_shares: Mapping[float, float] | None = None,
+    tau: float = BAND_SMOOTHING,
+) -> WeightFit:
+    """Maximum likelihood of ``logit P(churn) = a - shapes @ beta`` with ``beta >= 0`` and a
+    small ridge on beta.
+
+    Without ``band_shares`` and without missing-value columns: L-BFGS-B with bounds. Otherwise
+    (SLSQP) the fit is written ``beta = s * w`` with the maxima's ``w`` summing to 1, so that
+    ``score = 100 * shapes @ w`` is the health score the points give, and
+
+    - ``band_shares`` ``{cut-off: share}``: at least ``share`` of the rows score below the
+      cut-off, counted smoothly (``mean(sigmoid((cut-off - score) / tau))``, ``tau`` points);
+    - a ``<key>@missing`` column's weight is at most its sub-rule's maximum (an unknown value
+      earns at most all of the points)."""
     from scipy.optimize import minimize
     from scipy.special import expit
 
     x = shapes.to_numpy(dtype=float)
     yy = np.asarray(y, dtype=float)
     n, k = x.shape
+    columns = list(shapes.columns)
+    missing = [i for i, c in enumerate(columns) if c.endswith(MISSING_SUFFIX)]
+    rate = float(np.clip(yy.mean(), 1e-6, 1 - 1e-6))
+    base = math.log(rate / (1 - rate))
+
+    if not band_shares and not missing:
+
+        def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
+            a, beta = theta[0], theta[1:]
+            z = a - x @ beta
+            # log(1 + e^z) - y z, stably
+            value = np.logaddexp(0.0, z).sum() - (yy * z).sum()
+            resid = expit(z) - yy
+            grad = np.empty(k + 1)
+            grad[0] = resid.sum()
+            grad[1:] = -(x.T @ resid)
+            value = value / n + l2 * float(beta @ beta)
+            grad = grad / n
+            grad[1:] += 2 * l2 * beta
+            return float(value), grad
+
+        with _one_blas_thread():
+            result = minimize(
+                loss,
+                np.r_[base, np.zeros(k)],
+                jac=True,
+                method="L-BFGS-B",
+                bounds=[(None, None)] + [(0.0, None)] * k,
+                options={"maxiter": 500},
+            )
+        theta = result.x
+        beta = theta[1:]
+    else:
+        theta = _fit_scaled(x, yy, columns, missing, l2, band_shares or {}, tau, base)
+        beta = theta[1] * theta[2:]
+    return WeightFit(
+        intercept=float(theta[0]),
+        beta={col: float(max(b, 0.0)) for col, b in zip(columns, beta, strict=True)},
+    )
+
+
+def _fit_scaled(
+    x: np.ndarray,
+    y: np.ndarray,
+    columns: list[str],
+    missing: list[int],
+    l2: float,
+    band_shares: Mapping[float, float],
+    tau: float,
+    base: float,
+) -> np.ndarray:
+    """:func:`fit_weights`' constrained fit: ``theta = (a, s, w)``, ``logit = a - s x @ w``."""
+    from scipy.optimize import minimize
+    from scipy.special import expit
+
+    n, k = x.shape
+    main = np.ones(k)
+    main[missing] = 0.0
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
-        a, beta = theta[0], theta[1:]
-        z = a - x @ beta
-        # log(1 + e^z) - y z, stably
-        value = np.logaddexp(0.0, z).sum() - (yy * z).sum()
-        resid = expit(z) - yy
-        grad = np.empty(k + 1)
+        a, s, w = theta[0], theta[1], theta[2:]
+        score = x @ w
+        z = a - s * score
+        value = np.logaddexp(0.0, z).sum() - (y * z).sum()
+        resid = expit(z) - y
+        grad = np.empty(k + 2)
         grad[0] = resid.sum()
-        grad[1:] = -(x.T @ resid)
+        grad[1] = -(resid @ score)
+        grad[2:] = -s * (x.T @ resid)
+        beta = s * w
         value = value / n + l2 * float(beta @ beta)
-        grad = grad / n
-        grad[1:] += 2 * l2 * beta
+        grad /= n
+        grad[1] += 2 * l2 * float(beta @ w)
+        grad[2:] += 2 * l2 * s * beta
         return float(value), grad
 
-    rate = float(np.clip(yy.mean(), 1e-6, 1 - 1e-6))
-    bounds = [(None, None)] + [(0.0, None)] * k
-    if mean_cap is None:
-        start = np.r_[math.log(rate / (1 - rate)), np.zeros(k)]
-        result = minimize(
-            loss, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 500}
-        )
-    else:
-        slack = np.r_[0.0, mean_cap - x.mean(axis=0)]  # slack @ theta >= 0
-        start = np.r_[math.log(rate / (1 - rate)), np.full(k, 0.1)]
+    def below(cutoff: float, share: float) -> dict[str, Any]:
+        def fun(theta: np.ndarray) -> float:
+            return float(expit((cutoff - 100 * (x @ theta[2:])) / tau).mean()) - share
+
+        def jac(theta: np.ndarray) -> np.ndarray:
+            p = expit((cutoff - 100 * (x @ theta[2:])) / tau)
+            d = -(p * (1 - p)) * (100 / tau) / n
+            return np.r_[0.0, 0.0, x.T @ d]
+
+        return {"type": "ineq", "fun": fun, "jac": jac}
+
+    total = np.r_[0.0, 0.0, main]
+    constraints: list[dict[str, Any]] = [
+        {"type": "eq", "fun": lambda t: float(total @ t) - 1.0, "jac": lambda t: total}
+    ]
+    if missing:
+        # each sub-rule's maximum minus its missing-value points >= 0
+        rows = []
+        for i in missing:
+            row = np.zeros(k + 2)
+            key = _rule_of(columns[i])
+            for j, col in enumerate(columns):
+                if j not in missing and _rule_of(col) == key:
+                    row[2 + j] = 1.0
+            row[2 + i] = -1.0
+            rows.append(row)
+        cap = np.array(rows)
+        constraints.append({"type": "ineq", "fun": lambda t: cap @ t, "jac": lambda t: cap})
+    constraints += [below(cutoff, share) for cutoff, share in band_shares.items()]
+    start = np.r_[base + 2.0, 2.0, main / main.sum()]
+    with _one_blas_thread():
         result = minimize(
             loss,
             start,
             jac=True,
             method="SLSQP",
-            bounds=bounds,
-            constraints=[{"type": "ineq", "fun": lambda t: slack @ t, "jac": lambda t: slack}],
-            options={"maxiter": 1000},
+            bounds=[(None, None)] + [(0.0, None)] * (k + 1),
+            constraints=constraints,
+            options={"maxiter": 1000, "ftol": 1e-10},
         )
-    theta = result.x
-    return WeightFit(
-        intercept=float(theta[0]),
-        beta={col: float(max(b, 0.0)) for col, b in zip(shapes.columns, theta[1:], strict=True)},
-    )
+    theta: np.ndarray = result.x
+    return theta
 
 
 # ----------------------------------------------------------------- suggested points from a fit
@@ -390,31 +527,46 @@ def rule_levels(cfg: HealthConfig) -> list[RuleLevels]:
     return out
 
 
+# The layout's level index of a sub-rule's "value unknown" column.
+MISSING_LEVEL = -2
+
+
 def design_matrix(
-    frame: pd.DataFrame, cfg: HealthConfig, method: str
+    frame: pd.DataFrame, cfg: HealthConfig, method: str, fit_missing: bool = False
 ) -> tuple[pd.DataFrame, list[tuple[str, int]]]:
     """The fit's inputs and what each column is (sub-rule key, level index).
 
     ``weights``: one column per sub-rule, its shape (a weight per sub-rule keeps the steps'
     shape). ``steps``: per sub-rule one column per level above the lowest, 1 where the rule
     awards at least that level (the points of a level are then the sum of non-negative
-    increments: monotone in the original order); an unknown value is the missing share in
-    every column, so it earns the missing share of the refitted points.
+    increments: monotone in the original order). An unknown value is the missing share in
+    every column of its sub-rule, so it earns the missing share of the refitted points; with
+    ``fit_missing`` it is 0 there instead and a ``<key>@missing`` column (level
+    :data:`MISSING_LEVEL`), 1 where the value is unknown, lets the fit give an unknown value
+    its own points, for each sub-rule whose value is unknown on some row.
     """
-    shapes = rule_shapes(frame, cfg)
-    if method == "weights":
-        return shapes, [(key, -1) for key in shapes.columns]
-    if method != "steps":
+    if method not in FIT_METHODS:
         raise ValueError(f"unknown fit method {method!r}")
+    shapes = rule_shapes(frame, cfg)
     known = _known(frame, cfg)
     columns: dict[str, np.ndarray] = {}
     layout: list[tuple[str, int]] = []
     for rule in rule_levels(cfg):
         shape = shapes[rule.key].to_numpy()
-        for j, level in enumerate(rule.levels[1:], start=1):
-            hit = (shape >= level - 1e-9).astype(float)
-            columns[f"{rule.key}@{j}"] = np.where(known[rule.key], hit, rule.missing_share)
-            layout.append((rule.key, j))
+        unknown = rule.missing_share if not fit_missing else 0.0
+        if method == "weights":
+            columns[rule.key] = np.where(known[rule.key], shape, unknown)
+            layout.append((rule.key, -1))
+        else:
+            for j, level in enumerate(rule.levels[1:], start=1):
+                hit = (shape >= level - 1e-9).astype(float)
+                columns[f"{rule.key}@{j}"] = np.where(known[rule.key], hit, unknown)
+                layout.append((rule.key, j))
+    if fit_missing:
+        for rule in rule_levels(cfg):
+            if not known[rule.key].all():
+                columns[rule.key + MISSING_SUFFIX] = (~known[rule.key]).astype(float)
+                layout.append((rule.key, MISSING_LEVEL))
     return pd.DataFrame(columns, index=frame.index), layout
 
 
@@ -437,7 +589,11 @@ def fitted_levels(
     out: dict[str, list[float]] = {}
     betas = list(fit.beta.values())
     for rule in rule_levels(cfg):
-        cols = [(j, b) for (key, j), b in zip(layout, betas, strict=True) if key == rule.key]
+        cols = [
+            (j, b)
+            for (key, j), b in zip(layout, betas, strict=True)
+            if key == rule.key and j != MISSING_LEVEL
+        ]
         if cols and cols[0][0] == -1:  # weights: the shape scaled
             out[rule.key] = [cols[0][1] * level for level in rule.levels]
         else:  # steps: cumulative increments from 0 at the lowest level
@@ -447,6 +603,26 @@ def fitted_levels(
                 total += increments.get(j, 0.0)
                 levels.append(total)
             out[rule.key] = levels
+    return out
+
+
+def fitted_missing_shares(
+    fit: WeightFit, layout: list[tuple[str, int]], grid: float = MISSING_SHARE_GRID
+) -> dict[str, float]:
+    """The share of its maximum a sub-rule gives an unknown value, for each sub-rule with a
+    fitted ``@missing`` column (rounded to ``grid``, within 0..1)."""
+    betas = list(fit.beta.values())
+    top: dict[str, float] = {}
+    unknown: dict[str, float] = {}
+    for (key, j), b in zip(layout, betas, strict=True):
+        if j == MISSING_LEVEL:
+            unknown[key] = b
+        else:
+            top[key] = top.get(key, 0.0) + b
+    out = {}
+    for key, b in unknown.items():
+        share = b / top[key] if top.get(key, 0.0) > 0 else 0.5
+        out[key] = min(1.0, max(0.0, round(share / grid) * grid))
     return out
 
 
@@ -494,10 +670,15 @@ def suggested_points(
     return out
 
 
-def suggested_config(cfg: HealthConfig, points: dict[str, list[float]]) -> HealthConfig:
+def suggested_config(
+    cfg: HealthConfig,
+    points: dict[str, list[float]],
+    missing_shares: Mapping[str, float] | None = None,
+) -> HealthConfig:
     """``cfg`` with each kept sub-rule's levels replaced by ``points`` (its new points for each
-    original level, lowest first; the highest is its maximum), dropped sub-rules removed,
-    component maxima the sums, bands unchanged, version one higher; validated on build."""
+    original level, lowest first; the highest is its maximum) and its ``missing_share`` by
+    ``missing_shares`` where given, dropped sub-rules removed, component maxima the sums,
+    bands unchanged, version one higher; validated on build."""
     from features.health import HealthConfig
 
     by_key = {r.key: r for r in rule_levels(cfg)}
@@ -513,6 +694,8 @@ def suggested_config(cfg: HealthConfig, points: dict[str, list[float]]) -> Healt
             rule["steps"] = [[t, new[_nearest(levels, p / old)]] for t, p in rule["steps"]]
             rule["below"] = new[_nearest(levels, rule["below"] / old)]
             rule["points"] = new[-1]
+            if missing_shares and key in missing_shares:
+                rule["missing_share"] = round(missing_shares[key], 6)
             rules.append(rule)
         component["rules"] = rules
         component["max_points"] = round(sum(r["points"] for r in rules), 6)
@@ -545,6 +728,7 @@ class Backtest:
     validation_roc_auc: dict[str, float]
     config: HealthConfig
     current_config: HealthConfig
+    band_fit: dict[str, Any] = field(default_factory=dict)
     segments: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -572,6 +756,11 @@ class Backtest:
             "interval": self.interval,
             "method": self.method,
             "validation_roc_auc": self.validation_roc_auc,
+            "band_fit": self.band_fit,
+            "missing_shares": {
+                "current": rule_missing_shares(self.current_config),
+                "suggested": rule_missing_shares(self.config),
+            },
             "workload_share": self.current.workload_share,
             "bands": {"current": self.current.bands, "suggested": self.suggested.bands},
             "lift": {
@@ -596,6 +785,9 @@ class Backtest:
         for side, report in (("current", self.current), ("suggested", self.suggested)):
             for key, value in report.summary().items():
                 out[f"{side}_{key}"] = value
+            critical = report.bands["critical"]["share_of_rows"]
+            out[f"{side}_share_below_60"] = report.bands["at_risk"]["share_of_rows"] + critical
+            out[f"{side}_share_below_40"] = critical
         out["roc_auc_gain"] = self.gain
         out["roc_auc_gain_low"] = self.interval["low"]
         out["roc_auc_gain_high"] = self.interval["high"]
@@ -603,14 +795,20 @@ class Backtest:
 
 
 def fit_suggestion(
-    train: pd.DataFrame, cfg: HealthConfig, method: str, mean_cap: float | None = None
+    train: pd.DataFrame,
+    cfg: HealthConfig,
+    method: str = "weights",
+    band_shares: Mapping[float, float] | None = None,
+    fit_missing: bool = True,
 ) -> HealthConfig:
     """The suggested config fitted on ``train`` rows (labels in ``churned``) by ``method``;
-    ``mean_cap``: the training rows' mean score as a share of 100 at most this
-    (:func:`fit_weights`)."""
-    x, layout = design_matrix(train, cfg, method)
-    fit = fit_weights(x, train["churned"].to_numpy(float), mean_cap=mean_cap)
-    return suggested_config(cfg, suggested_points(fitted_levels(fit, layout, cfg), cfg))
+    ``band_shares`` ``{cut-off: share}``: at least that share of the training rows below each
+    cut-off (:func:`fit_weights`); ``fit_missing``: each sub-rule's share for an unknown
+    value is fitted too (:func:`design_matrix`)."""
+    x, layout = design_matrix(train, cfg, method, fit_missing)
+    fit = fit_weights(x, train["churned"].to_numpy(float), band_shares=band_shares)
+    points = suggested_points(fitted_levels(fit, layout, cfg), cfg)
+    return suggested_config(cfg, points, fitted_missing_shares(fit, layout))
 
 
 def _health_score(frame: pd.DataFrame, cfg: HealthConfig) -> np.ndarray:
@@ -619,45 +817,95 @@ def _health_score(frame: pd.DataFrame, cfg: HealthConfig) -> np.ndarray:
     return score_health(frame, cfg)["health_score"].to_numpy(dtype=float)
 
 
+def _below(score: np.ndarray, cutoff: float) -> float:
+    return float((score < cutoff).mean()) if len(score) else math.nan
+
+
+def fit_keeping_bands(
+    train: pd.DataFrame, validation: pd.DataFrame, cfg: HealthConfig, method: str = "weights"
+) -> tuple[HealthConfig, dict[str, Any]]:
+    """Points fitted so that the bands keep their meaning and roughly their workload.
+
+    The fit puts :data:`BAND_SHARE_TARGET` times the share of training rows the current rules
+    put below each cut-off (60, 40) below it. On the validation period the share below 60
+    must then lie within :data:`BAND_SHARE_RANGE` times the current rules' share there (the
+    team reviews at least as many accounts as today, at most twice as many); if it does not,
+    the target moves by :data:`BAND_SHARE_STEP` and the fit runs again. Returns the config and
+    the shares (``{"target": multiple, "below_60": {...}, "below_40": {...}}``)."""
+    cuts = {"below_60": cfg.bands.healthy, "below_40": cfg.bands.at_risk}
+    now_train, now_valid = _health_score(train, cfg), _health_score(validation, cfg)
+    base = {name: _below(now_train, cut) for name, cut in cuts.items()}
+    valid_base = _below(now_valid, cfg.bands.healthy)
+    low, high = BAND_SHARE_RANGE
+    target = BAND_SHARE_TARGET
+    for attempt in range(BAND_SHARE_TRIES):
+        shares = {cuts[name]: min(target * q, 1.0) for name, q in base.items() if q > 0}
+        new = fit_suggestion(train, cfg, method, shares)
+        got = _below(_health_score(validation, new), cfg.bands.healthy)
+        ratio = got / valid_base if valid_base > 0 else 1.0
+        if attempt == BAND_SHARE_TRIES - 1:
+            break
+        if ratio < low:
+            target += BAND_SHARE_STEP
+        elif ratio > high and target - BAND_SHARE_STEP >= 1.0:
+            target -= BAND_SHARE_STEP
+        else:
+            break
+    new_train, new_valid = _health_score(train, new), _health_score(validation, new)
+    info: dict[str, Any] = {"target": target}
+    for name, cut in cuts.items():
+        info[name] = {
+            "current_train": base[name],
+            "suggested_train": _below(new_train, cut),
+            "current_validation": _below(now_valid, cut),
+            "suggested_validation": _below(new_valid, cut),
+        }
+    return new, info
+
+
 def run_backtest(
     frame: pd.DataFrame,
     split: Any,
     cfg: HealthConfig,
     *,
+    method: str = "weights",
+    keep_bands: bool = True,
     by_segment: bool = False,
-    keep_level: bool = False,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> Backtest:
     """The backtest of ``cfg`` over the periods of ``split`` (a :class:`training.split.
-    TimeSplit` of ``frame``) and the suggestion fitted on its training period; with
-    ``keep_level`` the suggestion's mean score on the training period is at most the current
-    rules' (so about as many accounts fall below the bands' cut-offs as today)."""
+    TimeSplit` of ``frame``) and the suggestion fitted on its training period by ``method``;
+    with ``keep_bands`` (the default) the suggestion keeps the bands' workload
+    (:func:`fit_keeping_bands`), without it the points only rank (most accounts then score
+    higher than today and few fall below the cut-offs)."""
     import time
 
+    if method not in FIT_METHODS:
+        raise ValueError(f"unknown fit method {method!r} (one of {', '.join(FIT_METHODS)})")
     started = time.perf_counter()
     train, validation, test = split.frames(frame)
     y_test = test["churned"].to_numpy(float)
     y_valid = validation["churned"].to_numpy(float)
     current_test = _health_score(test, cfg)
-    workload = float((current_test < cfg.bands.healthy).mean())
+    workload = _below(current_test, cfg.bands.healthy)
 
     y_train = train["churned"].to_numpy(float)
     train_score = _health_score(train, cfg)
-    cap = float(train_score.mean()) / 100.0 if keep_level else None
-    candidates = {m: fit_suggestion(train, cfg, m, cap) for m in FIT_METHODS}
+    band_fit: dict[str, Any] = {}
+    if keep_bands:
+        chosen, band_fit = fit_keeping_bands(train, validation, cfg, method)
+    else:
+        chosen = fit_suggestion(train, cfg, method)
     valid_auc = {
-        m: roc_auc(y_valid, 100.0 - _health_score(validation, c)) for m, c in candidates.items()
+        "current": roc_auc(y_valid, 100.0 - _health_score(validation, cfg)),
+        "suggested": roc_auc(y_valid, 100.0 - _health_score(validation, chosen)),
     }
-    method = max(FIT_METHODS, key=lambda m: (valid_auc[m], m == "weights"))
-    chosen = candidates[method]
     suggested_test = _health_score(test, chosen)
 
     current = score_report(y_test, current_test, cfg, workload)
     suggested = score_report(y_test, suggested_test, chosen, workload)
-    current_train = score_report(
-        y_train, train_score, cfg, float((train_score < cfg.bands.healthy).mean())
-    )
+    current_train = score_report(y_train, train_score, cfg, _below(train_score, cfg.bands.healthy))
     interval = bootstrap_auc_gain(
         y_test,
         100.0 - current_test,
@@ -668,7 +916,8 @@ def run_backtest(
     )
     segments: dict[str, Any] = {}
     if by_segment:
-        segments = _by_segment(train, test, cfg, method, workload, chosen, cap)
+        target = band_fit.get("target") if keep_bands else None
+        segments = _by_segment(train, test, cfg, method, workload, chosen, target)
     return Backtest(
         periods=split.to_dict(),
         current=current,
@@ -677,10 +926,11 @@ def run_backtest(
         rules=rule_metrics(y_test, rule_shapes(test, cfg), rule_points(cfg)),
         gain=suggested.roc_auc - current.roc_auc,
         interval=interval,
-        method=method if cap is None else f"{method}, level kept",
+        method=f"{method}, bands kept" if keep_bands else f"{method}, level free",
         validation_roc_auc=valid_auc,
         config=chosen,
         current_config=cfg,
+        band_fit=band_fit,
         segments=segments,
         seconds=time.perf_counter() - started,
     )
@@ -693,9 +943,10 @@ def _by_segment(
     method: str,
     workload: float,
     pooled: HealthConfig,
-    cap: float | None,
+    target: float | None,
 ) -> dict[str, Any]:
-    """Points fitted per revenue segment; test metrics of scoring each segment with its own."""
+    """Points fitted per revenue segment (with the pooled fit's band target, on the segment's
+    own training shares); test metrics of scoring each segment with its own."""
     column = cfg.cadence.segment_feature
     segments = sorted(str(s) for s in test[column].dropna().unique()) if column in test else []
     score = _health_score(test, pooled).copy()
@@ -705,7 +956,15 @@ def _by_segment(
         mask = (test[column].astype(str) == seg).to_numpy()
         if rows_train["churned"].nunique() < 2 or not mask.any():
             continue
-        seg_cfg = fit_suggestion(rows_train, cfg, method, cap)
+        shares = None
+        if target is not None:
+            seg_score = _health_score(rows_train, cfg)
+            shares = {
+                cut: min(target * q, 1.0)
+                for cut in (cfg.bands.healthy, cfg.bands.at_risk)
+                if (q := _below(seg_score, cut)) > 0
+            }
+        seg_cfg = fit_suggestion(rows_train, cfg, method, shares)
         score[mask] = _health_score(test[mask], seg_cfg)
         y_seg = test.loc[mask, "churned"].to_numpy(float)
         out[seg] = {
@@ -730,8 +989,9 @@ def backtest_source(
     settings: Any,
     *,
     health_config: Any = None,
+    method: str = "weights",
+    keep_bands: bool = True,
     by_segment: bool = False,
-    keep_level: bool = False,
     resamples: int = BOOTSTRAP_RESAMPLES,
     progress: Any = None,
 ) -> Backtest:
@@ -760,8 +1020,9 @@ def backtest_source(
             data.frame,
             parts.split,
             cfg,
+            method=method,
+            keep_bands=keep_bands,
             by_segment=by_segment,
-            keep_level=keep_level,
             resamples=resamples,
         )
 
@@ -792,15 +1053,27 @@ def config_header(bt: Backtest) -> list[str]:
         f"  recall at equal workload ({_pct(bt.current.workload_share)} of rows): "
         f"{_pct(bt.current.recall_at_equal_workload)} -> "
         f"{_pct(bt.suggested.recall_at_equal_workload)}",
-        "  band: share of rows / share of churners / churn rate, current -> suggested",
+        "  per band: share of rows, share of churners, churn rate (current -> suggested)",
     ]
     for band in ("healthy", "at_risk", "critical"):
         a, b = bt.current.bands[band], bt.suggested.bands[band]
         lines.append(
-            f"    {band:<8} {_pct(a['share_of_rows'])} / {_pct(a['share_of_churners'])} / "
-            f"{_pct(a['churn_rate'])} -> {_pct(b['share_of_rows'])} / "
-            f"{_pct(b['share_of_churners'])} / {_pct(b['churn_rate'])}"
+            f"    {band:<8} rows {_pct(a['share_of_rows'])} -> {_pct(b['share_of_rows'])}, "
+            f"churners {_pct(a['share_of_churners'])} -> {_pct(b['share_of_churners'])}, "
+            f"churn rate {_pct(a['churn_rate'])} -> {_pct(b['churn_rate'])}"
         )
+    fit = bt.band_fit
+    if fit:
+        below = fit["below_60"]
+        lines += [
+            f"  the bands keep their workload: the fit put {fit['target']:g}x the current "
+            "rules' share of training rows below 60 and 40;",
+            f"  below 60 on training {_pct(below['current_train'])} -> "
+            f"{_pct(below['suggested_train'])}, validation "
+            f"{_pct(below['current_validation'])} -> {_pct(below['suggested_validation'])}",
+        ]
+    else:
+        lines.append("  fitted for ranking only: the bands' workload is not kept")
     return lines
 
 
@@ -832,6 +1105,7 @@ def describe_changes(old: HealthConfig, new: HealthConfig) -> list[str]:
     """One line per component whose points changed: its maximum and its sub-rules' points."""
     lines = []
     before, after = rule_points(old), rule_points(new)
+    was_unknown, now_unknown = rule_missing_shares(old), rule_missing_shares(new)
     for name, component in new.components.items():
         was = old.components.maxima()[name]
         parts = []
@@ -845,6 +1119,11 @@ def describe_changes(old: HealthConfig, new: HealthConfig) -> list[str]:
                 parts.append(f"{short} {a:g} -> dropped")
             elif a != b:
                 parts.append(f"{short} {a:g} -> {b:g}")
+            if a is not None and b is not None and was_unknown[key] != now_unknown[key]:
+                parts.append(
+                    f"{short} unknown value earns {100 * was_unknown[key]:g} % -> "
+                    f"{100 * now_unknown[key]:g} % of its points"
+                )
         if parts or was != component.max_points:
             lines.append(
                 f"{name} {was:g} -> {component.max_points:g} points: "

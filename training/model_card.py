@@ -163,7 +163,8 @@ def health_backtest_section(bt: dict[str, Any]) -> list[str]:
         "The rule-based health score (version "
         f"{bt['version']['current']}) on the same test rows, against points fitted on the "
         f"training period (version {bt['version']['suggested']}, method `{bt['method']}`, "
-        "non-negative, summing to 100, bands unchanged). The suggestion is not applied: "
+        "non-negative, summing to 100, bands unchanged: below 60 intervene, below 40 "
+        "critical). The suggestion is not applied: "
         "`churn health backtest` writes it to a file and `churn health apply FILE` activates it.",
         "",
         "| metric | current rules | suggested points |",
@@ -179,16 +180,33 @@ def health_backtest_section(bt: dict[str, Any]) -> list[str]:
         f"{ci['low']:+.3f} to {ci['high']:+.3f} ({ci['resamples']} resamples of the "
         f"{ci['accounts']} test accounts).",
         "",
-        "| band | rules | share of rows | share of churners | churn rate |",
-        "|---|---|---:|---:|---:|",
+        "Per health band, current -> suggested rules (a row is one account on one monthly date):",
+        "",
+        "| band | share of rows | share of churners | churn rate |",
+        "|---|---:|---:|---:|",
     ]
-    for band in ("healthy", "at_risk", "critical"):
-        for side in ("current", "suggested"):
-            row = bt["bands"][side][band]
-            lines.append(
-                f"| {band if side == 'current' else ''} | {side} | {_pct(row['share_of_rows'])} "
-                f"| {_pct(row['share_of_churners'])} | {_pct(row['churn_rate'])} |"
-            )
+    labels = {
+        "healthy": "healthy (60+)",
+        "at_risk": "at risk (40 to < 60)",
+        "critical": "critical (< 40)",
+    }
+    for band, label in labels.items():
+        now, new = bt["bands"]["current"][band], bt["bands"]["suggested"][band]
+        cells = [
+            f"{_pct(now[key])} -> {_pct(new[key])}"
+            for key in ("share_of_rows", "share_of_churners", "churn_rate")
+        ]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    fit = bt.get("band_fit") or {}
+    if fit:
+        below = fit["below_60"]
+        lines += [
+            "",
+            f"The bands keep their workload: the fit put {fit['target']:g} times the current "
+            "rules' share of training rows below 60 and below 40 (below 60: training "
+            f"{_pct(below['current_train'])} -> {_pct(below['suggested_train'])}, validation "
+            f"{_pct(below['current_validation'])} -> {_pct(below['suggested_validation'])}).",
+        ]
     maxima = ", ".join(
         f"{name} {bt['current_weights'].get(name, 0):g} -> {points:g}"
         for name, points in bt["weights"].items()

@@ -118,19 +118,35 @@ def test_training_targets_follow_the_issue():
 
 
 def test_health_rule_rows_follow_the_issue_and_print_the_interval():
-    def backtest(roc: float, recall: float) -> dict:
-        keys = {"pr_auc": 0.1, "churners_in_healthy_band": 0.8}
+    def bands(below_60: float) -> dict:
         return {
-            "current": {"roc_auc": 0.63, "recall_at_equal_workload": 0.2, **keys},
-            "suggested": {"roc_auc": roc, "recall_at_equal_workload": recall, **keys},
-            "interval": {"low": 0.02, "high": 0.1, "resamples": 1000},
-            "workload_share": 0.066,
+            "healthy": {"share_of_rows": 1 - below_60},
+            "at_risk": {"share_of_rows": below_60 - 0.005},
+            "critical": {"share_of_rows": 0.005},
         }
 
-    ok = training.health_results(backtest(0.68, 0.28))
-    short = training.health_results(backtest(0.679, 0.279))
-    assert [r.meets_target for r in ok] == [True, True]
-    assert [r.meets_target for r in short] == [False, False]
+    def backtest(roc: float, recall: float, below_60: float, healthy: float) -> dict:
+        return {
+            "current": {
+                "roc_auc": 0.63,
+                "recall_at_equal_workload": 0.2,
+                "churners_in_healthy_band": 0.8,
+            },
+            "suggested": {
+                "roc_auc": roc,
+                "recall_at_equal_workload": recall,
+                "churners_in_healthy_band": healthy,
+            },
+            "interval": {"low": 0.02, "high": 0.1, "resamples": 1000},
+            "workload_share": 0.066,
+            "bands": {"current": bands(0.066), "suggested": bands(below_60)},
+        }
+
+    ok = training.health_results(backtest(0.68, 0.28, 0.066, 0.79))
+    short = training.health_results(backtest(0.679, 0.279, 0.065, 0.8))
+    assert [r.meets_target for r in ok] == [True, True, True, True]
+    assert [r.meets_target for r in short] == [False, False, False, False]
+    assert "(0.5 % below 40)" in ok[2].name
     assert "95 % bootstrap interval +0.020 to +0.100" in ok[0].name
     assert "6.6 % of test rows" in ok[1].name
 

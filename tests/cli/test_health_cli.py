@@ -93,6 +93,44 @@ def test_backtest_out_option_and_refusal_to_overwrite_the_active_rules(demo_sour
     assert active.read_bytes() == DEFAULT_HEALTH_CONFIG.read_bytes()
 
 
+def test_backtest_prints_the_bands_it_keeps_and_refuses_an_unknown_method(
+    backtest_run, demo_source, tmp_path
+):
+    _, _, result = backtest_run
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    below = summary["band_fit"]["below_60"]
+    assert below["suggested_train"] >= below["current_train"]
+    assert "Share of rows below the cut-offs" in result.stderr
+    assert "critical (under 40)" in result.stderr
+    active = tmp_path / "health.yaml"
+    shutil.copyfile(DEFAULT_HEALTH_CONFIG, active)
+    refused = run_churn(
+        ["health", "backtest", "--data", str(demo_source), "--method", "lasso"],
+        _env(tmp_path, active),
+        tmp_path,
+    )
+    assert refused.returncode == 1
+    assert refused.stderr.splitlines()[0] == "error: --method 'lasso' is not a fit method"
+    assert "weights, steps" in refused.stderr
+
+
+def test_backtest_free_level_says_the_workload_is_not_kept(demo_source, tmp_path):
+    active = tmp_path / "health.yaml"
+    shutil.copyfile(DEFAULT_HEALTH_CONFIG, active)
+    result = run_churn(
+        ["health", "backtest", "--data", str(demo_source), "--free-level", "--json"],
+        _env(tmp_path, active),
+        tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["band_fit"] == {}
+    assert summary["method"] == "weights, level free"
+    assert "the bands' workload is not kept" in result.stderr
+    header = (tmp_path / "health.v2.suggested.yaml").read_text().split("\n\n", 1)[0]
+    assert "the bands' workload is not kept" in header
+
+
 def _suggestion(tmp_path: Path, **change) -> Path:
     """The shipped rules as the next version with 5 points moved from engagement to satisfaction."""
     data = yaml.safe_load(DEFAULT_HEALTH_CONFIG.read_text())

@@ -113,16 +113,81 @@ def test_the_written_suggestion_loads_back_as_the_same_rules(demo_frame, tmp_pat
     assert path.read_text().startswith(f"# Suggested health rules, version {cfg.version + 1}")
 
 
-def test_a_mean_cap_keeps_the_suggested_score_level_at_the_current_rules(demo_frame):
+def test_the_default_fit_keeps_the_bands_workload(demo_frame):
+    """Fitted for ranking only, the points lift most accounts above 60; the default fit puts
+    at least the current rules' share of training rows below 60 and below 40."""
     frame, split, cfg = demo_frame
-    train, _, _ = split.frames(frame)
-    current_mean = score_health(train, cfg)["health_score"].mean()
-    free = hb.fit_suggestion(train, cfg, "weights")
-    kept = hb.fit_suggestion(train, cfg, "weights", mean_cap=current_mean / 100)
-    kept_mean = score_health(train, kept)["health_score"].mean()
-    # rounding the points to half points may move the mean a little
-    assert kept_mean <= current_mean + 1.0
-    assert kept_mean <= score_health(train, free)["health_score"].mean()
+    train, validation, _ = split.frames(frame)
+    kept, info = hb.fit_keeping_bands(train, validation, cfg)
+    current = score_health(train, cfg)["health_score"].to_numpy()
+    suggested = score_health(train, kept)["health_score"].to_numpy()
+    for cut, name in ((60, "below_60"), (40, "below_40")):
+        assert info[name]["current_train"] == pytest.approx((current < cut).mean())
+        assert info[name]["suggested_train"] == pytest.approx((suggested < cut).mean())
+        # the fit aims at BAND_SHARE_TARGET times the current share; rounding the points to
+        # half points may cost a little of it
+        assert (suggested < cut).mean() >= (current < cut).mean(), (name, info)
+    assert info["target"] >= 1.0
+    assert kept.bands == cfg.bands
+
+
+def test_the_band_constraint_puts_the_asked_share_of_rows_below_a_cut_off():
+    """Simulated shapes where likelihood alone puts nearly every row above 60: asked for 20 %
+    of rows below 60, the fitted points put about that many there, and still rank."""
+    rng = np.random.default_rng(3)
+    n = 20_000
+    shapes = pd.DataFrame(
+        {
+            "a.rare": (rng.random(n) > 0.03).astype(float),  # a warning sign on 3 % of rows
+            "a.common": rng.random(n),
+            "b.noise": rng.random(n),
+        }
+    )
+    logit = 1.0 - shapes.to_numpy() @ np.array([4.0, 1.0, 0.0])
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+
+    def share_below(fit: hb.WeightFit, cut: float) -> float:
+        points = fit.points()
+        score = sum(shapes[k].to_numpy() * points[k] for k in shapes.columns)
+        return float((score < cut).mean())
+
+    free = hb.fit_weights(shapes, y)
+    assert share_below(free, 60) < 0.05
+    kept = hb.fit_weights(shapes, y, band_shares={60.0: 0.2})
+    assert share_below(kept, 60) == pytest.approx(0.2, abs=0.03)
+    assert all(b >= 0 for b in kept.beta.values())
+    points = kept.points()
+    assert sum(points.values()) == pytest.approx(100.0)
+    assert points["a.rare"] > points["b.noise"]
+
+
+def test_the_fit_recovers_the_share_of_points_an_unknown_value_earns():
+    """A sub-rule whose value is unknown on 30 % of rows; the labels are simulated with the
+    unknown value earning a quarter of its points: the fitted missing share is about 0.25,
+    and never above the rule's maximum."""
+    rng = np.random.default_rng(11)
+    n = 40_000
+    known = rng.random(n) > 0.3
+    shape = rng.integers(0, 3, n) / 2
+    other = rng.random(n)
+    earned = np.where(known, shape, 0.25)
+    logit = 0.5 - 3.0 * earned - 1.0 * other
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(float)
+    shapes = pd.DataFrame(
+        {
+            "a.rule": np.where(known, shape, 0.0),
+            "a.rule" + hb.MISSING_SUFFIX: (~known).astype(float),
+            "b.other": other,
+        }
+    )
+    fit = hb.fit_weights(shapes, y)
+    layout = [("a.rule", -1), ("a.rule", hb.MISSING_LEVEL), ("b.other", -1)]
+    share = hb.fitted_missing_shares(fit, layout)["a.rule"]
+    assert share == pytest.approx(0.25, abs=0.1)
+    assert fit.beta["a.rule" + hb.MISSING_SUFFIX] <= fit.beta["a.rule"] + 1e-9
+    assert sum(fit.points().values()) - fit.points()["a.rule" + hb.MISSING_SUFFIX] == (
+        pytest.approx(100.0)
+    )
 
 
 def test_steps_refit_keeps_each_rule_monotone_in_its_original_order(demo_frame):
@@ -142,6 +207,18 @@ def test_steps_refit_keeps_each_rule_monotone_in_its_original_order(demo_frame):
             )
             news = [b for _, b in pairs]
             assert news == sorted(news), (rule.name, pairs)
+
+
+def test_apply_describes_a_changed_share_for_unknown_values():
+    old = load_health_config()
+    data = old.model_dump(mode="python")
+    data["version"] = 2
+    data["components"]["satisfaction"]["rules"][0]["missing_share"] = 0.0
+    new = type(old).model_validate(data)
+    lines = hb.describe_changes(old, new)
+    assert lines == [
+        "satisfaction 20 -> 20 points: survey_score unknown value earns 50 % -> 0 % of its points"
+    ]
 
 
 # ----------------------------------------------------------------------------- the metrics
@@ -224,7 +301,8 @@ def test_the_backtest_reports_both_rule_sets_and_an_interval_around_the_gain(dem
 def test_on_the_default_demo_the_suggestion_meets_its_targets(tmp_path):
     """Default `churn demo-data` source, through the command line: the suggested points raise
     the test ROC AUC by at least 0.05 and catch at least 28 % of the test churners at the
-    current rules' workload, and the bootstrap interval of the gain is printed."""
+    current rules' workload, the bootstrap interval of the gain is printed, and the bands
+    keep their meaning (as many rows below 60 as today or more, fewer churners in Healthy)."""
     from tests.support.cli import isolated_env, run_churn
 
     env = isolated_env(tmp_path, CHURN_HEALTH_CONFIG=str(tmp_path / "health.yaml"))
@@ -239,3 +317,14 @@ def test_on_the_default_demo_the_suggestion_meets_its_targets(tmp_path):
     assert suggested["recall_at_equal_workload"] >= 0.28, summary
     assert summary["interval"]["low"] > 0, summary["interval"]
     assert "95 % bootstrap interval" in result.stderr
+    # the bands keep their meaning: at least as many test rows below 60 as today (at most
+    # twice as many), some below 40, and fewer of the churners left in the healthy band
+    bands = summary["bands"]
+    below_60 = {
+        side: bands[side]["at_risk"]["share_of_rows"] + bands[side]["critical"]["share_of_rows"]
+        for side in ("current", "suggested")
+    }
+    assert below_60["current"] <= below_60["suggested"] <= 2 * below_60["current"], bands
+    assert bands["suggested"]["critical"]["rows"] > 0, bands
+    assert suggested["churners_in_healthy_band"] < current["churners_in_healthy_band"], summary
+    assert "at risk (40 to under 60)" in result.stderr

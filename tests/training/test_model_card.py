@@ -107,6 +107,15 @@ def test_the_card_reports_the_health_rules_backtest_when_the_run_has_one():
         "bands": {"current": bands, "suggested": bands},
         "weights": {"engagement": 12.0, "engagement.recency": 12.0},
         "current_weights": {"engagement": 30.0},
+        "band_fit": {
+            "target": 1.5,
+            "below_60": {
+                "current_train": 0.086,
+                "suggested_train": 0.125,
+                "current_validation": 0.071,
+                "suggested_validation": 0.092,
+            },
+        },
     }
     assert "## Health rules backtest" not in render_model_card(_card())
     text = render_model_card(_card(health_backtest=backtest))
@@ -115,3 +124,5 @@ def test_the_card_reports_the_health_rules_backtest_when_the_run_has_one():
     assert "| recall at equal workload (6.6 % of rows) | 20.0 % | 30.0 % |" in text
     assert "95 % bootstrap interval +0.030 to +0.110 (1000 resamples" in text
     assert "engagement 30 -> 12" in text
+    assert "| healthy (60+) | 50.0 % -> 50.0 % | 25.0 % -> 25.0 % | 2.0 % -> 2.0 % |" in text
+    assert "below 60: training 8.6 % -> 12.5 %, validation 7.1 % -> 9.2 %" in text
