@@ -127,7 +127,7 @@ def test_backtest_free_level_says_the_workload_is_not_kept(demo_source, tmp_path
     assert summary["band_fit"] == {}
     assert summary["method"] == "weights, level free"
     assert "the bands' workload is not kept" in result.stderr
-    header = (tmp_path / "health.v2.suggested.yaml").read_text().split("\n\n", 1)[0]
+    header = (tmp_path / f"health.v{NEXT}.suggested.yaml").read_text().split("\n\n", 1)[0]
     assert "the bands' workload is not kept" in header
 
 
