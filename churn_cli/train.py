@@ -55,6 +55,17 @@ def _report(result: TrainResult, out: Any) -> None:
         f"test period {test.start.date()} to {test.end.date()}: {test.rows} account-dates, "
         f"{test.positives} churned; calibration: {result.calibration_note}"
     )
+    for line in _operating_point_lines(result.bundle_path):
+        out.print(line)
+    backtest = result.health_backtest
+    if backtest:
+        ci = backtest["interval"]
+        out.print(
+            f"health rules: test ROC AUC {backtest['current']['roc_auc']:.3f}; suggested points "
+            f"{backtest['suggested']['roc_auc']:.3f} (gain {backtest['roc_auc_gain']:+.3f}, 95 % "
+            f"interval {ci['low']:+.3f} to {ci['high']:+.3f}); "
+            "`churn health backtest` writes the proposal"
+        )
     if result.absent_families:
         for family, tables in result.absent_families.items():
             out.print(
@@ -69,6 +80,31 @@ def _report(result: TrainResult, out: Any) -> None:
     if result.champion_path is not None:
         out.print(f"serving champion: {Path(result.champion_path).parent / CHAMPION_DIR}")
     out.print(f"MLflow run {result.run_id} ({result.seconds:.0f} s)")
+
+
+def _operating_point_lines(bundle_path: Path) -> list[str]:
+    """The priorities' operating points as the bundle states them: threshold, and the share
+    of churners caught and the precision on the validation (chosen) and test periods."""
+    from churn.bundle import METADATA_FILE
+
+    try:
+        metadata = json.loads((Path(bundle_path) / METADATA_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    stated = metadata.get("operating_points") or {}
+    figures = stated.get("figures") or {}
+    lines = []
+    for name, label in (("act_now", "act now"), ("watch", "watch")):
+        got = figures.get(name) or {}
+        val, test = got.get("validation"), got.get("test")
+        if name not in stated or not val or not test:
+            continue
+        lines.append(
+            f"priority {label}: churn probability >= {stated[name]:.1%} catches "
+            f"{val['recall']:.0%} of the validation churners at {val['precision']:.0%} precision "
+            f"(test: {test['recall']:.0%} at {test['precision']:.0%})"
+        )
+    return lines
 
 
 def train(

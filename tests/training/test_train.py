@@ -277,3 +277,28 @@ def test_shipped_config_is_valid_and_bad_configs_name_the_key(tmp_path):
         load_train_config(bad)
     with pytest.raises(ConfigError, match="does not exist"):
         load_train_config(tmp_path / "missing.yaml")
+
+
+def test_the_train_report_states_the_operating_points_and_the_health_backtest(first_run):
+    from rich.console import Console
+
+    from churn_cli.train import _report
+
+    result, _, _ = first_run
+    out = Console(record=True, width=400)
+    _report(result, out)
+    text = out.export_text()
+    points = json.loads((result.bundle_path / "metadata.json").read_text())["operating_points"]
+    act = points["figures"]["act_now"]
+    assert (
+        f"priority act now: churn probability >= {points['act_now']:.1%} catches "
+        f"{act['validation']['recall']:.0%} of the validation churners at "
+        f"{act['validation']['precision']:.0%} precision (test: {act['test']['recall']:.0%} at "
+        f"{act['test']['precision']:.0%})"
+    ) in text
+    assert f"priority watch: churn probability >= {points['watch']:.1%}" in text
+    backtest = result.health_backtest
+    assert (
+        f"health rules: test ROC AUC {backtest['current']['roc_auc']:.3f}; suggested points "
+        f"{backtest['suggested']['roc_auc']:.3f}"
+    ) in text
