@@ -33,7 +33,9 @@ from serving.retention import (
     REVENUE_SEGMENTS,
     SEGMENT_LABELS,
     RetentionSummary,
+    priority_counts,
     retention_summary,
+    risk_counts,
 )
 from serving.score_record import HEALTH_COMPONENT_FIELDS, HEALTH_MAXIMUM, SERVICE_PART_FIELDS
 from serving.store import Store
@@ -123,10 +125,19 @@ def portfolio_context(
             ),
             "logo_retention": None,
             "nrr": None,
+            # The viewer's whole portfolio of the date, like the tiles above (not the filtered
+            # list): each priority tile links to the queue filtered by that priority.
+            "by_priority": [
+                {**row, "url": queue.QueueQuery({"priority": row["priority"]}).url()}
+                for row in _records(priority_counts(everything))
+            ],
+            "by_band": {row["band"]: row for row in _records(risk_counts(everything))},
         }
         if summary is not None:
             kpis["logo_retention"] = summary.logo_12m.rate
             kpis["nrr"] = summary.revenue_12m.nrr
+    kpis.setdefault("by_priority", [])
+    kpis.setdefault("by_band", {})
     total = len(frame)
     pages = max(1, math.ceil(total / PAGE_SIZE))
     page = min(max(page, 1), pages)

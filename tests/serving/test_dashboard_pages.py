@@ -364,6 +364,36 @@ def test_paging_keeps_the_filters_and_the_sort_and_headers_sort(tmp_path):
     assert re.findall(r'data-account-id="([^"]+)"', health_movers.group(1))[0] == "A-003"
 
 
+def _kpis(page: str) -> dict[str, str]:
+    return dict(re.findall(r'data-kpi="(\w+)">([^<]*)<', page))
+
+
+def test_the_tiles_count_the_whole_portfolio_by_priority_and_by_health_band(tmp_path):
+    client, token, store, bob = _portfolio_store(tmp_path)
+    with client:
+        client.post("/login", data={"api_key": token}, follow_redirects=False)
+        page = client.get("/").text
+        filtered = client.get("/", params={"segment": "C", "priority": "ok"}).text
+        client.post("/logout")
+        client.post("/login", data={"api_key": bob}, follow_redirects=False)
+        own = client.get("/").text
+    stored = store.portfolio(LATEST)
+    for shown, scores in ((page, stored), (own, stored[stored["account_manager"] == "Bob"])):
+        kpis = _kpis(shown)
+        assert kpis["accounts"] == str(len(scores))
+        for p in ORDER:
+            assert kpis[f"priority_{p}"] == str((scores["priority"] == p).sum()), p
+        for band in ("healthy", "at_risk", "critical"):
+            assert kpis[band] == str((scores["health_band"] == band).sum()), band
+        total = sum(int(kpis[f"priority_{p}"]) for p in ORDER)
+        assert total == int(kpis["accounts"])
+    # The filters narrow the list, not the tiles (the viewer's whole portfolio).
+    assert _kpis(filtered) == _kpis(page)
+    assert "the filters apply to the list" in filtered
+    act_now = re.search(r'<a href="([^"]+)"[^>]*>Act now</a>', page)
+    assert act_now is not None and act_now.group(1) == "/?priority=act_now"
+
+
 def test_a_service_score_of_zero_is_shown_as_the_worst_worry():
     assert service_worry(0).css == "critical"
     assert service_worry(3).css == "at_risk" and "worry" in service_worry(3).note
