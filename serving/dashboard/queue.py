@@ -6,8 +6,9 @@ CSV export read the same query string (:class:`QueueQuery`), so the file holds e
 rows the filtered page lists, every page of them, in the page's order.
 
 Order: by priority (act now, then watch, then ok), then revenue at risk (largest first), then
-churn probability (highest first), then health score (lowest first), then account id. A click
-on a column header sorts by that column; ties keep this order. Missing values sort last in
+churn probability (highest first), then health score (lowest first), then account id: the
+store's ``PORTFOLIO_ORDER_BY``, which the accounts API lists in as well. A click on a column
+header sorts by that column; ties keep this order. Missing values sort last in
 either direction. Rules in words: ``docs/metrics.md`` (the portfolio).
 """
 
@@ -27,6 +28,7 @@ import pandas as pd
 from serving.dashboard.formatting import SERVICE_LEVELS
 from serving.flags import FLAG_RULES
 from serving.priority import PRIORITIES
+from serving.store import PORTFOLIO_ORDER_BY
 
 Direction = Literal["asc", "desc"]
 
@@ -54,13 +56,11 @@ SORTS: Mapping[str, SortColumn] = {
 }
 DEFAULT_SORT = "priority"
 
-#: The default order, which also breaks every tie of a clicked column.
-TIE_BREAK: tuple[tuple[str, bool], ...] = (  # (column, ascending)
-    ("_urgency", False),
-    ("revenue_at_risk", False),
-    ("churn_probability", False),
-    ("health_score", True),
-    ("account_id", True),
+#: The default order, which also breaks every tie of a clicked column: the store's portfolio
+#: order (the accounts API's too), with the priority as its urgency.
+TIE_BREAK: tuple[tuple[str, bool], ...] = tuple(  # (column, ascending)
+    ("_urgency", not ascending) if column == "priority" else (column, ascending)
+    for column, ascending in PORTFOLIO_ORDER_BY
 )
 
 #: Query-string keys of the filters, in the order of the page's form.
