@@ -373,7 +373,10 @@ class AccountList(BaseModel):
     as_of: date | None = Field(description="The scored date listed; null when nothing is stored.")
     previous_as_of: date | None = Field(description="The date changes are measured against.")
     total: int = Field(description="Accounts matching the filters (before limit/offset).")
-    accounts: list[AccountSummary] = Field(description="Sorted by revenue at risk, largest first.")
+    accounts: list[AccountSummary] = Field(
+        description="Most urgent first: by priority (act_now, watch, ok; none last), then "
+        "revenue at risk, largest first."
+    )
 
 
 def _reason(feature: str, family: str, value: float, pts: float, sentence: str) -> dict[str, Any]:

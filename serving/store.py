@@ -40,6 +40,7 @@ import pandas as pd
 
 from churn.errors import StoreError
 from features.health import DROP_COMPARE_DAYS
+from serving.priority import PRIORITIES
 from serving.score_record import FIELDS, ScoreField, stored
 
 if TYPE_CHECKING:
@@ -157,10 +158,37 @@ _DATE_COLUMNS = {
     if kind in ("DATE", "TIMESTAMP")
 }
 
-# Sort order of the portfolio: the money first, then the model, then the rules.
-PORTFOLIO_ORDER = (
-    "s.revenue_at_risk DESC NULLS LAST, s.churn_probability DESC NULLS LAST, "
-    "s.health_score ASC NULLS LAST, s.account_id"
+#: The portfolio's order, most urgent first: (score column, ascending), missing values last
+#: either way. ``priority`` sorts by its rank in ``serving.priority.PRIORITIES`` (act now
+#: first); then the money, the model and the rules. The one definition of the order: the
+#: accounts API lists in it (``PORTFOLIO_ORDER``) and the dashboard's action queue sorts in it
+#: and breaks a clicked column's ties with it (``serving.dashboard.queue``).
+PORTFOLIO_ORDER_BY: tuple[tuple[str, bool], ...] = (
+    ("priority", True),
+    ("revenue_at_risk", False),
+    ("churn_probability", False),
+    ("health_score", True),
+    ("account_id", True),
+)
+
+
+def portfolio_order_sql(columns: Sequence[tuple[str, bool]] = PORTFOLIO_ORDER_BY) -> str:
+    """``PORTFOLIO_ORDER_BY`` as an ORDER BY clause over the scores aliased ``s`` (valid in
+    DuckDB and PostgreSQL)."""
+    terms = []
+    for column, ascending in columns:
+        key = f"s.{column}"
+        if column == "priority":
+            ranks = " ".join(f"WHEN '{p}' THEN {i}" for i, p in enumerate(PRIORITIES))
+            key = f"CASE s.priority {ranks} END"
+        terms.append(f"{key} {'ASC' if ascending else 'DESC'} NULLS LAST")
+    return ", ".join(terms)
+
+
+PORTFOLIO_ORDER = portfolio_order_sql()
+# A store written before priorities existed has no priority column to sort on.
+_PORTFOLIO_ORDER_NO_PRIORITY = portfolio_order_sql(
+    [(c, asc) for c, asc in PORTFOLIO_ORDER_BY if c != "priority"]
 )
 # "Change since last month" compares with the latest stored date 28 to 31 days back: the
 # same date the 15-point-drop escalation compares with (features.health.DROP_COMPARE_DAYS).
@@ -684,24 +712,33 @@ class Store:
         band: str | None = None,
         segment: str | None = None,
         stage: str | None = None,
+        priority: str | None = None,
+        health_band: str | None = None,
     ) -> pd.DataFrame:
-        """Scores of one date (default: the latest) sorted by revenue at risk, with the client
-        name, the top reason (the best-ranked one that raises risk) and the change since the
-        previous month.
+        """Scores of one date (default: the latest), most urgent first (``PORTFOLIO_ORDER_BY``:
+        priority, then revenue at risk), with the client name, the top reason (the best-ranked
+        one that raises risk) and the change since the previous month.
 
-        ``band`` matches the health band or the model's risk band.
+        ``band`` matches the health band or the model's risk band, ``health_band`` the health
+        band only. On a store written before priorities existed, ``priority`` matches nothing.
         """
         as_of = as_of or self.latest_as_of()
         if as_of is None:
             return _empty("scores")
         previous = self.previous_as_of(as_of)
+        has_priority = "priority" in self._columns().get("scores", set())
         where = ["s.as_of = :as_of"]
         # A date no score has stands in for "no previous month" (a NULL parameter has no type).
         params: dict[str, Any] = {"as_of": as_of, "previous": previous or date(1900, 1, 1)}
+        if priority is not None and not has_priority:
+            where.append("1 = 0")
+            priority = None
         for column, value, name in (
             ("s.account_manager", manager, "manager"),
             ("s.revenue_segment", segment, "segment"),
             ("s.lifecycle_stage", stage, "stage"),
+            ("s.priority", priority, "priority"),
+            ("s.health_band", health_band, "health_band"),
         ):
             if value is not None:
                 where.append(f"{column} = :{name}")
@@ -726,7 +763,7 @@ class Store:
             LEFT JOIN reasons r ON r.as_of = s.as_of AND r.account_id = s.account_id
                                AND r.rank = t.rank
             WHERE {" AND ".join(where)}
-            ORDER BY {PORTFOLIO_ORDER}
+            ORDER BY {PORTFOLIO_ORDER if has_priority else _PORTFOLIO_ORDER_NO_PRIORITY}
         """
         frame = _with_columns("scores", self._query(sql, params))
         frame["health_change"] = frame["health_score"] - frame["previous_health_score"]

@@ -55,6 +55,31 @@ SERVICE_LEVELS: Mapping[str, ServiceLevel] = {
 }
 
 
+class FlagWords(NamedTuple):
+    """How the pages name a flag (``serving.flags``): a short marker for the portfolio's rows
+    and filter, and the heading of the account page's flag box."""
+
+    marker: str
+    title: str
+
+
+#: The words of each flag code; a code without words shows as its code in plain words.
+FLAG_WORDS: Mapping[str, FlagWords] = {
+    "quiet_risk": FlagWords("Model sees risk", "The model sees a risk the health rules do not"),
+    "rule_only_risk": FlagWords("Rules see risk", "The health rules see a risk the model does not"),
+    "stale_invoice": FlagWords("Check billing data", "Check the billing data"),
+}
+
+
+def flag_words(code: Any) -> FlagWords:
+    """The marker and heading of flag ``code``."""
+    text = str(code)
+    if text in FLAG_WORDS:
+        return FLAG_WORDS[text]
+    plain = text.replace("_", " ").capitalize()
+    return FlagWords(plain, plain)
+
+
 class ServiceWorry(NamedTuple):
     """How the pages mark a service score: a CSS class (a band's colour) and a note."""
 
@@ -225,6 +250,7 @@ def environment() -> Environment:
         bandlabel=lambda b: "—" if is_missing(b) else BAND_LABELS.get(str(b), str(b)),
         priolabel=lambda p: "—" if is_missing(p) else PRIORITY_LABELS.get(str(p), str(p)),
         service=service_worry,
+        flagmarker=lambda c: flag_words(c).marker,
     )
     return env
 

@@ -20,9 +20,11 @@ from serving.dashboard.formatting import (
     STAGE_NAMES,
     change_between,
     field_label,
+    flag_words,
     is_missing,
 )
 from serving.dashboard.sessions import Viewer
+from serving.flags import FLAG_RULES, decode_flags
 from serving.priority import PRIORITIES, PRIORITY_LABELS
 from serving.retention import (
     BAND_LABELS,
@@ -31,7 +33,9 @@ from serving.retention import (
     REVENUE_SEGMENTS,
     SEGMENT_LABELS,
     RetentionSummary,
+    priority_counts,
     retention_summary,
+    risk_counts,
 )
 from serving.score_record import HEALTH_COMPONENT_FIELDS, HEALTH_MAXIMUM, SERVICE_PART_FIELDS
 from serving.store import Store
@@ -81,6 +85,7 @@ def portfolio_queue(store: Store, viewer: Viewer, params: Mapping[str, str]) -> 
             return Queue(None, query, empty, empty, None, empty, {})
         everything = store.portfolio(as_of, manager=viewer.scope)
         escalations = store.escalations(as_of, manager=viewer.scope)
+        flags = store.flags(as_of, manager=viewer.scope)
         dates = store.dates()
         previous_as_of = dates[-2] if len(dates) >= 2 else None
         previous = (
@@ -88,7 +93,7 @@ def portfolio_queue(store: Store, viewer: Viewer, params: Mapping[str, str]) -> 
             if previous_as_of is not None
             else pd.DataFrame()
         )
-    everything = queue.with_escalations(everything, escalations)
+    everything = queue.with_flags(queue.with_escalations(everything, escalations), flags)
     rows = queue.sort_frame(queue.filter_frame(everything, query), query.sort, query.direction)
     rules = {
         str(code): str(rule)
@@ -120,10 +125,19 @@ def portfolio_context(
             ),
             "logo_retention": None,
             "nrr": None,
+            # The viewer's whole portfolio of the date, like the tiles above (not the filtered
+            # list): each priority tile links to the queue filtered by that priority.
+            "by_priority": [
+                {**row, "url": queue.QueueQuery({"priority": row["priority"]}).url()}
+                for row in _records(priority_counts(everything))
+            ],
+            "by_band": {row["band"]: row for row in _records(risk_counts(everything))},
         }
         if summary is not None:
             kpis["logo_retention"] = summary.logo_12m.rate
             kpis["nrr"] = summary.revenue_12m.nrr
+    kpis.setdefault("by_priority", [])
+    kpis.setdefault("by_band", {})
     total = len(frame)
     pages = max(1, math.ceil(total / PAGE_SIZE))
     page = min(max(page, 1), pages)
@@ -167,6 +181,11 @@ def portfolio_context(
                 (queue.ANY_ESCALATION, "Any escalation"),
                 (queue.NO_ESCALATION, "No escalation"),
                 *sorted(q.escalation_rules.items(), key=lambda kv: kv[1]),
+            ],
+            "flags": [
+                (queue.ANY_FLAG, "Any flag"),
+                (queue.NO_FLAG, "No flag"),
+                *((code, flag_words(code).marker) for code in queue.FLAG_CODES),
             ],
             "managers": managers,
         },
@@ -265,6 +284,7 @@ def account_context(
         r["bar"] = charts.impact_bar(r["impact_pts"], scale)
     previous = record.previous or {}
     return {
+        "flags": _flags(record.flags),
         "active": "portfolio",
         "as_of": s["as_of"],
         "model_version": version,
@@ -290,6 +310,29 @@ def account_context(
             ),
         },
     }
+
+
+#: Flags that set the model's reasons beside the health rules' (a disagreement); the others
+#: (a data-quality flag) carry no reasons.
+_TWO_SIDED = {rule.code for rule in FLAG_RULES if rule.reasons}
+
+
+def _flags(stored: pd.DataFrame | None) -> list[dict[str, Any]]:
+    """The account's stored flags as the page shows them: heading, marker, sentence and, for a
+    disagreement, the reasons of both sides."""
+    if stored is None or stored.empty:
+        return []
+    order = {code: i for i, code in enumerate(queue.FLAG_CODES)}
+    flags = sorted(decode_flags(stored), key=lambda f: order.get(f["code"], len(order)))
+    return [
+        {
+            **f,
+            "title": flag_words(f["code"]).title,
+            "marker": flag_words(f["code"]).marker,
+            "two_sided": f["code"] in _TWO_SIDED or bool(f["model_reasons"] or f["rule_reasons"]),
+        }
+        for f in flags
+    ]
 
 
 def _component_css(value: Any, maximum: float, bands: Bands) -> str:

@@ -6,8 +6,9 @@ CSV export read the same query string (:class:`QueueQuery`), so the file holds e
 rows the filtered page lists, every page of them, in the page's order.
 
 Order: by priority (act now, then watch, then ok), then revenue at risk (largest first), then
-churn probability (highest first), then health score (lowest first), then account id. A click
-on a column header sorts by that column; ties keep this order. Missing values sort last in
+churn probability (highest first), then health score (lowest first), then account id: the
+store's ``PORTFOLIO_ORDER_BY``, which the accounts API lists in as well. A click on a column
+header sorts by that column; ties keep this order. Missing values sort last in
 either direction. Rules in words: ``docs/metrics.md`` (the portfolio).
 """
 
@@ -25,7 +26,9 @@ from urllib.parse import urlencode
 import pandas as pd
 
 from serving.dashboard.formatting import SERVICE_LEVELS
+from serving.flags import FLAG_RULES
 from serving.priority import PRIORITIES
+from serving.store import PORTFOLIO_ORDER_BY
 
 Direction = Literal["asc", "desc"]
 
@@ -53,13 +56,11 @@ SORTS: Mapping[str, SortColumn] = {
 }
 DEFAULT_SORT = "priority"
 
-#: The default order, which also breaks every tie of a clicked column.
-TIE_BREAK: tuple[tuple[str, bool], ...] = (  # (column, ascending)
-    ("_urgency", False),
-    ("revenue_at_risk", False),
-    ("churn_probability", False),
-    ("health_score", True),
-    ("account_id", True),
+#: The default order, which also breaks every tie of a clicked column: the store's portfolio
+#: order (the accounts API's too), with the priority as its urgency.
+TIE_BREAK: tuple[tuple[str, bool], ...] = tuple(  # (column, ascending)
+    ("_urgency", not ascending) if column == "priority" else (column, ascending)
+    for column, ascending in PORTFOLIO_ORDER_BY
 )
 
 #: Query-string keys of the filters, in the order of the page's form.
@@ -70,11 +71,15 @@ FILTER_KEYS: tuple[str, ...] = (
     "stage",
     "service",
     "escalation",
+    "flag",
     "manager",
     "q",
 )
-#: ``escalation=`` values besides an escalation code.
+#: ``escalation=`` and ``flag=`` values besides an escalation or flag code.
 ANY_ESCALATION, NO_ESCALATION = "any", "none"
+ANY_FLAG, NO_FLAG = "any", "none"
+#: Every flag code, in the order the pages show them.
+FLAG_CODES: tuple[str, ...] = tuple(rule.code for rule in FLAG_RULES)
 _URGENCY = {p: float(len(PRIORITIES) - 1 - i) for i, p in enumerate(PRIORITIES)}
 
 
@@ -161,6 +166,25 @@ def with_escalations(frame: pd.DataFrame, escalations: pd.DataFrame) -> pd.DataF
     return out
 
 
+def with_flags(frame: pd.DataFrame, flags: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with ``flag_codes`` (a tuple, in the order of ``serving.flags.FLAG_RULES``)
+    and ``flags`` (the codes, ``"; "``-joined, empty when none) per account, from the stored
+    flags of the same date (``Store.flags``)."""
+    out = frame.copy()
+    if flags.empty or frame.empty:
+        out["flag_codes"] = [() for _ in range(len(out))]
+        out["flags"] = ""
+        return out
+    rank = {code: i for i, code in enumerate(FLAG_CODES)}
+    ordered = flags.assign(_rank=flags["code"].map(rank).fillna(len(rank))).sort_values(
+        ["account_id", "_rank", "code"], kind="stable"
+    )
+    codes = ordered.groupby("account_id")["code"].agg(lambda c: tuple(dict.fromkeys(map(str, c))))
+    out["flag_codes"] = [codes.get(a, ()) for a in out["account_id"]]
+    out["flags"] = ["; ".join(c) for c in out["flag_codes"]]
+    return out
+
+
 def filter_frame(frame: pd.DataFrame, query: QueueQuery) -> pd.DataFrame:
     """The rows of ``frame`` that pass every filter of ``query``."""
     f = query.filters
@@ -192,6 +216,17 @@ def filter_frame(frame: pd.DataFrame, query: QueueQuery) -> pd.DataFrame:
             keep &= ~codes.map(bool)
         else:
             keep &= codes.map(lambda c: wanted in c)
+    if f.get("flag"):
+        flagged = frame.get("flag_codes")
+        wanted_flag = f["flag"]
+        if flagged is None:
+            keep &= wanted_flag == NO_FLAG
+        elif wanted_flag == ANY_FLAG:
+            keep &= flagged.map(bool)
+        elif wanted_flag == NO_FLAG:
+            keep &= ~flagged.map(bool)
+        else:
+            keep &= flagged.map(lambda c: wanted_flag in c)
     if f.get("manager"):
         keep &= _column(frame, "account_manager") == f["manager"]
     if f.get("q"):
@@ -255,6 +290,7 @@ CSV_COLUMNS: tuple[tuple[str, str], ...] = (
     ("churn_probability_change", "churn_probability_change"),
     ("health_change", "health_change"),
     ("escalations", "escalations"),
+    ("flags", "flags"),
     ("top_reason", "top_reason"),
 )
 #: Decimals the CSV export keeps: probabilities to a hundredth of a percentage point, scores

@@ -8,7 +8,7 @@ and another manager's account is 404, exactly like an unknown one (no existence 
 from __future__ import annotations
 
 from datetime import date
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import pandas as pd
 from fastapi import APIRouter, Depends, Query
@@ -19,6 +19,7 @@ from serving.deps import ANY_ROLE, Principal, State, require_roles
 from serving.flags import decode_flags
 from serving.problems import Problem
 from serving.schemas import (
+    CATEGORY_LEVELS,
     AccountDetail,
     AccountList,
     AccountSummary,
@@ -39,16 +40,33 @@ _ESC = ["code", "rule", "action", "severity"]
 _REASON = [c for c in REASON_COLUMNS if c not in ("as_of", "account_id", "rank")]
 _ACTION = [c for c in ACTION_COLUMNS if c not in ("account_id", "rank")]
 
-_HEALTH_BANDS = BY_COLUMN["health_band"].values
-_RISK_BANDS = BY_COLUMN["risk_band"].values
-Band = Annotated[
-    str | None,
-    Query(
-        pattern=f"^({'|'.join((*_HEALTH_BANDS, *_RISK_BANDS))})$",
-        description=f"A health band ({', '.join(_HEALTH_BANDS)}) or a risk band "
-        f"({', '.join(_RISK_BANDS)}).",
-    ),
-]
+_HEALTH_BANDS: tuple[str, ...] = BY_COLUMN["health_band"].values
+_RISK_BANDS: tuple[str, ...] = BY_COLUMN["risk_band"].values
+_BANDS = tuple(dict.fromkeys((*_HEALTH_BANDS, *_RISK_BANDS)))
+_PRIORITIES: tuple[str, ...] = BY_COLUMN["priority"].values
+
+
+def _one_of(values: tuple[str, ...], what: str) -> Any:
+    """An optional query parameter taking one of ``values``: the schema lists them, and any
+    other value is a 422 naming the parameter and the values it takes."""
+    return Annotated[
+        Literal[values] | None,
+        Query(description=f"{what}: one of {', '.join(values)}."),
+    ]
+
+
+if TYPE_CHECKING:
+    Band = str | None
+    HealthBand = str | None
+    Priority = str | None
+    Segment = str | None
+    Stage = str | None
+else:
+    Band = _one_of(_BANDS, "A health band or a risk band")
+    HealthBand = _one_of(_HEALTH_BANDS, "A health band")
+    Priority = _one_of(_PRIORITIES, "A priority")
+    Segment = _one_of(CATEGORY_LEVELS["revenue_segment"], "A revenue segment")
+    Stage = _one_of(CATEGORY_LEVELS["lifecycle_stage"], "A lifecycle stage")
 
 
 def _clean(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -81,22 +99,26 @@ def _unavailable(exc: StoreError) -> Problem:
 @router.get(
     "/accounts",
     response_model=AccountList,
-    summary="Stored scores of every account, by revenue at risk",
+    summary="Stored scores of every account, most urgent first",
     responses=problem_responses(401, 403, 422, 429, 503),
 )
 def list_accounts(
     state: State,
     principal: Annotated[Principal, Depends(require_roles(*ANY_ROLE))],
+    priority: Priority = None,
+    health_band: HealthBand = None,
     band: Band = None,
     manager: Annotated[str | None, Query(max_length=200)] = None,
-    segment: Annotated[str | None, Query(pattern="^[ABC]$")] = None,
-    lifecycle_stage: Annotated[str | None, Query(pattern="^(new|established|long_term)$")] = None,
+    segment: Segment = None,
+    lifecycle_stage: Stage = None,
     as_of: Annotated[date | None, Query(description="A stored date; default the latest.")] = None,
     limit: Annotated[int, Query(ge=1, le=5000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> AccountList:
-    """The latest scored date (or ``as_of``), sorted by revenue at risk, then probability,
-    then health score. A manager key lists only its own accounts."""
+    """The latest scored date (or ``as_of``), in the action queue's order: priority (act now,
+    watch, ok; none last), then revenue at risk, churn probability (both largest first),
+    health score (lowest first) and account id. Filters combine; ``band`` matches the health
+    or the risk band. A manager key lists only its own accounts."""
     if principal.role == "manager":
         if manager is not None and manager != principal.manager:
             raise Problem(403, "A manager key can list only its own accounts.")
@@ -109,7 +131,13 @@ def list_accounts(
                 raise Problem(404, f"No scores are stored for {as_of}.")
             frame = (
                 store.portfolio(
-                    day, manager=manager, band=band, segment=segment, stage=lifecycle_stage
+                    day,
+                    manager=manager,
+                    band=band,
+                    segment=segment,
+                    stage=lifecycle_stage,
+                    priority=priority,
+                    health_band=health_band,
                 )
                 if day
                 else pd.DataFrame()

@@ -7,8 +7,9 @@ actions and a drawn chart; an admin sees every account; the retention page draws
 no page logs a console error (a Content-Security-Policy violation would be one). On a desktop
 (1400 px) and a phone (390 px): no page is wider than the screen, chart text is at least
 11 px, no label is cut off or spills out of its card, x-axis labels do not overlap; the action
-queue starts with the most urgent account and its CSV export holds the filtered rows.
-Screenshots go to test-output/screenshots/.
+queue starts with the most urgent account and its CSV export holds the filtered rows; an
+account whose model and rules disagree says so in a box above its scores, and the queue marks
+and filters it. Screenshots go to test-output/screenshots/.
 """
 
 from __future__ import annotations
@@ -372,3 +373,44 @@ def test_a_header_click_sorts_and_the_csv_export_holds_the_filtered_rows(page: P
     assert rows["account_id"].tolist() == by_health["account_id"].tolist()  # all, every page
     assert set(rows["revenue_segment"]) == {"B"}
     assert page.console_errors == []  # type: ignore[attr-defined]
+
+
+def test_a_flag_is_said_in_a_visible_box_and_marked_in_the_queue(sized_page: Page, site: Site):
+    """An account whose model and health rules disagree shows the flag near the top, the two
+    sides side by side on a desktop and one under the other on a phone; the queue marks it
+    and filters by it."""
+    page = sized_page
+    width = page.viewport_size["width"]  # type: ignore[index]
+    flags = site.store.flags()
+    two_sided = flags[flags["code"].isin(["quiet_risk", "rule_only_risk"])]
+    assert not two_sided.empty, "the simulated firm should have a disagreement to show"
+    account, code = two_sided[["account_id", "code"]].iloc[0]
+    _login(page, site, site.admin_key)
+    page.goto(f"{site.url}/accounts/{account}")
+    box = page.locator(f"#flags .flag-box[data-flag={code}]")
+    assert box.is_visible()
+    frame = box.bounding_box()
+    tiles = page.locator("section.tiles").bounding_box()
+    assert frame is not None and tiles is not None
+    assert frame["y"] < tiles["y"]  # above the scores
+    assert frame["x"] >= 0 and frame["x"] + frame["width"] <= width
+    model = box.locator(".flag-side.model").bounding_box()
+    rules = box.locator(".flag-side.rules").bounding_box()
+    assert model is not None and rules is not None
+    said = box.inner_text().lower()  # the headings are set in capitals
+    assert "what the model sees" in said and "what the health rules see" in said
+    if width >= 1000:
+        assert abs(model["y"] - rules["y"]) < 1 and model["x"] < rules["x"]  # side by side
+    else:
+        assert rules["y"] >= model["y"] + model["height"]  # one under the other
+    _assert_fits(page, "account-flag")
+
+    page.goto(f"{site.url}/?flag={code}")
+    ids = _row_ids(page)
+    flagged = set(flags.loc[flags["code"] == code, "account_id"])
+    assert ids and set(ids) <= flagged
+    chip = page.locator(f"#accounts tbody tr >> nth=0 >> .flag-chip[data-flag={code}]")
+    assert chip.is_visible()
+    chip_box = chip.bounding_box()
+    assert chip_box is not None and chip_box["x"] + chip_box["width"] <= width
+    _assert_fits(page, "portfolio-flag")

@@ -89,7 +89,7 @@ def outputs(tmp_path_factory) -> dict[str, Any]:
         with TestClient(create_app(settings)) as client:
             listed = client.get("/v1/accounts", params={"limit": 1}, headers=headers)
             assert listed.status_code == 200, listed.text
-            account_id = listed.json()["accounts"][0]["account_id"]  # most revenue at risk
+            account_id = listed.json()["accounts"][0]["account_id"]  # most urgent
             stored = client.get(f"/v1/accounts/{account_id}", headers=headers)
             assert stored.status_code == 200, stored.text
             account = stored.json()

@@ -349,6 +349,8 @@ def test_sql_metacharacters_and_traversal_in_ids_and_filters_leak_nothing(server
         tally.check(f"raw {path}", ok, f"{status} {body[:200]!r}")
     invalid_filters = {
         "band": "' OR 1=1--",
+        "priority": "act_now' OR '1'='1",
+        "health_band": "healthy; DROP TABLE scores",
         "segment": "A' OR 'x'='x",
         "lifecycle_stage": "new; DROP TABLE scores",
         "as_of": "../../etc/passwd",

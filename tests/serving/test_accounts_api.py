@@ -1,5 +1,6 @@
-"""`GET /v1/accounts` and `GET /v1/accounts/{id}` read the store; a manager key sees only its
-own accounts; the dashboard's pages render for each role with strict security headers."""
+"""`GET /v1/accounts` and `GET /v1/accounts/{id}` read the store; the list is in the action
+queue's order (priority, then revenue at risk) with validated filters; a manager key sees only
+its own accounts; the dashboard's pages render for each role with strict security headers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from fastapi.testclient import TestClient
 
 from churn.settings import load_settings
 from serving.app import create_app
+from serving.dashboard import queue
 from serving.keys import KeyStore
 from serving.store import Store
 from tests.support.store_rows import make_batch
@@ -49,7 +51,7 @@ def _get(client, path, token, **params):
     return client.get(path, params=params, headers={"Authorization": f"Bearer {token}"})
 
 
-def test_list_is_sorted_by_revenue_at_risk_with_the_change_since_last_month(env):
+def test_list_is_most_urgent_first_with_the_change_since_last_month(env):
     client, tokens = env
     body = _get(client, "/v1/accounts", tokens["crm"]).json()
     assert body["as_of"] == "2025-02-01" and body["previous_as_of"] == "2025-01-01"
@@ -79,6 +81,112 @@ def test_filters_limit_and_offset(env):
     assert bad.status_code == 422
     assert bad.headers["content-type"].startswith("application/problem+json")
     assert _get(client, "/v1/accounts", admin, as_of="2024-12-01").status_code == 404
+
+
+@pytest.fixture
+def queue_env(tmp_path):
+    """Five accounts whose revenue at risk does not follow their priority."""
+    settings = load_settings(
+        keys_file=tmp_path / "keys.json",
+        models_dir=tmp_path / "models",
+        store_url=str(tmp_path / "store.duckdb"),
+        serve={"reload_interval_seconds": 0},
+    )
+    store = Store(settings.store_url)
+    store.write_batch(
+        make_batch(
+            D2,
+            {
+                "R-1": ("Ann", 80.0, 0.25),  # healthy, 25 %: watch, the most revenue at risk
+                "C-1": ("Ann", 30.0, 0.01),  # critical: act now, the least
+                "H-1": ("Bob", 70.0, 0.35),  # 35 %: act now
+                "O-1": ("Bob", 90.0, 0.10),  # ok
+                "W-1": ("Cy", 50.0, 0.05),  # at risk: watch
+            },
+        )
+    )
+    token = KeyStore.from_settings(settings).add("crm")[1]
+    with TestClient(create_app(settings)) as client:
+        yield client, token, store
+
+
+def _ids(response) -> list[str]:
+    assert response.status_code == 200, response.text
+    return [a["account_id"] for a in response.json()["accounts"]]
+
+
+def test_the_list_is_in_the_action_queues_order_like_the_dashboard(queue_env):
+    client, token, store = queue_env
+    listed = _get(client, "/v1/accounts", token).json()
+    assert [a["account_id"] for a in listed["accounts"]] == ["H-1", "C-1", "R-1", "W-1", "O-1"]
+    assert [a["priority"] for a in listed["accounts"]] == [
+        "act_now",
+        "act_now",
+        "watch",
+        "watch",
+        "ok",
+    ]
+    # One order: the dashboard's action queue lists the same accounts the same way.
+    assert (
+        _ids(_get(client, "/v1/accounts", token))
+        == queue.sort_frame(store.portfolio())["account_id"].tolist()
+    )
+
+
+def test_the_list_filters_by_priority_health_band_and_segment(queue_env):
+    client, token, _ = queue_env
+    assert _ids(_get(client, "/v1/accounts", token, priority="watch")) == ["R-1", "W-1"]
+    assert _ids(_get(client, "/v1/accounts", token, priority="ok")) == ["O-1"]
+    healthy = _get(client, "/v1/accounts", token, health_band="healthy")
+    assert _ids(healthy) == ["H-1", "R-1", "O-1"] and healthy.json()["total"] == 3
+    both = _get(client, "/v1/accounts", token, priority="act_now", health_band="critical")
+    assert _ids(both) == ["C-1"]
+    assert _ids(_get(client, "/v1/accounts", token, segment="B")) == [
+        "H-1",
+        "C-1",
+        "R-1",
+        "W-1",
+        "O-1",
+    ]
+    assert _ids(_get(client, "/v1/accounts", token, segment="C")) == []
+    assert _ids(_get(client, "/v1/accounts", token, band="high", priority="act_now")) == ["H-1"]
+
+
+@pytest.mark.parametrize(
+    ("parameter", "value", "allowed"),
+    [
+        ("priority", "urgent", ("act_now", "watch", "ok")),
+        ("priority", "ACT_NOW", ("act_now", "watch", "ok")),
+        ("health_band", "high", ("healthy", "at_risk", "critical")),
+        ("segment", "D", ("'A'", "'B'", "'C'")),
+        ("lifecycle_stage", "old", ("new", "established", "long_term")),
+        ("band", "purple", ("healthy", "critical", "high", "low")),
+    ],
+)
+def test_an_unknown_filter_value_is_422_naming_the_parameter_and_its_values(
+    queue_env, parameter, value, allowed
+):
+    client, token, _ = queue_env
+    response = _get(client, "/v1/accounts", token, **{parameter: value})
+    assert response.status_code == 422
+    assert response.headers["content-type"].startswith("application/problem+json")
+    problem = response.json()
+    assert f"query parameter {parameter}" in problem["detail"]
+    assert all(a in problem["detail"] for a in allowed), problem["detail"]
+    assert [e["field"] for e in problem["errors"]] == [f"query parameter {parameter}"]
+
+
+def test_the_schema_lists_the_values_of_each_filter(queue_env):
+    client, _, _ = queue_env
+    operation = client.get("/openapi.json").json()["paths"]["/v1/accounts"]["get"]
+    params = {p["name"]: p["schema"] for p in operation["parameters"]}
+
+    def values(schema: dict) -> list[str]:
+        return next(s["enum"] for s in schema["anyOf"] if "enum" in s)
+
+    assert values(params["priority"]) == ["act_now", "watch", "ok"]
+    assert values(params["health_band"]) == ["healthy", "at_risk", "critical"]
+    assert values(params["segment"]) == ["A", "B", "C"]
 
 
 def test_a_manager_key_lists_and_reads_only_its_own_accounts(env):

@@ -22,7 +22,8 @@ from hypothesis import strategies as st
 from churn.settings import load_settings
 from serving.app import create_app
 from serving.dashboard import queue
-from serving.dashboard.formatting import SERVICE_LEVELS, service_worry
+from serving.dashboard.formatting import FLAG_WORDS, SERVICE_LEVELS, service_worry
+from serving.flags import FLAG_RULES, flags_frame
 from serving.keys import KeyStore
 from serving.store import Store
 from tests.support.store_rows import make_batch
@@ -203,6 +204,35 @@ def test_the_escalation_filter_reads_the_escalations_of_the_date():
     assert frame["escalations"].tolist()[0] == "health score below 40; an invoice 30+ days late"
 
 
+def test_the_flag_filter_reads_the_flags_of_the_date():
+    frame = queue.with_flags(
+        _queue_frame([{"priority": "ok"}, {"priority": "ok"}, {"priority": "ok"}]),
+        pd.DataFrame(
+            {
+                "account_id": ["A-000", "A-000", "A-002"],
+                "code": ["stale_invoice", "quiet_risk", "rule_only_risk"],
+            }
+        ),
+    )
+
+    def ids(value: str) -> list[str]:
+        query = queue.QueueQuery.from_params({"flag": value})
+        return list(queue.filter_frame(frame, query)["account_id"])
+
+    assert ids("any") == ["A-000", "A-002"]
+    assert ids("none") == ["A-001"]
+    assert ids("quiet_risk") == ["A-000"]
+    assert ids("stale_invoice") == ["A-000"]
+    assert ids("rule_only_risk") == ["A-002"]
+    assert frame["flags"].tolist() == ["quiet_risk; stale_invoice", "", "rule_only_risk"]
+
+
+def test_every_flag_has_a_marker_and_a_heading():
+    for rule in FLAG_RULES:
+        words = FLAG_WORDS[rule.code]
+        assert words.marker and words.title and len(words.marker) <= 20
+
+
 def test_a_header_click_sorts_by_its_column_then_flips_and_links_keep_the_filters():
     query = queue.QueueQuery.from_params({"segment": "A", "sort": "nonsense", "page": "3"})
     assert (query.sort, query.direction) == ("priority", "desc")  # unknown: the default
@@ -334,6 +364,36 @@ def test_paging_keeps_the_filters_and_the_sort_and_headers_sort(tmp_path):
     assert re.findall(r'data-account-id="([^"]+)"', health_movers.group(1))[0] == "A-003"
 
 
+def _kpis(page: str) -> dict[str, str]:
+    return dict(re.findall(r'data-kpi="(\w+)">([^<]*)<', page))
+
+
+def test_the_tiles_count_the_whole_portfolio_by_priority_and_by_health_band(tmp_path):
+    client, token, store, bob = _portfolio_store(tmp_path)
+    with client:
+        client.post("/login", data={"api_key": token}, follow_redirects=False)
+        page = client.get("/").text
+        filtered = client.get("/", params={"segment": "C", "priority": "ok"}).text
+        client.post("/logout")
+        client.post("/login", data={"api_key": bob}, follow_redirects=False)
+        own = client.get("/").text
+    stored = store.portfolio(LATEST)
+    for shown, scores in ((page, stored), (own, stored[stored["account_manager"] == "Bob"])):
+        kpis = _kpis(shown)
+        assert kpis["accounts"] == str(len(scores))
+        for p in ORDER:
+            assert kpis[f"priority_{p}"] == str((scores["priority"] == p).sum()), p
+        for band in ("healthy", "at_risk", "critical"):
+            assert kpis[band] == str((scores["health_band"] == band).sum()), band
+        total = sum(int(kpis[f"priority_{p}"]) for p in ORDER)
+        assert total == int(kpis["accounts"])
+    # The filters narrow the list, not the tiles (the viewer's whole portfolio).
+    assert _kpis(filtered) == _kpis(page)
+    assert "the filters apply to the list" in filtered
+    act_now = re.search(r'<a href="([^"]+)"[^>]*>Act now</a>', page)
+    assert act_now is not None and act_now.group(1) == "/?priority=act_now"
+
+
 def test_a_service_score_of_zero_is_shown_as_the_worst_worry():
     assert service_worry(0).css == "critical"
     assert service_worry(3).css == "at_risk" and "worry" in service_worry(3).note
@@ -359,3 +419,88 @@ def test_a_managers_csv_holds_only_their_accounts_and_odd_queries_are_no_error(t
     assert odd.status_code == 200 and "No accounts match these filters." in odd.text
     assert "<script>" not in odd.text
     assert clipped.status_code == 200
+
+
+# -- flags said out loud ------------------------------------------------------------------------
+
+STALE_TEXT = "Invoice INV-9 (1,200) unpaid for 500 days past due: check the billing data."
+
+
+def _flagged_store(tmp_path: Path) -> tuple[TestClient, str]:
+    """A-1 healthy at 40 % (quiet risk) with a stale invoice, B-1 critical at 2 % (rule-only
+    risk), C-1 with nothing to say."""
+    settings = load_settings(
+        keys_file=tmp_path / "keys.json",
+        models_dir=tmp_path / "models",
+        store_url=str(tmp_path / "store.duckdb"),
+        serve={"reload_interval_seconds": 0},
+    )
+    batch = make_batch(
+        LATEST, {"A-1": ("Ann", 70.0, 0.40), "B-1": ("Bob", 35.0, 0.02), "C-1": ("Ann", 80.0, 0.01)}
+    )
+    stale = {"code": "stale_invoice", "text": STALE_TEXT, "model_reasons": [], "rule_reasons": []}
+    batch.flags = pd.concat([batch.flags, flags_frame(["A-1"], [[stale]])], ignore_index=True)
+    Store(settings.store_url).write_batch(batch)
+    token = KeyStore.from_settings(settings).add("admin")[1]
+    return TestClient(create_app(settings)), token
+
+
+def _box(page: str, code: str) -> str:
+    start = f'<div class="flag-box {code}" data-flag="{code}">'
+    found = re.search(rf"{start}(.*?)\n  </div>", page, re.S)
+    assert found is not None, code
+    return found.group(1)
+
+
+def test_the_account_page_says_each_flag_with_both_sides_of_a_disagreement(tmp_path):
+    client, token = _flagged_store(tmp_path)
+    with client:
+        client.post("/login", data={"api_key": token}, follow_redirects=False)
+        a1 = client.get("/accounts/A-1").text
+        b1 = client.get("/accounts/B-1").text
+        c1 = client.get("/accounts/C-1").text
+    # Near the top: before the score tiles.
+    assert a1.index('id="flags"') < a1.index('aria-label="Scores"')
+    assert re.findall(r'class="flag-box (\w+)"', a1) == ["quiet_risk", "stale_invoice"]
+    quiet = _box(a1, "quiet_risk")
+    assert "The model sees a risk the health rules do not" in quiet
+    assert "40%" in quiet  # the flag's own sentence
+    model = quiet.index("What the model sees")
+    rules = quiet.index("What the health rules see")
+    assert model < quiet.index("days_since_last_contact is 74") < rules
+    assert rules < quiet.index("Engagement 21 of 30 points")
+    stale = _box(a1, "stale_invoice")
+    assert "Check the billing data" in stale and html.escape(STALE_TEXT) in stale
+    assert "What the model sees" not in stale  # a data-quality flag has no sides
+    only = _box(b1, "rule_only_risk")
+    assert "The health rules see a risk the model does not" in only
+    assert "What the health rules see" in only and "Engagement 10.5 of 30 points" in only
+    assert 'id="flags"' not in c1
+
+
+def test_the_portfolio_marks_flags_filters_by_them_and_exports_them(tmp_path):
+    client, token = _flagged_store(tmp_path)
+    with client:
+        client.post("/login", data={"api_key": token}, follow_redirects=False)
+        page = client.get("/").text
+        rule_only = client.get("/", params={"flag": "rule_only_risk"}).text
+        exported = _csv_rows(client.get("/portfolio.csv").text)
+        flagged = _csv_rows(client.get("/portfolio.csv", params={"flag": "any"}).text)
+    rows = dict(re.findall(r'<tr data-account-id="([^"]+)">(.*?)</tr>', page, re.S))
+    assert re.findall(r'data-flag="(\w+)">([^<]+)<', rows["A-1"]) == [
+        ("quiet_risk", "Model sees risk"),
+        ("stale_invoice", "Check billing data"),
+    ]
+    assert re.findall(r'data-flag="(\w+)">([^<]+)<', rows["B-1"]) == [
+        ("rule_only_risk", "Rules see risk")
+    ]
+    assert "data-flag" not in rows["C-1"]
+    for value, label in (("any", "Any flag"), ("quiet_risk", "Model sees risk")):
+        assert f'<option value="{value}" >{label}</option>' in page
+    assert re.findall(r'<tr data-account-id="([^"]+)"', rule_only) == ["B-1"]
+    assert {r["account_id"]: r["flags"] for r in exported} == {
+        "A-1": "quiet_risk; stale_invoice",
+        "B-1": "rule_only_risk",
+        "C-1": "",
+    }
+    assert sorted(r["account_id"] for r in flagged) == ["A-1", "B-1"]

@@ -276,6 +276,7 @@ def test_a_store_written_before_a_column_existed_reads_and_is_migrated_on_write(
         assert reader.escalations(D1)["newer"].isna().all()
         assert reader.account("A-1").escalations["newer"].isna().all()
     assert reader.portfolio(D1)["priority"].isna().all()
+    assert reader.portfolio(D1, priority="act_now").empty  # no priority to match
     assert reader.account("A-1").score["priority"] is None
     assert reader.account("A-1").flags.empty and reader.flags(D1).empty
 
