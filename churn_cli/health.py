@@ -41,6 +41,7 @@ def _report(bt: Backtest, out: Console) -> None:
         f"{bt.periods['validation']['end']} (training + validation)"
     )
     _selection_table(bt, out)
+    _validation_line(bt, out)
     head = Table(title="Test period: current against suggested health rules")
     head.add_column("metric")
     head.add_column("current", justify="right")
@@ -160,6 +161,25 @@ def _selection_table(bt: Backtest, out: Console) -> None:
             "",
         )
     out.print(table)
+
+
+def _validation_line(bt: Backtest, out: Console) -> None:
+    """The validation period's headline figures: current rules against the chosen candidate's
+    training-period fit."""
+    valid = bt.validation
+    if not valid:
+        return
+    cur, sug, ci = valid["current"], valid["suggested"], valid["interval"]
+    out.print(
+        "validation period (the chosen fit as fitted on training): ROC AUC "
+        f"{_num(cur['roc_auc'])} -> {_num(sug['roc_auc'])} (gain {valid['roc_auc_gain']:+.3f}, "
+        f"95 % bootstrap interval {ci['low']:+.3f} to {ci['high']:+.3f}); recall at equal "
+        f"workload ({_num(cur['workload_share'], True)} of rows) "
+        f"{_num(cur['recall_at_equal_workload'], True)} -> "
+        f"{_num(sug['recall_at_equal_workload'], True)}; churners in the healthy band "
+        f"{_num(cur['churners_in_healthy_band'], True)} -> "
+        f"{_num(sug['churners_in_healthy_band'], True)}"
+    )
 
 
 def _band_tables(bt: Backtest, out: Console) -> None:

@@ -742,6 +742,8 @@ class Backtest:
     current_config: HealthConfig
     band_fit: dict[str, Any] = field(default_factory=dict)
     selection: dict[str, Any] = field(default_factory=dict)
+    # the validation period: current rules against the chosen candidate's training-period fit
+    validation: dict[str, Any] = field(default_factory=dict)
     segments: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -771,6 +773,7 @@ class Backtest:
             "validation_roc_auc": self.validation_roc_auc,
             "band_fit": self.band_fit,
             "selection": self.selection,
+            "validation": self.validation,
             "missing_shares": {
                 "current": rule_missing_shares(self.current_config),
                 "suggested": rule_missing_shares(self.config),
@@ -981,7 +984,8 @@ def select_candidate(
     there, and some rows below 40 (the bands keep their meaning); a candidate no target
     brings into range is not eligible. The chosen candidate has the highest validation ROC
     AUC among the eligible ones (among all when none is). Returns it and the table of
-    candidates (``{"candidates": [...], "chosen": label, "current_roc_auc": ...}``)."""
+    candidates (``{"candidates": [...], "chosen": label, "chosen_config": its training-period
+    fit, "current_roc_auc": ...}``)."""
     y_valid = validation["churned"].to_numpy(float)
     now_valid = _health_score(validation, cfg)
     valid_base = _below(now_valid, cfg.bands.healthy)
@@ -1000,6 +1004,7 @@ def select_candidate(
             )
             row = {
                 "candidate": candidate,
+                "config": fitted,
                 "label": candidate.label(),
                 **candidate.to_dict(),
                 "validation_roc_auc": roc_auc(y_valid, 100.0 - score),
@@ -1013,8 +1018,11 @@ def select_candidate(
     pool = [r for r in rows if r["eligible"]] or rows
     best = max(pool, key=lambda r: r["validation_roc_auc"])
     info = {
-        "candidates": [{k: v for k, v in r.items() if k != "candidate"} for r in rows],
+        "candidates": [
+            {k: v for k, v in r.items() if k not in ("candidate", "config")} for r in rows
+        ],
         "chosen": best["label"],
+        "chosen_config": best["config"],
         "chosen_validation_roc_auc": best["validation_roc_auc"],
         "current_roc_auc": roc_auc(y_valid, 100.0 - now_valid),
         "current_validation_below_60": valid_base,
@@ -1053,6 +1061,8 @@ def _bagging_helps(
         low <= ratio <= high and _below(score, cfg.bands.at_risk) > 0
     )
     helps = kept and auc > selection["chosen_validation_roc_auc"]
+    if helps:
+        selection["chosen_config"] = fitted
     selection["bagging"] = {
         "bags": bags,
         "validation_roc_auc": auc,
@@ -1062,6 +1072,36 @@ def _bagging_helps(
     if helps:
         selection["chosen_validation_roc_auc"] = auc
     return helps
+
+
+def _validation_report(
+    validation: pd.DataFrame,
+    cfg: HealthConfig,
+    fitted: HealthConfig,
+    resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The validation period's figures, current rules against ``fitted`` (the chosen
+    candidate fitted on the training period, not the refit, which has seen these rows), at
+    the current rules' validation workload, with the bootstrap interval of the gain."""
+    y = validation["churned"].to_numpy(float)
+    now, new = _health_score(validation, cfg), _health_score(validation, fitted)
+    workload = _below(now, cfg.bands.healthy)
+    current = score_report(y, now, cfg, workload)
+    suggested = score_report(y, new, fitted, workload)
+    return {
+        "current": current.to_dict(),
+        "suggested": suggested.to_dict(),
+        "roc_auc_gain": suggested.roc_auc - current.roc_auc,
+        "interval": bootstrap_auc_gain(
+            y,
+            100.0 - now,
+            100.0 - new,
+            validation["account_id"].to_numpy(),
+            resamples=resamples,
+            seed=seed,
+        ),
+    }
 
 
 def run_backtest(
@@ -1115,6 +1155,9 @@ def run_backtest(
         seed=seed,
     )
     selection["refit"] = {"rows": len(known), "bags": bags}
+    validation_report = _validation_report(
+        validation, cfg, selection.pop("chosen_config"), resamples, seed
+    )
     band_fit: dict[str, Any] = {}
     if keep_bands:
         band_fit = {"target": chosen_candidate.band_target}
@@ -1164,6 +1207,7 @@ def run_backtest(
         current_config=cfg,
         band_fit=band_fit,
         selection=selection,
+        validation=validation_report,
         segments=segments,
         seconds=time.perf_counter() - started,
     )

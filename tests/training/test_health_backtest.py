@@ -343,6 +343,13 @@ def test_the_backtest_reports_both_rule_sets_and_an_interval_around_the_gain(dem
     assert sum(v for k, v in bt.weights.items() if "." not in k) == pytest.approx(100.0)
     assert set(summary["rules"]) >= set(cfg.components.maxima())
     assert "combined" in summary["segments"]
+    # the validation period: the current rules against the chosen candidate's training fit
+    valid = summary["validation"]
+    assert valid["suggested"]["roc_auc"] == pytest.approx(
+        summary["validation_roc_auc"]["suggested"]
+    )
+    assert valid["current"]["roc_auc"] == pytest.approx(summary["validation_roc_auc"]["current"])
+    assert valid["interval"]["low"] <= valid["roc_auc_gain"] <= valid["interval"]["high"]
     # the current rules' recall at their own workload is their recall below 60
     test = split.frames(frame)[2]
     y = test["churned"].to_numpy(float)
