@@ -157,10 +157,19 @@ def _validation_row(bt: dict[str, Any]) -> list[str]:
     valid = bt.get("validation_roc_auc") or {}
     if not valid:
         return []
-    return [
+    rows = [
         f"| ROC AUC on the validation period (chosen there; suggested: fitted on training) | "
         f"{_fmt(valid.get('current'))} | {_fmt(valid.get('suggested'))} |"
     ]
+    report = bt.get("validation") or {}
+    if report:
+        cur, sug = report["current"], report["suggested"]
+        rows.append(
+            "| recall at equal workload on the validation period "
+            f"({_pct(cur['workload_share'])} of rows) | {_pct(cur['recall_at_equal_workload'])} "
+            f"| {_pct(sug['recall_at_equal_workload'])} |"
+        )
+    return rows
 
 
 def health_backtest_section(bt: dict[str, Any]) -> list[str]:

@@ -177,7 +177,7 @@ def test_the_combined_fit_runs_from_steps_to_todays_proportions(demo_frame):
                 assert got == pytest.approx(want, abs=0.1 / rule.points + 0.01), rule.name
 
 
-def test_bagged_points_are_valid_rules_and_steadier_than_one_resample(demo_frame):
+def test_bagged_points_are_valid_rules_and_reproducible_from_their_seed(demo_frame):
     frame, split, cfg = demo_frame
     train, _, _ = split.frames(frame)
     bagged = hb.fit_suggestion(train, cfg, "weights", bags=5, seed=1)
