@@ -8,7 +8,8 @@ targets are the issue's: ROC AUC at least 0.05 above the health score's (as a ra
 calibration error at most 0.05 and the whole run under 3 minutes.
 
 The run's health rules backtest (docs/health-backtest.md) adds four rows: the test ROC AUC of
-the points suggested on the training period against the current rules' (at least 0.05 above,
+the suggested points (chosen on the validation period, refitted on training + validation; the
+test period only reports) against the current rules' (at least 0.05 above,
 with the bootstrap interval of the gain in the row's name), the recall at equal workload
 (at least 28 % of the test churners in the share of rows the current rules put below 60), and
 that the bands keep their meaning: at least today's share of test rows below 60, and fewer

@@ -36,9 +36,12 @@ def _report(bt: Backtest, out: Console) -> None:
     test = bt.periods["test"]
     out.print(
         f"test period {test['start']} to {test['end']}: {test['rows']} account-dates, "
-        f"{test['positives']} churned; points fitted on {bt.periods['train']['start']} to "
-        f"{bt.periods['train']['end']} (method: {bt.method})"
+        f"{test['positives']} churned; the fit was chosen on the validation period "
+        f"({bt.method}) and refitted on {bt.periods['train']['start']} to "
+        f"{bt.periods['validation']['end']} (training + validation)"
     )
+    _selection_table(bt, out)
+    _validation_line(bt, out)
     head = Table(title="Test period: current against suggested health rules")
     head.add_column("metric")
     head.add_column("current", justify="right")
@@ -60,7 +63,7 @@ def _report(bt: Backtest, out: Console) -> None:
     head.add_row("lift below 40 ↑", _num(cur.lift_below_40), _num(sug.lift_below_40))
     valid = bt.validation_roc_auc
     head.add_row(
-        "ROC AUC on the validation period ↑",
+        "ROC AUC on the validation period ↑ (suggested: the training-period fit)",
         _num(valid.get("current", math.nan)),
         _num(valid.get("suggested", math.nan)),
     )
@@ -124,6 +127,61 @@ def _report(bt: Backtest, out: Console) -> None:
         )
 
 
+def _selection_table(bt: Backtest, out: Console) -> None:
+    """The candidates fitted on the training period and how each ranked the validation
+    period; the chosen one is marked."""
+    from rich.table import Table
+
+    sel = bt.selection
+    if not sel.get("candidates"):
+        return
+    table = Table(
+        title="Choosing the fit on the validation period (each candidate fitted on training; "
+        f"current rules: ROC AUC {_num(sel['current_roc_auc'])})"
+    )
+    table.add_column("candidate")
+    table.add_column("validation ROC AUC ↑", justify="right")
+    table.add_column("below 60 vs current", justify="right")
+    table.add_column("bands kept")
+    for row in sel["candidates"]:
+        mark = " ← chosen" if row["label"] == sel["chosen"] else ""
+        table.add_row(
+            row["label"] + mark,
+            _num(row["validation_roc_auc"]),
+            f"{row['validation_below_60_ratio']:.2f}x",
+            "yes" if row["eligible"] else "no",
+        )
+    bag = sel.get("bagging")
+    if bag:
+        table.add_row(
+            f"the chosen one as the average of {bag['bags']} bootstrap fits"
+            + (" ← used" if bag["used"] else " (not better: not used)"),
+            _num(bag["validation_roc_auc"]),
+            f"{bag['validation_below_60_ratio']:.2f}x",
+            "",
+        )
+    out.print(table)
+
+
+def _validation_line(bt: Backtest, out: Console) -> None:
+    """The validation period's headline figures: current rules against the chosen candidate's
+    training-period fit."""
+    valid = bt.validation
+    if not valid:
+        return
+    cur, sug, ci = valid["current"], valid["suggested"], valid["interval"]
+    out.print(
+        "validation period (the chosen fit as fitted on training): ROC AUC "
+        f"{_num(cur['roc_auc'])} -> {_num(sug['roc_auc'])} (gain {valid['roc_auc_gain']:+.3f}, "
+        f"95 % bootstrap interval {ci['low']:+.3f} to {ci['high']:+.3f}); recall at equal "
+        f"workload ({_num(cur['workload_share'], True)} of rows) "
+        f"{_num(cur['recall_at_equal_workload'], True)} -> "
+        f"{_num(sug['recall_at_equal_workload'], True)}; churners in the healthy band "
+        f"{_num(cur['churners_in_healthy_band'], True)} -> "
+        f"{_num(sug['churners_in_healthy_band'], True)}"
+    )
+
+
 def _band_tables(bt: Backtest, out: Console) -> None:
     """Per band, current against suggested: share of rows, share of churners, churn rate;
     then the shares below the cut-offs on the three periods (what the fit kept)."""
@@ -159,7 +217,7 @@ def _band_tables(bt: Backtest, out: Console) -> None:
         return
     shares = Table(
         title=f"Share of rows below the cut-offs (the fit aims at {fit['target']:g}x the "
-        "current rules' training share; validation below 60 within 1-2x the current)"
+        "current rules' share of its rows; validation below 60 within 1-2x the current)"
     )
     shares.add_column("cut-off")
     for period in ("training", "validation", "test"):
@@ -218,10 +276,21 @@ def backtest(
         str,
         typer.Option(
             "--method",
-            help="weights: one weight per sub-rule, its steps keep their proportions; steps: "
-            "the points of each step refitted too (monotone as today).",
+            help="auto: the validation period chooses among all methods; weights: one weight "
+            "per sub-rule, its steps keep their proportions; steps: the points of each step "
+            "refitted too (monotone as today); combined: steps pulled toward today's "
+            "proportions (strength chosen on validation).",
         ),
-    ] = "weights",
+    ] = "auto",
+    bags: Annotated[
+        int | None,
+        typer.Option(
+            "--bags",
+            min=0,
+            help="Bootstrap refits to average (used only if they rank the validation period "
+            "better; default 10); 0: no bagging.",
+        ),
+    ] = None,
     free_level: Annotated[
         bool,
         typer.Option(
@@ -239,10 +308,10 @@ def backtest(
     from training.health_backtest import FIT_METHODS, backtest_source, config_yaml
     from training.progress import Progress
 
-    if method not in FIT_METHODS:
+    if method != "auto" and method not in FIT_METHODS:
         raise ChurnError(
             f"--method {method!r} is not a fit method",
-            hint=f"use one of: {', '.join(FIT_METHODS)}",
+            hint=f"use one of: auto, {', '.join(FIT_METHODS)}",
         )
     settings = get_settings()
     active = Path(settings.health_config)
@@ -257,6 +326,7 @@ def backtest(
         method=method,
         keep_bands=not free_level,
         by_segment=by_segment,
+        **({} if bags is None else {"bags": bags}),
         progress=Progress(True),
     )
     target = out or active.parent / f"health.v{bt.config.version}.suggested.yaml"

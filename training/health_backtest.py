@@ -5,17 +5,21 @@ same time split as a training run, and compared with what happened: ROC AUC and 
 risk (100 - score) and of every component and sub-rule, each band's share of rows, share of
 churners and churn rate, the lift below the bands' cut-offs, and the recall at equal workload.
 
-It then fits new points on the training period. Each sub-rule keeps its step shape
-``f_r`` (the points it awards as a share of its maximum, in 0..1; a missing value earns the
-missing share) and gets a non-negative weight from a logistic regression with bounds
-(``logit P(churn) = a - sum_r beta_r f_r``, ``beta_r >= 0``); the weights are scaled to sum to
-100, a component's maximum is the sum of its sub-rules' points, and the bands stay where they
-are. An unknown value's share of a sub-rule's points is fitted too. By default the fit keeps
-the bands' meaning: at least as many training rows fall below 60 and below 40 as with the
-current rules (a smooth constraint on the share of rows below each cut-off), so that the
-points cannot all go to rare warning signs that lift nearly every account into Healthy. The
-suggestion is evaluated on the test period with an account-level bootstrap interval on the
-gain in ROC AUC.
+It then suggests new points, choosing everything without the test period. Each sub-rule keeps
+its step shape ``f_r`` (the points it awards as a share of its maximum, in 0..1; a missing
+value earns the missing share) and gets non-negative points from a logistic regression with
+bounds (``logit P(churn) = a - sum_r beta_r f_r``, ``beta_r >= 0``): one weight per sub-rule
+(``weights``), one increment per step (``steps``), or steps pulled toward today's proportions
+by an L2 penalty (``combined``). The points are scaled to sum to 100, a component's maximum
+is the sum of its sub-rules' points, and the bands stay where they are; an unknown value's
+share of a sub-rule's points is fitted too, and the fit keeps the bands' meaning (a smooth
+constraint on the share of rows below 60 and 40, so that the points cannot all go to rare
+warning signs that lift nearly every account into Healthy).
+
+The candidates (method, penalty strength, band target) are fitted on the training period; the
+one ranking the validation period best with the bands kept is chosen (bagging too, if it
+helps there), refitted on the training and validation periods together, and only then scored
+on the test period, with an account-level bootstrap interval on the gain in ROC AUC.
 """
 
 from __future__ import annotations
@@ -40,15 +44,11 @@ BOOTSTRAP_SEED = 20240613
 MIN_RULE_POINTS = 0.5
 # Ridge penalty of the constrained fit (per row, on the weights in log-odds).
 _L2 = 1e-4
-# The bands keep their meaning: the suggested points put this multiple of the share of
-# training rows the current rules put below each cut-off (60, 40) below it ...
-BAND_SHARE_TARGET = 1.5
-# ... and on the validation period the share below 60 must lie within this range of the
-# current rules' share there; otherwise the target moves by BAND_SHARE_STEP and the fit runs
-# again (at most BAND_SHARE_TRIES fits).
+# The bands keep their meaning: on the validation period the suggested points put this range
+# of multiples of the current rules' share of rows below 60 there (the team reviews at least
+# as many accounts as today, at most twice as many); the fit aims at a multiple of the
+# current share of its own rows below each cut-off (BAND_TARGETS, below).
 BAND_SHARE_RANGE = (1.0, 2.0)
-BAND_SHARE_STEP = 0.25
-BAND_SHARE_TRIES = 4
 # Width (points) of the smooth count of rows below a cut-off in the fit.
 BAND_SMOOTHING = 2.0
 # Fitted shares of a sub-rule's points for an unknown value are rounded to this grid.
@@ -367,6 +367,7 @@ def fit_weights(
     l2: float = _L2,
     band_shares: Mapping[float, float] | None = None,
     tau: float = BAND_SMOOTHING,
+    shape_penalty: tuple[float, np.ndarray] | None = None,
 ) -> WeightFit:
     """Maximum likelihood of ``logit P(churn) = a - shapes @ beta`` with ``beta >= 0`` and a
     small ridge on beta.
@@ -378,7 +379,10 @@ def fit_weights(
     - ``band_shares`` ``{cut-off: share}``: at least ``share`` of the rows score below the
       cut-off, counted smoothly (``mean(sigmoid((cut-off - score) / tau))``, ``tau`` points);
     - a ``<key>@missing`` column's weight is at most its sub-rule's maximum (an unknown value
-      earns at most all of the points)."""
+      earns at most all of the points);
+    - ``shape_penalty`` ``(strength, D)``: ``strength * |D @ w|^2`` is added to the mean
+      log-loss (:func:`shape_deviation`: how far the step points are from the current
+      proportions, in shares of the 100 points)."""
     from scipy.optimize import minimize
     from scipy.special import expit
 
@@ -390,7 +394,7 @@ def fit_weights(
     rate = float(np.clip(yy.mean(), 1e-6, 1 - 1e-6))
     base = math.log(rate / (1 - rate))
 
-    if not band_shares and not missing:
+    if not band_shares and not missing and shape_penalty is None:
 
         def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
             a, beta = theta[0], theta[1:]
@@ -418,7 +422,9 @@ def fit_weights(
         theta = result.x
         beta = theta[1:]
     else:
-        theta = _fit_scaled(x, yy, columns, missing, l2, band_shares or {}, tau, base)
+        theta = _fit_scaled(
+            x, yy, columns, missing, l2, band_shares or {}, tau, base, shape_penalty
+        )
         beta = theta[1] * theta[2:]
     return WeightFit(
         intercept=float(theta[0]),
@@ -435,6 +441,7 @@ def _fit_scaled(
     band_shares: Mapping[float, float],
     tau: float,
     base: float,
+    shape_penalty: tuple[float, np.ndarray] | None = None,
 ) -> np.ndarray:
     """:func:`fit_weights`' constrained fit: ``theta = (a, s, w)``, ``logit = a - s x @ w``."""
     from scipy.optimize import minimize
@@ -443,6 +450,8 @@ def _fit_scaled(
     n, k = x.shape
     main = np.ones(k)
     main[missing] = 0.0
+    strength, dev = shape_penalty if shape_penalty is not None else (0.0, np.zeros((0, k)))
+    gram = strength * (dev.T @ dev)
 
     def loss(theta: np.ndarray) -> tuple[float, np.ndarray]:
         a, s, w = theta[0], theta[1], theta[2:]
@@ -459,6 +468,9 @@ def _fit_scaled(
         grad /= n
         grad[1] += 2 * l2 * float(beta @ w)
         grad[2:] += 2 * l2 * s * beta
+        if strength:
+            value += float(w @ gram @ w)
+            grad[2:] += 2 * (gram @ w)
         return float(value), grad
 
     def below(cutoff: float, share: float) -> dict[str, Any]:
@@ -710,7 +722,7 @@ def _nearest(levels: tuple[float, ...], value: float) -> int:
 # ------------------------------------------------------------------------------ the backtest
 
 
-FIT_METHODS = ("weights", "steps")
+FIT_METHODS = ("weights", "steps", "combined")
 
 
 @dataclass
@@ -729,6 +741,9 @@ class Backtest:
     config: HealthConfig
     current_config: HealthConfig
     band_fit: dict[str, Any] = field(default_factory=dict)
+    selection: dict[str, Any] = field(default_factory=dict)
+    # the validation period: current rules against the chosen candidate's training-period fit
+    validation: dict[str, Any] = field(default_factory=dict)
     segments: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -757,6 +772,8 @@ class Backtest:
             "method": self.method,
             "validation_roc_auc": self.validation_roc_auc,
             "band_fit": self.band_fit,
+            "selection": self.selection,
+            "validation": self.validation,
             "missing_shares": {
                 "current": rule_missing_shares(self.current_config),
                 "suggested": rule_missing_shares(self.config),
@@ -794,21 +811,133 @@ class Backtest:
         return {k: float(v) for k, v in out.items() if v is not None and math.isfinite(v)}
 
 
+def shape_deviation(layout: list[tuple[str, int]], cfg: HealthConfig) -> np.ndarray:
+    """The matrix ``D`` of the combined fit's penalty: for every step column of the steps
+    layout, its increment minus the increment the current rules' proportions give the same
+    sub-rule total (``w_rj - d_rj * sum_j w_rj``); zero rows for unknown-value columns. With
+    ``D @ w = 0`` the steps fit is the weights fit (every sub-rule keeps its proportions)."""
+    k = len(layout)
+    dev = np.zeros((k, k))
+    increments: dict[str, list[float]] = {}
+    for rule in rule_levels(cfg):
+        span = rule.levels[-1] - rule.levels[0]
+        increments[rule.key] = [
+            (b - a) / span if span > 0 else 0.0
+            for a, b in zip(rule.levels[:-1], rule.levels[1:], strict=True)
+        ]
+    for i, (key, j) in enumerate(layout):
+        if j < 1:
+            continue
+        share = increments[key][j - 1]
+        for m, (other, level) in enumerate(layout):
+            if other == key and level >= 1:
+                dev[i, m] -= share
+        dev[i, i] += 1.0
+    return dev
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One way of fitting the points: the method, the multiple of the current rules' share of
+    rows below each cut-off the fit must put there (``None``: level free), and for
+    ``combined`` the strength of the pull toward the current step proportions."""
+
+    method: str = "weights"
+    band_target: float | None = 1.25
+    strength: float = 0.0
+
+    def label(self) -> str:
+        parts = [self.method]
+        if self.method == "combined":
+            parts.append(f"shape penalty {self.strength:g}")
+        parts.append(
+            "level free" if self.band_target is None else f"band target {self.band_target:g}x"
+        )
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "band_target": self.band_target, "strength": self.strength}
+
+
+def band_shares_for(
+    rows: pd.DataFrame, cfg: HealthConfig, target: float | None
+) -> dict[float, float] | None:
+    """``{cut-off: share}`` for the fit: ``target`` times the share of ``rows`` the current
+    rules put below 60 and below 40 (``None`` when ``target`` is)."""
+    if target is None:
+        return None
+    score = _health_score(rows, cfg)
+    return {
+        cut: min(target * q, 1.0)
+        for cut in (cfg.bands.healthy, cfg.bands.at_risk)
+        if (q := _below(score, cut)) > 0
+    }
+
+
+def _fit_once(
+    rows: pd.DataFrame,
+    cfg: HealthConfig,
+    candidate: Candidate,
+    band_shares: Mapping[float, float] | None,
+    fit_missing: bool,
+) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Fitted levels (sub-rule maxima summing to 1) and unrounded unknown-value shares."""
+    design = "steps" if candidate.method == "combined" else candidate.method
+    x, layout = design_matrix(rows, cfg, design, fit_missing)
+    penalty = None
+    if candidate.method == "combined":
+        penalty = (candidate.strength, shape_deviation(layout, cfg))
+    fit = fit_weights(
+        x, rows["churned"].to_numpy(float), band_shares=band_shares, shape_penalty=penalty
+    )
+    levels = fitted_levels(fit, layout, cfg)
+    total = sum(max(v) for v in levels.values()) or 1.0
+    scaled = {k: [v / total for v in vals] for k, vals in levels.items()}
+    return scaled, fitted_missing_shares(fit, layout, grid=1e-9)
+
+
 def fit_suggestion(
     train: pd.DataFrame,
     cfg: HealthConfig,
-    method: str = "weights",
+    method: str | Candidate = "weights",
     band_shares: Mapping[float, float] | None = None,
     fit_missing: bool = True,
+    bags: int = 0,
+    seed: int = BOOTSTRAP_SEED,
 ) -> HealthConfig:
-    """The suggested config fitted on ``train`` rows (labels in ``churned``) by ``method``;
-    ``band_shares`` ``{cut-off: share}``: at least that share of the training rows below each
-    cut-off (:func:`fit_weights`); ``fit_missing``: each sub-rule's share for an unknown
-    value is fitted too (:func:`design_matrix`)."""
-    x, layout = design_matrix(train, cfg, method, fit_missing)
-    fit = fit_weights(x, train["churned"].to_numpy(float), band_shares=band_shares)
-    points = suggested_points(fitted_levels(fit, layout, cfg), cfg)
-    return suggested_config(cfg, points, fitted_missing_shares(fit, layout))
+    """The suggested config fitted on ``train`` rows (labels in ``churned``) by ``method`` (a
+    method name or a :class:`Candidate`); ``band_shares`` ``{cut-off: share}``: at least that
+    share of the training rows below each cut-off (:func:`fit_weights`); ``fit_missing``:
+    each sub-rule's share for an unknown value is fitted too (:func:`design_matrix`);
+    ``bags`` > 0: the points are the average of that many fits on bootstrap resamples of the
+    accounts (bagging: steadier points), each with the same ``band_shares``."""
+    candidate = method if isinstance(method, Candidate) else Candidate(method, None)
+    if candidate.method not in FIT_METHODS:
+        raise ValueError(f"unknown fit method {candidate.method!r}")
+    if bags <= 0:
+        levels, missing = _fit_once(train, cfg, candidate, band_shares, fit_missing)
+    else:
+        accounts = train["account_id"].to_numpy()
+        ids, idx = np.unique(accounts, return_inverse=True)
+        rows_of = [np.flatnonzero(idx == g) for g in range(len(ids))]
+        rng = np.random.default_rng(seed)
+        levels, missing = {}, {}
+        sums: dict[str, np.ndarray] = {}
+        missing_sums: dict[str, float] = {}
+        for _ in range(bags):
+            drawn = rng.integers(0, len(ids), len(ids))
+            sample = train.iloc[np.concatenate([rows_of[g] for g in drawn])]
+            got, unknown = _fit_once(sample, cfg, candidate, band_shares, fit_missing)
+            for key, vals in got.items():
+                sums[key] = sums.get(key, 0.0) + np.asarray(vals)
+            for key, share in unknown.items():
+                missing_sums[key] = missing_sums.get(key, 0.0) + share
+        levels = {k: list(v / bags) for k, v in sums.items()}
+        missing = {k: v / bags for k, v in missing_sums.items()}
+    grid = MISSING_SHARE_GRID
+    rounded = {k: min(1.0, max(0.0, round(v / grid) * grid)) for k, v in missing.items()}
+    points = suggested_points(levels, cfg)
+    return suggested_config(cfg, points, rounded)
 
 
 def _health_score(frame: pd.DataFrame, cfg: HealthConfig) -> np.ndarray:
@@ -821,46 +950,158 @@ def _below(score: np.ndarray, cutoff: float) -> float:
     return float((score < cutoff).mean()) if len(score) else math.nan
 
 
-def fit_keeping_bands(
-    train: pd.DataFrame, validation: pd.DataFrame, cfg: HealthConfig, method: str = "weights"
-) -> tuple[HealthConfig, dict[str, Any]]:
-    """Points fitted so that the bands keep their meaning and roughly their workload.
+# The candidates the validation period chooses from: the combined fit's strengths of the pull
+# toward the current step proportions, and the band targets tried (smallest first).
+CANDIDATE_STRENGTHS = (0.01, 0.1, 1.0)
+BAND_TARGETS = (1.25, 1.5, 2.0)
+# Bootstrap refits averaged when bagging (whether to bag is chosen on the validation period).
+BAGS = 10
 
-    The fit puts :data:`BAND_SHARE_TARGET` times the share of training rows the current rules
-    put below each cut-off (60, 40) below it. On the validation period the share below 60
-    must then lie within :data:`BAND_SHARE_RANGE` times the current rules' share there (the
-    team reviews at least as many accounts as today, at most twice as many); if it does not,
-    the target moves by :data:`BAND_SHARE_STEP` and the fit runs again. Returns the config and
-    the shares (``{"target": multiple, "below_60": {...}, "below_40": {...}}``)."""
-    cuts = {"below_60": cfg.bands.healthy, "below_40": cfg.bands.at_risk}
-    now_train, now_valid = _health_score(train, cfg), _health_score(validation, cfg)
-    base = {name: _below(now_train, cut) for name, cut in cuts.items()}
+
+def candidate_grid(method: str = "auto") -> list[tuple[str, float]]:
+    """The (method, strength) pairs to choose from: all of them for ``auto``, else those of
+    ``method`` (``combined`` still chooses its strength)."""
+    grid = [("weights", 0.0), ("steps", 0.0)] + [("combined", s) for s in CANDIDATE_STRENGTHS]
+    if method == "auto":
+        return grid
+    if method not in FIT_METHODS:
+        raise ValueError(f"unknown fit method {method!r} (one of auto, {', '.join(FIT_METHODS)})")
+    return [pair for pair in grid if pair[0] == method]
+
+
+def select_candidate(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    cfg: HealthConfig,
+    method: str = "auto",
+    keep_bands: bool = True,
+) -> tuple[Candidate, dict[str, Any]]:
+    """Choose how to fit the points, on the training and validation periods only.
+
+    Every (method, strength) of :func:`candidate_grid` is fitted on the training period. With
+    ``keep_bands`` its band target is the smallest of :data:`BAND_TARGETS` whose fit puts
+    :data:`BAND_SHARE_RANGE` times the current rules' validation share of rows below 60
+    there, and some rows below 40 (the bands keep their meaning); a candidate no target
+    brings into range is not eligible. The chosen candidate has the highest validation ROC
+    AUC among the eligible ones (among all when none is). Returns it and the table of
+    candidates (``{"candidates": [...], "chosen": label, "chosen_config": its training-period
+    fit, "current_roc_auc": ...}``)."""
+    y_valid = validation["churned"].to_numpy(float)
+    now_valid = _health_score(validation, cfg)
     valid_base = _below(now_valid, cfg.bands.healthy)
     low, high = BAND_SHARE_RANGE
-    target = BAND_SHARE_TARGET
-    for attempt in range(BAND_SHARE_TRIES):
-        shares = {cuts[name]: min(target * q, 1.0) for name, q in base.items() if q > 0}
-        new = fit_suggestion(train, cfg, method, shares)
-        got = _below(_health_score(validation, new), cfg.bands.healthy)
-        ratio = got / valid_base if valid_base > 0 else 1.0
-        if attempt == BAND_SHARE_TRIES - 1:
-            break
-        if ratio < low:
-            target += BAND_SHARE_STEP
-        elif ratio > high and target - BAND_SHARE_STEP >= 1.0:
-            target -= BAND_SHARE_STEP
-        else:
-            break
-    new_train, new_valid = _health_score(train, new), _health_score(validation, new)
-    info: dict[str, Any] = {"target": target}
-    for name, cut in cuts.items():
-        info[name] = {
-            "current_train": base[name],
-            "suggested_train": _below(new_train, cut),
-            "current_validation": _below(now_valid, cut),
-            "suggested_validation": _below(new_valid, cut),
-        }
-    return new, info
+    targets: tuple[float | None, ...] = BAND_TARGETS if keep_bands else (None,)
+    rows: list[dict[str, Any]] = []
+    for name, strength in candidate_grid(method):
+        for target in targets:
+            candidate = Candidate(name, target, strength)
+            fitted = fit_suggestion(train, cfg, candidate, band_shares_for(train, cfg, target))
+            score = _health_score(validation, fitted)
+            below = _below(score, cfg.bands.healthy)
+            ratio = below / valid_base if valid_base > 0 else 1.0
+            eligible = target is None or (
+                low <= ratio <= high and _below(score, cfg.bands.at_risk) > 0
+            )
+            row = {
+                "candidate": candidate,
+                "config": fitted,
+                "label": candidate.label(),
+                **candidate.to_dict(),
+                "validation_roc_auc": roc_auc(y_valid, 100.0 - score),
+                "validation_below_60": below,
+                "validation_below_60_ratio": ratio,
+                "eligible": eligible,
+            }
+            if eligible or ratio > high or target == targets[-1]:
+                rows.append(row)
+                break
+    pool = [r for r in rows if r["eligible"]] or rows
+    best = max(pool, key=lambda r: r["validation_roc_auc"])
+    info = {
+        "candidates": [
+            {k: v for k, v in r.items() if k not in ("candidate", "config")} for r in rows
+        ],
+        "chosen": best["label"],
+        "chosen_config": best["config"],
+        "chosen_validation_roc_auc": best["validation_roc_auc"],
+        "current_roc_auc": roc_auc(y_valid, 100.0 - now_valid),
+        "current_validation_below_60": valid_base,
+        "any_eligible": any(r["eligible"] for r in rows),
+    }
+    chosen: Candidate = best["candidate"]
+    return chosen, info
+
+
+def _bagging_helps(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    cfg: HealthConfig,
+    candidate: Candidate,
+    selection: dict[str, Any],
+    bags: int,
+    seed: int,
+) -> bool:
+    """Whether the average of ``bags`` bootstrap fits of ``candidate`` on the training period
+    ranks the validation period better than its single fit, the bands kept as in
+    :func:`select_candidate`; recorded in ``selection["bagging"]``."""
+    fitted = fit_suggestion(
+        train,
+        cfg,
+        candidate,
+        band_shares_for(train, cfg, candidate.band_target),
+        bags=bags,
+        seed=seed,
+    )
+    score = _health_score(validation, fitted)
+    auc = roc_auc(validation["churned"].to_numpy(float), 100.0 - score)
+    base = selection["current_validation_below_60"]
+    ratio = _below(score, cfg.bands.healthy) / base if base > 0 else 1.0
+    low, high = BAND_SHARE_RANGE
+    kept = candidate.band_target is None or (
+        low <= ratio <= high and _below(score, cfg.bands.at_risk) > 0
+    )
+    helps = kept and auc > selection["chosen_validation_roc_auc"]
+    if helps:
+        selection["chosen_config"] = fitted
+    selection["bagging"] = {
+        "bags": bags,
+        "validation_roc_auc": auc,
+        "validation_below_60_ratio": ratio,
+        "used": helps,
+    }
+    if helps:
+        selection["chosen_validation_roc_auc"] = auc
+    return helps
+
+
+def _validation_report(
+    validation: pd.DataFrame,
+    cfg: HealthConfig,
+    fitted: HealthConfig,
+    resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """The validation period's figures, current rules against ``fitted`` (the chosen
+    candidate fitted on the training period, not the refit, which has seen these rows), at
+    the current rules' validation workload, with the bootstrap interval of the gain."""
+    y = validation["churned"].to_numpy(float)
+    now, new = _health_score(validation, cfg), _health_score(validation, fitted)
+    workload = _below(now, cfg.bands.healthy)
+    current = score_report(y, now, cfg, workload)
+    suggested = score_report(y, new, fitted, workload)
+    return {
+        "current": current.to_dict(),
+        "suggested": suggested.to_dict(),
+        "roc_auc_gain": suggested.roc_auc - current.roc_auc,
+        "interval": bootstrap_auc_gain(
+            y,
+            100.0 - now,
+            100.0 - new,
+            validation["account_id"].to_numpy(),
+            resamples=resamples,
+            seed=seed,
+        ),
+    }
 
 
 def run_backtest(
@@ -868,38 +1109,72 @@ def run_backtest(
     split: Any,
     cfg: HealthConfig,
     *,
-    method: str = "weights",
+    method: str = "auto",
     keep_bands: bool = True,
     by_segment: bool = False,
+    bags: int = BAGS,
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
 ) -> Backtest:
     """The backtest of ``cfg`` over the periods of ``split`` (a :class:`training.split.
-    TimeSplit` of ``frame``) and the suggestion fitted on its training period by ``method``;
-    with ``keep_bands`` (the default) the suggestion keeps the bands' workload
-    (:func:`fit_keeping_bands`), without it the points only rank (most accounts then score
-    higher than today and few fall below the cut-offs)."""
+    TimeSplit` of ``frame``) and the suggested points, chosen without the test period:
+    candidates are fitted on the training period and one is chosen on the validation period
+    (:func:`select_candidate`); it is refitted on the training and validation periods
+    together and only then scored on the test period. With ``bags`` > 0 the chosen candidate
+    is also fitted on the training period as the average of ``bags`` bootstrap fits; if that
+    ranks the validation period better (the bands still kept), the refit is bagged too.
+    ``method``: ``auto`` (choose among all) or one fit method; ``keep_bands`` (the default):
+    the bands keep their meaning and workload, without it the points only rank
+    (most accounts then score higher than today)."""
     import time
 
-    if method not in FIT_METHODS:
-        raise ValueError(f"unknown fit method {method!r} (one of {', '.join(FIT_METHODS)})")
+    if method != "auto" and method not in FIT_METHODS:
+        raise ValueError(f"unknown fit method {method!r} (one of auto, {', '.join(FIT_METHODS)})")
     started = time.perf_counter()
     train, validation, test = split.frames(frame)
     y_test = test["churned"].to_numpy(float)
-    y_valid = validation["churned"].to_numpy(float)
     current_test = _health_score(test, cfg)
     workload = _below(current_test, cfg.bands.healthy)
 
     y_train = train["churned"].to_numpy(float)
     train_score = _health_score(train, cfg)
+    chosen_candidate, selection = select_candidate(train, validation, cfg, method, keep_bands)
+    if bags > 0:
+        bags = (
+            bags
+            if _bagging_helps(train, validation, cfg, chosen_candidate, selection, bags, seed)
+            else 0
+        )
+    known = pd.concat([train, validation])
+    chosen = fit_suggestion(
+        known,
+        cfg,
+        chosen_candidate,
+        band_shares_for(known, cfg, chosen_candidate.band_target),
+        bags=bags,
+        seed=seed,
+    )
+    selection["refit"] = {"rows": len(known), "bags": bags}
+    validation_report = _validation_report(
+        validation, cfg, selection.pop("chosen_config"), resamples, seed
+    )
     band_fit: dict[str, Any] = {}
     if keep_bands:
-        chosen, band_fit = fit_keeping_bands(train, validation, cfg, method)
-    else:
-        chosen = fit_suggestion(train, cfg, method)
+        band_fit = {"target": chosen_candidate.band_target}
+        cuts = {"below_60": cfg.bands.healthy, "below_40": cfg.bands.at_risk}
+        scores = {
+            period: (_health_score(rows, cfg), _health_score(rows, chosen))
+            for period, rows in (("train", train), ("validation", validation))
+        }
+        for name, cut in cuts.items():
+            band_fit[name] = {
+                f"{side}_{period}": _below(pair[i], cut)
+                for period, pair in scores.items()
+                for i, side in enumerate(("current", "suggested"))
+            }
     valid_auc = {
-        "current": roc_auc(y_valid, 100.0 - _health_score(validation, cfg)),
-        "suggested": roc_auc(y_valid, 100.0 - _health_score(validation, chosen)),
+        "current": selection["current_roc_auc"],
+        "suggested": selection["chosen_validation_roc_auc"],
     }
     suggested_test = _health_score(test, chosen)
 
@@ -916,8 +1191,8 @@ def run_backtest(
     )
     segments: dict[str, Any] = {}
     if by_segment:
-        target = band_fit.get("target") if keep_bands else None
-        segments = _by_segment(train, test, cfg, method, workload, chosen, target)
+        segments = _by_segment(known, test, cfg, chosen_candidate, workload, chosen)
+    label = chosen_candidate.label()
     return Backtest(
         periods=split.to_dict(),
         current=current,
@@ -926,49 +1201,44 @@ def run_backtest(
         rules=rule_metrics(y_test, rule_shapes(test, cfg), rule_points(cfg)),
         gain=suggested.roc_auc - current.roc_auc,
         interval=interval,
-        method=f"{method}, bands kept" if keep_bands else f"{method}, level free",
+        method=label + (f", {bags} bagged refits" if bags else ""),
         validation_roc_auc=valid_auc,
         config=chosen,
         current_config=cfg,
         band_fit=band_fit,
+        selection=selection,
+        validation=validation_report,
         segments=segments,
         seconds=time.perf_counter() - started,
     )
 
 
 def _by_segment(
-    train: pd.DataFrame,
+    known: pd.DataFrame,
     test: pd.DataFrame,
     cfg: HealthConfig,
-    method: str,
+    candidate: Candidate,
     workload: float,
     pooled: HealthConfig,
-    target: float | None,
 ) -> dict[str, Any]:
-    """Points fitted per revenue segment (with the pooled fit's band target, on the segment's
-    own training shares); test metrics of scoring each segment with its own."""
+    """A report only (the written file holds one set of points): the chosen candidate refitted
+    per revenue segment on the training and validation periods (band target on the segment's
+    own shares); test metrics of scoring each segment with its own points."""
     column = cfg.cadence.segment_feature
     segments = sorted(str(s) for s in test[column].dropna().unique()) if column in test else []
     score = _health_score(test, pooled).copy()
     out: dict[str, Any] = {}
     for seg in segments:
-        rows_train = train[train[column].astype(str) == seg]
+        rows = known[known[column].astype(str) == seg]
         mask = (test[column].astype(str) == seg).to_numpy()
-        if rows_train["churned"].nunique() < 2 or not mask.any():
+        if rows["churned"].nunique() < 2 or not mask.any():
             continue
-        shares = None
-        if target is not None:
-            seg_score = _health_score(rows_train, cfg)
-            shares = {
-                cut: min(target * q, 1.0)
-                for cut in (cfg.bands.healthy, cfg.bands.at_risk)
-                if (q := _below(seg_score, cut)) > 0
-            }
-        seg_cfg = fit_suggestion(rows_train, cfg, method, shares)
+        shares = band_shares_for(rows, cfg, candidate.band_target)
+        seg_cfg = fit_suggestion(rows, cfg, candidate, shares)
         score[mask] = _health_score(test[mask], seg_cfg)
         y_seg = test.loc[mask, "churned"].to_numpy(float)
         out[seg] = {
-            "train_rows": len(rows_train),
+            "train_rows": len(rows),
             "test_rows": int(mask.sum()),
             "roc_auc": roc_auc(y_seg, 100.0 - score[mask]),
             "weights": {
@@ -989,9 +1259,10 @@ def backtest_source(
     settings: Any,
     *,
     health_config: Any = None,
-    method: str = "weights",
+    method: str = "auto",
     keep_bands: bool = True,
     by_segment: bool = False,
+    bags: int = BAGS,
     resamples: int = BOOTSTRAP_RESAMPLES,
     progress: Any = None,
 ) -> Backtest:
@@ -1023,6 +1294,7 @@ def backtest_source(
             method=method,
             keep_bands=keep_bands,
             by_segment=by_segment,
+            bags=bags,
             resamples=resamples,
         )
 
@@ -1038,12 +1310,23 @@ def config_header(bt: Backtest) -> list[str]:
     """The suggested file's header comment: what was measured before and after."""
     test = bt.periods.get("test", {})
     ci = bt.interval
+    train, valid = bt.periods.get("train", {}), bt.periods.get("validation", {})
+    sel = bt.selection
     lines = [
         f"Suggested health rules, version {bt.config.version} (from version "
-        f"{bt.current_config.version}), fitted by `churn health backtest` on the training "
-        "period",
-        f"({bt.periods.get('train', {}).get('start')} to {bt.periods.get('train', {}).get('end')}"
-        f"; method: {bt.method}); not active until `churn health apply FILE`.",
+        f"{bt.current_config.version}), by `churn health backtest`; not active until "
+        "`churn health apply FILE`.",
+        "How they were fitted (the test period chose nothing):",
+        f"  1. candidates fitted on the training period ({train.get('start')} to "
+        f"{train.get('end')}): {len(sel.get('candidates', []))} candidates (fit method, penalty, "
+        "smallest band target keeping the bands);",
+        f"  2. chosen on the validation period ({valid.get('start')} to {valid.get('end')}): "
+        f"{sel.get('chosen', bt.method)}, the highest validation ROC AUC with the bands kept "
+        f"({sel.get('chosen_validation_roc_auc', math.nan):.3f}; current rules "
+        f"{sel.get('current_roc_auc', math.nan):.3f});",
+        "  3. refitted on the training and validation periods together"
+        + (f" (average of {sel['refit']['bags']} bootstrap refits)" if _bagged(bt) else "")
+        + ", then scored on the test period:",
         f"Test period {test.get('start')} to {test.get('end')} ({test.get('rows')} rows, "
         f"{test.get('positives')} churned):",
         f"  ROC AUC {bt.current.roc_auc:.3f} -> {bt.suggested.roc_auc:.3f} "
@@ -1067,7 +1350,7 @@ def config_header(bt: Backtest) -> list[str]:
         below = fit["below_60"]
         lines += [
             f"  the bands keep their workload: the fit put {fit['target']:g}x the current "
-            "rules' share of training rows below 60 and 40;",
+            "rules' share of its rows below 60 and 40;",
             f"  below 60 on training {_pct(below['current_train'])} -> "
             f"{_pct(below['suggested_train'])}, validation "
             f"{_pct(below['current_validation'])} -> {_pct(below['suggested_validation'])}",
@@ -1077,13 +1360,23 @@ def config_header(bt: Backtest) -> list[str]:
     return lines
 
 
+def _bagged(bt: Backtest) -> bool:
+    return bool(bt.selection.get("refit", {}).get("bags"))
+
+
 def config_yaml(bt: Backtest) -> str:
     """The suggested config as YAML, with :func:`config_header` as its comment."""
     import yaml
 
     data = bt.config.model_dump(mode="json", exclude_none=True)
     body = yaml.safe_dump(data, sort_keys=False, default_flow_style=None, width=100)
-    header = "".join(f"# {line}\n" for line in config_header(bt))
+    import textwrap
+
+    header = ""
+    for line in config_header(bt):
+        indent = " " * (len(line) - len(line.lstrip()))
+        for part in textwrap.wrap(line, width=96, subsequent_indent=indent + "   "):
+            header += f"# {part}\n"
     return header + "#\n# Layout and meaning of every key: see configs/health.yaml.\n\n" + body
 
 

@@ -153,18 +153,41 @@ def _pct(value: float | None) -> str:
     return f"{100 * value:.1f} %"
 
 
+def _validation_row(bt: dict[str, Any]) -> list[str]:
+    valid = bt.get("validation_roc_auc") or {}
+    if not valid:
+        return []
+    rows = [
+        f"| ROC AUC on the validation period (chosen there; suggested: fitted on training) | "
+        f"{_fmt(valid.get('current'))} | {_fmt(valid.get('suggested'))} |"
+    ]
+    report = bt.get("validation") or {}
+    if report:
+        cur, sug = report["current"], report["suggested"]
+        rows.append(
+            "| recall at equal workload on the validation period "
+            f"({_pct(cur['workload_share'])} of rows) | {_pct(cur['recall_at_equal_workload'])} "
+            f"| {_pct(sug['recall_at_equal_workload'])} |"
+        )
+    return rows
+
+
 def health_backtest_section(bt: dict[str, Any]) -> list[str]:
-    """The "Health rules backtest" section: the current rules and the points fitted on the
-    training period, on the test period (docs/health-backtest.md)."""
+    """The "Health rules backtest" section: the current rules and the suggested points (chosen
+    on the validation period, refitted on training + validation), on the test period
+    (docs/health-backtest.md)."""
     cur, sug, ci = bt["current"], bt["suggested"], bt["interval"]
     lines = [
         "## Health rules backtest",
         "",
         "The rule-based health score (version "
-        f"{bt['version']['current']}) on the same test rows, against points fitted on the "
-        f"training period (version {bt['version']['suggested']}, method `{bt['method']}`, "
-        "non-negative, summing to 100, bands unchanged: below 60 intervene, below 40 "
-        "critical). The suggestion is not applied: "
+        f"{bt['version']['current']}) on the same test rows, against suggested points "
+        f"(version {bt['version']['suggested']}, non-negative, summing to 100, bands "
+        "unchanged: below 60 intervene, below 40 critical). How to fit them was chosen "
+        "without the test period: candidates fitted on the training period, the one ranking "
+        f"the validation period best with the bands kept (`{bt['method']}`) refitted on the "
+        "training and validation periods; the test period only reports. The suggestion is "
+        "not applied: "
         "`churn health backtest` writes it to a file and `churn health apply FILE` activates it.",
         "",
         "| metric | current rules | suggested points |",
@@ -175,6 +198,7 @@ def health_backtest_section(bt: dict[str, Any]) -> list[str]:
         f"{_pct(cur['recall_at_equal_workload'])} | {_pct(sug['recall_at_equal_workload'])} |",
         f"| churners in the healthy band | {_pct(cur['churners_in_healthy_band'])} | "
         f"{_pct(sug['churners_in_healthy_band'])} |",
+        *_validation_row(bt),
         "",
         f"ROC AUC gain {bt['roc_auc_gain']:+.3f}, 95 % bootstrap interval "
         f"{ci['low']:+.3f} to {ci['high']:+.3f} ({ci['resamples']} resamples of the "
@@ -203,7 +227,7 @@ def health_backtest_section(bt: dict[str, Any]) -> list[str]:
         lines += [
             "",
             f"The bands keep their workload: the fit put {fit['target']:g} times the current "
-            "rules' share of training rows below 60 and below 40 (below 60: training "
+            "rules' share of its rows below 60 and below 40 (below 60: training "
             f"{_pct(below['current_train'])} -> {_pct(below['suggested_train'])}, validation "
             f"{_pct(below['current_validation'])} -> {_pct(below['suggested_validation'])}).",
         ]

@@ -107,6 +107,11 @@ def test_the_card_reports_the_health_rules_backtest_when_the_run_has_one():
         "bands": {"current": bands, "suggested": bands},
         "weights": {"engagement": 12.0, "engagement.recency": 12.0},
         "current_weights": {"engagement": 30.0},
+        "validation_roc_auc": {"current": 0.669, "suggested": 0.676},
+        "validation": {
+            "current": {**side, "workload_share": 0.071, "recall_at_equal_workload": 0.154},
+            "suggested": {**side, "workload_share": 0.071, "recall_at_equal_workload": 0.246},
+        },
         "band_fit": {
             "target": 1.5,
             "below_60": {
@@ -126,3 +131,12 @@ def test_the_card_reports_the_health_rules_backtest_when_the_run_has_one():
     assert "engagement 30 -> 12" in text
     assert "| healthy (60+) | 50.0 % -> 50.0 % | 25.0 % -> 25.0 % | 2.0 % -> 2.0 % |" in text
     assert "below 60: training 8.6 % -> 12.5 %, validation 7.1 % -> 9.2 %" in text
+    # chosen without the test period, and the validation period's figures say so
+    assert "chosen without the test period" in text
+    assert (
+        "| ROC AUC on the validation period (chosen there; suggested: fitted on training) | "
+        "0.669 | 0.676 |"
+    ) in text
+    assert (
+        "| recall at equal workload on the validation period (7.1 % of rows) | 15.4 % | 24.6 % |"
+    ) in text
