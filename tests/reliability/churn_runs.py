@@ -29,7 +29,7 @@ CLI = "from churn_cli.main import main; main()"
 
 # Columns that differ between two runs writing the same scores.
 VOLATILE = {"run_id", "scored_at", "started_at", "finished_at"}
-DATED = ("scores", "reasons", "escalations", "actions")
+DATED = ("scores", "reasons", "escalations", "actions", "flags")
 
 
 def demo_workdir(root: Path) -> Path:
@@ -232,19 +232,40 @@ class Comparison:
         return (self.as_before or self.whole_run) and not self.records_lost and not self.half_dates
 
 
+def _dated_rows(snap: Snapshot, table: str, names: list[str], skip: set[Any]) -> Counter[Any]:
+    """The ``names`` columns of ``table``'s rows, without the rows of the dates in ``skip``."""
+    columns, rows = snap[table]
+    at = [columns.index(n) for n in names]
+    day = columns.index("as_of") if "as_of" in columns else None
+    return Counter(tuple(r[i] for i in at) for r in rows if day is None or r[day] not in skip)
+
+
 def compare(before: Snapshot, after: Snapshot) -> Comparison:
-    """Compare two snapshots of one store (see :class:`Comparison`)."""
-    lost = 0
-    for table, (columns, rows) in before.items():
-        keep = [i for i, c in enumerate(columns) if c not in VOLATILE]
-        after_columns, after_rows = after[table]
-        after_keep = [after_columns.index(columns[i]) for i in keep]
-        had = Counter(tuple(r[i] for i in keep) for r in rows)
-        has = Counter(tuple(r[i] for i in after_keep) for r in after_rows)
-        lost += sum((had - has).values())
-    as_before = all(Counter(before[t][1]) == Counter(after[t][1]) for t in before)
+    """Compare two snapshots of one store (see :class:`Comparison`).
+
+    A date a new run wrote again is replaced, not lost: scoring it again may rightly change
+    its rows (its health drop and invoice window compare with the scoring a month earlier,
+    which the new run may have added), so of such a date only its accounts must all be
+    there again; every other row must be there unchanged."""
     old_runs = {row[0] for row in before["runs"][1]}
     new_runs = {row[0] for row in after["runs"][1]} - old_runs
+    r_columns, r_rows = after["runs"]
+    rewritten = {
+        r[r_columns.index("as_of")] for r in r_rows if r[r_columns.index("run_id")] in new_runs
+    }
+    lost = 0
+    for table, (columns, _) in before.items():
+        keep = [c for c in columns if c not in VOLATILE]
+        had = _dated_rows(before, table, keep, rewritten)
+        lost += sum((had - _dated_rows(after, table, keep, rewritten)).values())
+    s_columns, s_rows = before["scores"]
+    accounts = [s_columns.index("as_of"), s_columns.index("account_id")]
+    had_accounts = Counter(
+        tuple(r[i] for i in accounts) for r in s_rows if r[accounts[0]] in rewritten
+    )
+    has_accounts = _dated_rows(after, "scores", ["as_of", "account_id"], set())
+    lost += sum((had_accounts - has_accounts).values())
+    as_before = all(Counter(before[t][1]) == Counter(after[t][1]) for t in before)
     # A run committed whole: every date it wrote carries its own run id, none is half old.
     whole_run = bool(new_runs) and not ({row[0] for row in after["runs"][1]} & old_runs)
     return Comparison(as_before, whole_run and not as_before, lost, half_dates(after))
