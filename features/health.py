@@ -353,7 +353,9 @@ def __getattr__(name: str) -> Any:
 # ----------------------------------------------------------------------------------- scoring
 
 
-def _step_points(values: np.ndarray, rule: SubRule, neutral_share: float) -> np.ndarray:
+def step_points(values: np.ndarray, rule: SubRule, neutral_share: float) -> np.ndarray:
+    """The points ``rule`` awards to each value; an unknown (NaN, +-inf) value earns
+    ``neutral_share`` of its points."""
     thresholds = np.fromiter((t for t, _ in rule.steps), float, len(rule.steps))
     points = np.fromiter((p for _, p in rule.steps), float, len(rule.steps))
     idx = np.searchsorted(thresholds, values, side="right") - 1
@@ -375,7 +377,7 @@ def _score_arrays(
             if rule.relative_to_cadence:
                 values = values / expected
             share = cfg.missing_share if rule.missing_share is None else rule.missing_share
-            pts += _step_points(values, rule, share)
+            pts += step_points(values, rule, share)
         pts = np.round(pts, 1)
         out[f"health_{name}"] = pts
         total += pts
@@ -418,7 +420,8 @@ def _float_column(frame: pd.DataFrame, name: str) -> np.ndarray:
     return values
 
 
-def _expected_from_frame(frame: pd.DataFrame, cadence: Cadence) -> np.ndarray:
+def expected_cadence(frame: pd.DataFrame, cadence: Cadence) -> np.ndarray:
+    """Each row's expected held interactions per 90 days, by its revenue segment."""
     expected = np.full(len(frame), cadence.expected[cadence.default_segment])
     if cadence.segment_feature in frame.columns:
         # Object array: NA becomes None, which equals no segment and keeps the default.
@@ -442,7 +445,7 @@ def score_health(frame: pd.DataFrame, cfg: HealthConfig) -> pd.DataFrame:
             cache[name] = _float_column(frame, name)
         return cache[name]
 
-    arrays = _score_arrays(column, _expected_from_frame(frame, cfg.cadence), cfg)
+    arrays = _score_arrays(column, expected_cadence(frame, cfg.cadence), cfg)
     arrays["health_band"] = pd.array(arrays["health_band"], dtype="string")
     return pd.DataFrame({k: arrays[k] for k in HEALTH_COLUMNS}, index=frame.index)
 

@@ -34,6 +34,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from features.health import expected_cadence, step_points
+
 if TYPE_CHECKING:
     from features.health import HealthConfig, SubRule
 
@@ -72,29 +74,15 @@ def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
     return values
 
 
-def _expected(frame: pd.DataFrame, cfg: HealthConfig) -> np.ndarray:
-    cadence = cfg.cadence
-    expected = np.full(len(frame), cadence.expected[cadence.default_segment])
-    if cadence.segment_feature in frame.columns:
-        segment = frame[cadence.segment_feature].to_numpy(dtype=object, na_value=None)
-        for seg, value in cadence.expected.items():
-            expected[segment == seg] = value
-    return expected
-
-
 def _shape(values: np.ndarray, rule: SubRule, missing_share: float) -> np.ndarray:
     """The share of its points ``rule`` awards to each value (the missing share if unknown)."""
-    thresholds = np.array([t for t, _ in rule.steps], dtype=float)
-    points = np.array([p for _, p in rule.steps], dtype=float)
-    idx = np.searchsorted(thresholds, values, side="right") - 1
-    got = np.where(idx >= 0, points[np.maximum(idx, 0)], rule.below)
-    return np.where(np.isfinite(values), got / rule.points, missing_share)
+    return step_points(values, rule, missing_share) / rule.points
 
 
 def rule_shapes(frame: pd.DataFrame, cfg: HealthConfig) -> pd.DataFrame:
     """One column per sub-rule (``component.rule``): the share 0..1 of its points each row
     earns under ``cfg``, so that ``sum_r points_r * shape_r`` is the (unrounded) score."""
-    expected = _expected(frame, cfg)
+    expected = expected_cadence(frame, cfg.cadence)
     out: dict[str, np.ndarray] = {}
     for name, component in cfg.components.items():
         for rule in component.rules:
@@ -583,7 +571,7 @@ def design_matrix(
 
 
 def _known(frame: pd.DataFrame, cfg: HealthConfig) -> dict[str, np.ndarray]:
-    expected = _expected(frame, cfg)
+    expected = expected_cadence(frame, cfg.cadence)
     out = {}
     for name, component in cfg.components.items():
         for rule in component.rules:
