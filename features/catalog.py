@@ -12,6 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from string import Formatter
 from typing import TYPE_CHECKING, Literal
 
@@ -154,8 +155,7 @@ class Feature:
 
     def _exact_values(self) -> tuple[float, ...]:
         """Values a rounded number may only show when it is exactly one of them."""
-        bounds = (abs(b) for b in self.valid_range if b is not None and math.isfinite(b))
-        return (0.0, *bounds)
+        return _exact_values(self.valid_range)
 
     def _typical_clause(self, number: float, typical: float | None, impact: float) -> str:
         if (
@@ -188,9 +188,22 @@ class Feature:
 _SPEC = re.compile(r"^(?P<head>[^.]*)\.(?P<digits>\d+)(?P<type>[f%])$")
 
 
+@lru_cache(maxsize=64)
+def _exact_values(valid_range: tuple[float | None, float | None]) -> tuple[float, ...]:
+    bounds = (abs(b) for b in valid_range if b is not None and math.isfinite(b))
+    return (0.0, *bounds)
+
+
+@lru_cache(maxsize=1024)
+def _parsed(template: str) -> tuple[tuple[str, str | None, str], ...]:
+    """A template's (literal, field name, format spec) parts, parsed once per template."""
+    return tuple((lit, name, spec or "") for lit, name, spec, _ in Formatter().parse(template))
+
+
+@lru_cache(maxsize=1024)
 def _value_spec(template: str) -> str | None:
     """The format spec of ``{value:...}`` in a template (None when it has no ``{value}``)."""
-    for _literal, name, spec, _conversion in Formatter().parse(template):
+    for _literal, name, spec in _parsed(template):
         if name == "value":
             return spec or ""
     return None
@@ -232,7 +245,7 @@ def _render(template: str, number: float, label: str, exact: Sequence[float]) ->
     number is exactly 1."""
     out = []
     printed = ""
-    for literal, name, spec, _conversion in Formatter().parse(template):
+    for literal, name, spec in _parsed(template):
         out.append(literal)
         if name == "value":
             printed = _honest(number, spec or "", exact)
@@ -771,12 +784,17 @@ def feature_sentence(name: str, value: float | str | None) -> str:
 def source_features(names: Sequence[str]) -> dict[str, list[int]]:
     """Positions in ``names`` of the features read from each single source table, tables in
     catalogue order (a feature needing two tables counts for neither)."""
+    return {table: list(idx) for table, idx in _source_features(tuple(names))}
+
+
+@lru_cache(maxsize=32)
+def _source_features(names: tuple[str, ...]) -> tuple[tuple[str, tuple[int, ...]], ...]:
     out: dict[str, list[int]] = {}
     for i, name in enumerate(names):
         tables = FEATURES[name].tables
         if len(tables) == 1:
             out.setdefault(tables[0], []).append(i)
-    return out
+    return tuple((table, tuple(idx)) for table, idx in out.items())
 
 
 def data_completeness(known: np.ndarray, names: Sequence[str]) -> tuple[np.ndarray, list[str]]:
@@ -789,7 +807,13 @@ def data_completeness(known: np.ndarray, names: Sequence[str]) -> tuple[np.ndarr
 
     known = np.asarray(known, dtype=bool).reshape(-1, len(names))
     share = known.mean(axis=1) if len(names) else np.ones(len(known))
-    tables = list(source_features(names).items())
+    sources = _source_features(tuple(names))  # cached per feature list
+    if len(known) < 16:  # the API's few rows: plain Python beats numpy's per-call set-up
+        rows = known.tolist()
+        return share, [
+            ", ".join(t for t, idx in sources if not any(row[i] for i in idx)) for row in rows
+        ]
+    tables = [(table, list(idx)) for table, idx in sources]
     code = np.zeros(len(known), dtype=np.int64)  # bit t: table t is missing
     for bit, (_table, idx) in enumerate(tables):
         code |= (~known[:, idx].any(axis=1)).astype(np.int64) << bit

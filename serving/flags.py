@@ -27,6 +27,7 @@ import pandas as pd
 from churn.bundle import OperatingPoints
 from features.catalog import FEATURES
 from features.health import HealthConfig, sub_rule_points
+from serving.priority import one_of
 from serving.score_record import label
 
 #: How many sentences each side contributes to a flag.
@@ -139,7 +140,8 @@ def _quiet_risk_text(row: Mapping[str, Any], points: OperatingPoints) -> str:
 def _rule_only_risk(ctx: FlagContext) -> np.ndarray:
     with np.errstate(invalid="ignore"):
         low = ctx.floats("churn_probability") < ctx.points.watch  # NaN (no model): False
-    return low & np.isin(ctx.values("health_band"), ("at_risk", "critical"))
+    out: np.ndarray = low & one_of(ctx.values("health_band"), ("at_risk", "critical"))
+    return out
 
 
 def _rule_only_risk_text(row: Mapping[str, Any], points: OperatingPoints) -> str:

@@ -185,6 +185,7 @@ def score_accounts(
     base_rate = None
     version = None
     names: Sequence[str] = MODEL_FEATURES
+    known: np.ndarray | None = None
     if model is not None:
         explainer = model.explainer
         names = explainer.feature_names
@@ -203,8 +204,11 @@ def score_accounts(
             for i in range(len(accounts))
         ]
         base_rate = explanation.base_rate
+        known = ~np.isnan(explanation.values)  # the matrix the model saw: NaN where unknown
         version = model.version
-    completeness, missing_sources = _completeness(accounts, names)
+    completeness, missing_sources = (
+        _completeness(accounts, names) if known is None else data_completeness(known, names)
+    )
 
     fired = _fired_escalations(accounts, health, rules.health)
     health_bands = [h["health_band"] for h in health]
