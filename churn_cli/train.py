@@ -14,6 +14,7 @@ from churn_cli.options import DataOption, EngineOption, SchedulerOption
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from churn.bundle import OperatingPoints
     from training.pipeline import TrainResult
 
 
@@ -55,7 +56,7 @@ def _report(result: TrainResult, out: Any) -> None:
         f"test period {test.start.date()} to {test.end.date()}: {test.rows} account-dates, "
         f"{test.positives} churned; calibration: {result.calibration_note}"
     )
-    for line in _operating_point_lines(result.bundle_path):
+    for line in _operating_point_lines(result.operating_points):
         out.print(line)
     backtest = result.health_backtest
     if backtest:
@@ -82,25 +83,18 @@ def _report(result: TrainResult, out: Any) -> None:
     out.print(f"MLflow run {result.run_id} ({result.seconds:.0f} s)")
 
 
-def _operating_point_lines(bundle_path: Path) -> list[str]:
-    """The priorities' operating points as the bundle states them: threshold, and the share
-    of churners caught and the precision on the validation (chosen) and test periods."""
-    from churn.bundle import METADATA_FILE
-
-    try:
-        metadata = json.loads((Path(bundle_path) / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    stated = metadata.get("operating_points") or {}
-    figures = stated.get("figures") or {}
+def _operating_point_lines(points: OperatingPoints | None) -> list[str]:
+    """The priorities' operating points: threshold, and the share of churners caught and the
+    precision on the validation (chosen) and test periods."""
+    figures = points.figures if points is not None else {}
     lines = []
     for name, label in (("act_now", "act now"), ("watch", "watch")):
         got = figures.get(name) or {}
         val, test = got.get("validation"), got.get("test")
-        if name not in stated or not val or not test:
+        if points is None or not val or not test:
             continue
         lines.append(
-            f"priority {label}: churn probability >= {stated[name]:.1%} catches "
+            f"priority {label}: churn probability >= {getattr(points, name):.1%} catches "
             f"{val['recall']:.0%} of the validation churners at {val['precision']:.0%} precision "
             f"(test: {test['recall']:.0%} at {test['precision']:.0%})"
         )

@@ -407,7 +407,8 @@ def _score_arrays(
     return out
 
 
-def _float_column(frame: pd.DataFrame, name: str) -> np.ndarray:
+def float_column(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A frame's column as floats (NaN where unknown or not a number; all NaN if absent)."""
     if name not in frame.columns:
         return np.full(len(frame), np.nan)
     col = frame[name]
@@ -442,7 +443,7 @@ def score_health(frame: pd.DataFrame, cfg: HealthConfig) -> pd.DataFrame:
 
     def column(name: str) -> np.ndarray:
         if name not in cache:
-            cache[name] = _float_column(frame, name)
+            cache[name] = float_column(frame, name)
         return cache[name]
 
     arrays = _score_arrays(column, expected_cadence(frame, cfg.cadence), cfg)
@@ -476,6 +477,15 @@ class _RulePlan:
     points: tuple[float, ...]
     below: float
     neutral: float
+
+    def award(self, value: float, expected: float) -> float:
+        """The points for one value (NaN when unknown); ``expected`` is the account's cadence."""
+        if self.relative_to_cadence:
+            value = value / expected
+        if math.isfinite(value):
+            idx = bisect.bisect_right(self.thresholds, value) - 1
+            return self.points[idx] if idx >= 0 else self.below
+        return self.neutral  # NaN and +-inf are not measurements: they earn the neutral share
 
 
 @dataclass(frozen=True)
@@ -538,14 +548,7 @@ def _score_record(record: Mapping[str, object], plan: _Plan) -> dict[str, object
     for key, rules in plan.components:
         pts = 0.0
         for rule in rules:
-            value = _to_float(record.get(rule.feature))
-            if rule.relative_to_cadence:
-                value = value / expected
-            if math.isfinite(value):
-                idx = bisect.bisect_right(rule.thresholds, value) - 1
-                pts += rule.points[idx] if idx >= 0 else rule.below
-            else:  # NaN and +-inf are not measurements: they earn the neutral share.
-                pts += rule.neutral
+            pts += rule.award(_to_float(record.get(rule.feature)), expected)
         pts = _round(pts, 10.0)
         out[key] = pts
         total += pts
@@ -612,13 +615,7 @@ def sub_rule_points(
         parts = []
         for spec, rule in zip(component.rules, rules, strict=True):
             value = _to_float(record.get(rule.feature))
-            scaled = value / expected if rule.relative_to_cadence else value
-            if math.isfinite(scaled):
-                idx = bisect.bisect_right(rule.thresholds, scaled) - 1
-                pts = rule.points[idx] if idx >= 0 else rule.below
-            else:
-                pts = rule.neutral
-            parts.append((spec, value, pts))
+            parts.append((spec, value, rule.award(value, expected)))
         out[name] = parts
     return out
 

@@ -27,7 +27,7 @@ import pandas as pd
 from churn.bundle import OperatingPoints
 from features.catalog import FEATURES
 from features.health import HealthConfig, sub_rule_points
-from serving.priority import one_of
+from serving.priority import floats, one_of
 from serving.score_record import label
 
 #: How many sentences each side contributes to a flag.
@@ -62,13 +62,7 @@ class FlagContext:
             if name not in self._columns:
                 out = np.full(self.rows, np.nan)
             else:
-                values = self._columns[name]
-                if isinstance(values, pd.Series):
-                    out = pd.to_numeric(values, errors="coerce").to_numpy(
-                        dtype=float, na_value=np.nan
-                    )
-                else:
-                    out = np.asarray([np.nan if v is None else v for v in values], dtype=float)
+                out = floats(self._columns[name])
             self._floats[name] = out
         return self._floats[name]
 

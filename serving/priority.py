@@ -42,7 +42,8 @@ ACT_NOW_BANDS: tuple[str, ...] = ("critical",)
 WATCH_BANDS: tuple[str, ...] = ("at_risk",)
 
 
-def _floats(values: Any) -> np.ndarray:
+def floats(values: Any) -> np.ndarray:
+    """A Series, array or list as floats; NaN where unknown (None, NaN, not a number)."""
     if isinstance(values, pd.Series):
         numeric: np.ndarray = pd.to_numeric(values, errors="coerce").to_numpy(
             dtype=float, na_value=np.nan
@@ -91,7 +92,7 @@ def priorities(
     escalation code (``features.health.ESCALATION_CODES``) a boolean per row (a missing code
     never fired; see :func:`fired_matrix`); ``points``: the bundle's operating points.
     """
-    p = _floats(probability)
+    p = floats(probability)
     n = len(p)
     band = np.asarray(
         health_band.to_numpy(dtype=object, na_value="")

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from features.health import expected_cadence, step_points
+from features.health import expected_cadence, float_column, step_points
 
 if TYPE_CHECKING:
     from features.health import HealthConfig, SubRule
@@ -65,15 +65,6 @@ def rule_key(component: str, rule: str) -> str:
     return f"{component}.{rule}"
 
 
-def _column(frame: pd.DataFrame, name: str) -> np.ndarray:
-    if name not in frame.columns:
-        return np.full(len(frame), np.nan)
-    values: np.ndarray = pd.to_numeric(frame[name], errors="coerce").to_numpy(
-        dtype=float, na_value=np.nan
-    )
-    return values
-
-
 def _shape(values: np.ndarray, rule: SubRule, missing_share: float) -> np.ndarray:
     """The share of its points ``rule`` awards to each value (the missing share if unknown)."""
     return step_points(values, rule, missing_share) / rule.points
@@ -86,7 +77,7 @@ def rule_shapes(frame: pd.DataFrame, cfg: HealthConfig) -> pd.DataFrame:
     out: dict[str, np.ndarray] = {}
     for name, component in cfg.components.items():
         for rule in component.rules:
-            values = _column(frame, rule.feature)
+            values = float_column(frame, rule.feature)
             if rule.relative_to_cadence:
                 values = values / expected
             share = cfg.missing_share if rule.missing_share is None else rule.missing_share
@@ -575,7 +566,7 @@ def _known(frame: pd.DataFrame, cfg: HealthConfig) -> dict[str, np.ndarray]:
     out = {}
     for name, component in cfg.components.items():
         for rule in component.rules:
-            values = _column(frame, rule.feature)
+            values = float_column(frame, rule.feature)
             if rule.relative_to_cadence:
                 values = values / expected
             out[rule_key(name, rule.name)] = np.isfinite(values)

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
+    from churn.bundle import OperatingPoints
     from churn.engine import Engine
     from churn.settings import Settings
     from training.config import RunPlan
@@ -57,6 +58,8 @@ class TrainResult:
     # The health rules backtest on the same split (training.health_backtest; empty if the
     # split cannot rank the rules, e.g. a period with one class only).
     health_backtest: dict[str, Any] = field(default_factory=dict)
+    # The priorities' thresholds chosen on validation, with their figures (as in the bundle).
+    operating_points: OperatingPoints | None = None
 
     def summary(self) -> dict[str, Any]:
         """The ``--json`` object: per-scorer metrics, the promotion, and the run's facts."""
@@ -182,6 +185,7 @@ def run(
         seconds=time.perf_counter() - started,
         lineage=lineage,
         health_backtest=backtest.summary() if backtest else {},
+        operating_points=report.operating_points,
     )
 
 
