@@ -9,11 +9,11 @@ from datetime import date
 import pytest
 from fastapi.testclient import TestClient
 
-from churn.settings import load_settings
 from serving.app import create_app
 from serving.dashboard import queue
 from serving.keys import KeyStore
 from serving.store import Store
+from tests.support.cli import served_settings
 from tests.support.store_rows import make_batch
 
 D1, D2 = date(2025, 1, 1), date(2025, 2, 1)
@@ -21,12 +21,7 @@ D1, D2 = date(2025, 1, 1), date(2025, 2, 1)
 
 @pytest.fixture
 def env(tmp_path):
-    settings = load_settings(
-        keys_file=tmp_path / "keys.json",
-        models_dir=tmp_path / "models",
-        store_url=str(tmp_path / "store.duckdb"),
-        serve={"reload_interval_seconds": 0},
-    )
+    settings = served_settings(tmp_path)
     store = Store(settings.store_url)
     store.write_batch(make_batch(D1, {"A-1": ("Ann", 70.0, 0.10), "B-1": ("Bob", 65.0, 0.2)}))
     store.write_batch(
@@ -86,12 +81,7 @@ def test_filters_limit_and_offset(env):
 @pytest.fixture
 def queue_env(tmp_path):
     """Five accounts whose revenue at risk does not follow their priority."""
-    settings = load_settings(
-        keys_file=tmp_path / "keys.json",
-        models_dir=tmp_path / "models",
-        store_url=str(tmp_path / "store.duckdb"),
-        serve={"reload_interval_seconds": 0},
-    )
+    settings = served_settings(tmp_path)
     store = Store(settings.store_url)
     store.write_batch(
         make_batch(

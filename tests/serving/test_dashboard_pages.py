@@ -19,13 +19,13 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from churn.settings import load_settings
 from serving.app import create_app
 from serving.dashboard import queue
 from serving.dashboard.formatting import FLAG_WORDS, SERVICE_LEVELS, service_worry
 from serving.flags import FLAG_RULES, flags_frame
 from serving.keys import KeyStore
 from serving.store import Store
+from tests.support.cli import served_settings
 from tests.support.store_rows import make_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -37,13 +37,7 @@ def _client(tmp_path: Path, bands: dict[str, float] | None) -> tuple[TestClient,
         config["bands"] = bands
     health_config = tmp_path / "health.yaml"
     health_config.write_text(yaml.safe_dump(config))
-    settings = load_settings(
-        keys_file=tmp_path / "keys.json",
-        models_dir=tmp_path / "models",
-        store_url=str(tmp_path / "store.duckdb"),
-        health_config=health_config,
-        serve={"reload_interval_seconds": 0},
-    )
+    settings = served_settings(tmp_path, health_config=health_config)
     # Each component of a 65-point account holds 65 % of its maximum.
     Store(settings.store_url).write_batch(make_batch(date(2025, 1, 1), {"A-1": ("Ann", 65.0, 0.1)}))
     token = KeyStore.from_settings(settings).add("admin")[1]
@@ -291,12 +285,7 @@ def _portfolio_store(tmp_path: Path) -> tuple[TestClient, str, Store, str]:
         a: (m, h + (25 if a == "A-003" else 5 * (i % 2)), p)
         for i, (a, (m, h, p)) in enumerate(accounts.items())
     }
-    settings = load_settings(
-        keys_file=tmp_path / "keys.json",
-        models_dir=tmp_path / "models",
-        store_url=str(tmp_path / "store.duckdb"),
-        serve={"reload_interval_seconds": 0},
-    )
+    settings = served_settings(tmp_path)
     store = Store(settings.store_url)
     store.write_batch(make_batch(PREVIOUS, earlier))
     store.write_batch(make_batch(LATEST, accounts))
@@ -429,12 +418,7 @@ STALE_TEXT = "Invoice INV-9 (1,200) unpaid for 500 days past due: check the bill
 def _flagged_store(tmp_path: Path) -> tuple[TestClient, str]:
     """A-1 healthy at 40 % (quiet risk) with a stale invoice, B-1 critical at 2 % (rule-only
     risk), C-1 with nothing to say."""
-    settings = load_settings(
-        keys_file=tmp_path / "keys.json",
-        models_dir=tmp_path / "models",
-        store_url=str(tmp_path / "store.duckdb"),
-        serve={"reload_interval_seconds": 0},
-    )
+    settings = served_settings(tmp_path)
     batch = make_batch(
         LATEST, {"A-1": ("Ann", 70.0, 0.40), "B-1": ("Bob", 35.0, 0.02), "C-1": ("Ann", 80.0, 0.01)}
     )

@@ -46,6 +46,18 @@ def isolated_settings(root: Path) -> Settings:
     )
 
 
+def served_settings(root: Path, **overrides: object) -> Settings:
+    """Settings of a service under test: keys, models and a DuckDB store under ``root``, no
+    background model reloads; ``overrides`` add or replace settings."""
+    values: dict[str, object] = {
+        "keys_file": root / "keys.json",
+        "models_dir": root / "models",
+        "store_url": str(root / "store.duckdb"),
+        "serve": {"reload_interval_seconds": 0},
+    }
+    return load_settings(**(values | overrides))
+
+
 def run_churn(
     args: list[str], env: dict[str, str], cwd: Path, timeout: float = 600
 ) -> subprocess.CompletedProcess[str]:
