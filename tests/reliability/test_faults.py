@@ -50,6 +50,7 @@ pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 
 BASELINE_MONTHS = "3"  # the store before a fault: 4 dates
 FAULT_MONTHS = "12"  # the run a fault hits: 13 dates, so its write lasts about a second
+_KILL_ATTEMPTS = 4  # tries per kill trial while the write ends before the kill
 SCORED = "✓ scoring"  # printed once scoring is done, right before the write starts
 WRITE_LOCK = 0x63687572  # serving.store._PG_WRITE_LOCK
 
@@ -112,19 +113,28 @@ def _kill_trials(
     """Run the fault run once per delay and SIGKILL it ``delay`` s after its write started.
 
     ``writing(run)`` says whether the run is writing now; ``settle(run)`` waits until the
-    store has let go of the killed run. Returns one comparison per trial and the problems.
+    store has let go of the killed run. A run that finished its whole write before the kill
+    came (the write's length varies with the machine's load) injected no fault: the trial is
+    run again with half the delay, at most ``_KILL_ATTEMPTS`` times, and ``delays`` is
+    updated to the delays the kills really came at. Returns one comparison per trial and
+    the problems.
     """
     results, problems = [], []
     env = churn_env(work)
-    for delay in delays:
-        before = snapshot(store)
-        run = ChurnRun(_score_argv(store), env, work)
-        started = run.wait_for(SCORED) and _wait_until(lambda r=run: writing(r), run)
-        if started:
-            time.sleep(delay)
-            run.process.send_signal(signal.SIGKILL)
-        code = run.finish()
-        settle(run)
+    for trial, delay in enumerate(delays):
+        for _attempt in range(_KILL_ATTEMPTS):
+            before = snapshot(store)
+            run = ChurnRun(_score_argv(store), env, work)
+            started = run.wait_for(SCORED) and _wait_until(lambda r=run: writing(r), run)
+            if started:
+                time.sleep(delay)
+                run.process.send_signal(signal.SIGKILL)
+            code = run.finish()
+            settle(run)
+            if not (started and code == 0 and delay > 0):
+                break
+            delay = round(delay / 2, 3)  # the write ended before the kill: come sooner
+        delays[trial] = delay
         if not started or code != -signal.SIGKILL:
             problems.append(f"the run was not killed while writing (exit {code}): {run.stderr}")
             continue
