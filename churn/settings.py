@@ -41,6 +41,13 @@ class SnapshotSettings(BaseModel):
     """The as_of grid and labels (docs/domain.md#labels)."""
 
     frequency: str = Field("MS", description="pandas offset alias of the as_of grid (MS = monthly)")
+    history_months: int | None = Field(
+        None,
+        ge=0,
+        le=120,
+        description="months of data before the first as_of; None = a sixth of the data's span, "
+        "1 to 6 (docs/split.md#history-before-the-first-as_of)",
+    )
     horizon_days: int = Field(90, ge=1, le=730)
     label_mode: Literal["events", "inactivity"] = "events"
     min_silence_days: int = Field(90, ge=1, description="floor of the inactivity window N")

@@ -50,6 +50,7 @@ def _report(result: TrainResult, out: Any) -> None:
     from churn.bundle import CHAMPION_DIR
 
     periods = result.split.periods
+    out.print(f"split: {result.split.description}")
     out.print(comparison_table(result.metrics))
     test = periods["test"]
     out.print(
@@ -171,7 +172,9 @@ def train(
 TRAIN_HELP = (
     "Train, evaluate against the baselines, register in MLflow, promote and export a model.\n\n"
     "Builds labeled monthly snapshots and splits them by time: train on older dates, validate "
-    "on the next, test on the latest, with a one-horizon gap between periods. Trains LightGBM "
+    "on the next, test on the latest, with a one-horizon gap between periods (on a short "
+    "source: shorter periods, else accounts held out of training for validation; the report "
+    "says which split it chose). Trains LightGBM "
     "with early stopping, calibrates on the validation period, and compares the model with "
     "the health score and a logistic regression on the same test rows.\n\n"
     "The new version becomes `champion` only if it is at least as good as the current one on "

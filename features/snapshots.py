@@ -66,7 +66,10 @@ logger = logging.getLogger("features.snapshots")
 IDENTITY: tuple[str, ...] = ("account_id", "as_of", "account_manager")
 LABELS: tuple[str, ...] = ("churned", "label_window_end")
 HEALTH_LOOKBACK_DAYS = 30
+# History before the first as_of when ``snapshots.history_months`` is unset: a sixth of the
+# data's span in whole months, at least 1 and at most HISTORY_MONTHS (docs/split.md).
 HISTORY_MONTHS = 6
+HISTORY_SHARE_OF_SPAN = 6
 
 
 # ------------------------------------------------------------------------------ the data's span
@@ -136,6 +139,21 @@ def _observed_start(tables: Tables) -> pd.Timestamp:
     return pd.Timestamp(min(lows)).tz_localize(None).normalize()
 
 
+def _whole_months(start: pd.Timestamp, end: pd.Timestamp) -> int:
+    months = (end.year - start.year) * 12 + end.month - start.month
+    return max(0, months - (1 if end.day < start.day else 0))
+
+
+def history_months(tables: Tables, cfg: SnapshotSettings) -> int:
+    """Months of data before the first as_of: ``cfg.history_months``, or when unset a sixth of
+    the whole months from the first to the last record, between 1 and ``HISTORY_MONTHS`` (a
+    four-year source keeps six months, eighteen months of invoices three)."""
+    if cfg.history_months is not None:
+        return cfg.history_months
+    span = _whole_months(_observed_start(tables), observed_end(tables).tz_localize(None))
+    return min(HISTORY_MONTHS, max(1, span // HISTORY_SHARE_OF_SPAN))
+
+
 def as_of_grid(
     tables: Tables,
     cfg: SnapshotSettings,
@@ -143,11 +161,11 @@ def as_of_grid(
     end: date | None = None,
 ) -> list[date]:
     """The as_of dates at ``cfg.frequency`` (month starts by default) from the first month with
-    data plus six months of history (or ``start``) to the end of the data (or ``end``)."""
+    data plus :func:`history_months` (or ``start``) to the end of the data (or ``end``)."""
     first = (
         pd.Timestamp(start)
         if start is not None
-        else _observed_start(tables) + pd.DateOffset(months=HISTORY_MONTHS)
+        else _observed_start(tables) + pd.DateOffset(months=history_months(tables, cfg))
     )
     last = pd.Timestamp(end) if end is not None else observed_end(tables)
     try:
@@ -452,6 +470,7 @@ __all__ = [
     "build_snapshots",
     "feature_columns",
     "history_dates",
+    "history_months",
     "observed_end",
     "output_format",
     "write_frame",

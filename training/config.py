@@ -31,7 +31,8 @@ class _Strict(BaseModel):
 
 
 class SplitConfig(_Strict):
-    """Periods of the time-based split, counted back from the latest labeled ``as_of``."""
+    """Periods of the time-based split, counted back from the latest labeled ``as_of``, and
+    what the trainer falls back to when the data is too short for them (docs/split.md)."""
 
     test_months: int = Field(6, ge=1, le=60)
     validation_months: int = Field(6, ge=1, le=60)
@@ -39,6 +40,12 @@ class SplitConfig(_Strict):
         None, ge=0, le=1000, description="left out between periods; None = the label horizon"
     )
     min_train_months: int = Field(6, ge=1, le=120)
+    min_churners: int = Field(
+        5, ge=1, le=10_000, description="least churned and retained rows in validation and test"
+    )
+    holdout_share: float = Field(
+        0.2, gt=0, lt=1, description="share of accounts held out for validation (group holdout)"
+    )
 
 
 class LightGBMConfig(_Strict):

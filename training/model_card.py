@@ -273,6 +273,7 @@ def render_model_card(card: CardInputs) -> str:
         "",
         "## Periods (time-based split)",
         "",
+        *([f"Split: {periods['description']}.", ""] if periods.get("description") else []),
         "| period | first as_of | last as_of | dates | rows | churned | churn rate |",
         "|---|---|---|---:|---:|---:|---:|",
         *(_period_line(n, periods[n]) for n in ("train", "validation", "test")),

@@ -499,6 +499,7 @@ def log_run(run: RunOutputs, health_backtest: Backtest | None = None) -> str:
             "train_config_version": cfg.version,
             "health_config_version": plan.health.version,
             **_flat_params("split.", cfg.split.model_dump()),
+            "split.chosen": lineage["split"]["kind"],
             "data.source": lineage["source"],
             "data.snapshot_hash": lineage["snapshot_hash"],
             "data.snapshot_rows": lineage["snapshot_rows"],
@@ -516,6 +517,7 @@ def log_run(run: RunOutputs, health_backtest: Backtest | None = None) -> str:
         }
     )
     mlflow.set_tags({"calibration": report.calibration.note, "data.source": lineage["source"]})
+    mlflow.set_tag("split", lineage["split"]["description"])
     mlflow.log_dict(json_safe(lineage), "lineage.json")
     flat_metrics = {
         f"{scorer}.{metric}": value
