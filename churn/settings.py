@@ -45,7 +45,7 @@ class SnapshotSettings(BaseModel):
         None,
         ge=0,
         le=120,
-        description="months of data before the first as_of; None = a sixth of the data's span, "
+        description="months of data before the first as_of; None = a quarter of the data's span, "
         "1 to 6 (docs/split.md#history-before-the-first-as_of)",
     )
     horizon_days: int = Field(90, ge=1, le=730)

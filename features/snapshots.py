@@ -66,10 +66,10 @@ logger = logging.getLogger("features.snapshots")
 IDENTITY: tuple[str, ...] = ("account_id", "as_of", "account_manager")
 LABELS: tuple[str, ...] = ("churned", "label_window_end")
 HEALTH_LOOKBACK_DAYS = 30
-# History before the first as_of when ``snapshots.history_months`` is unset: a sixth of the
+# History before the first as_of when ``snapshots.history_months`` is unset: a quarter of the
 # data's span in whole months, at least 1 and at most HISTORY_MONTHS (docs/split.md).
 HISTORY_MONTHS = 6
-HISTORY_SHARE_OF_SPAN = 6
+HISTORY_SHARE_OF_SPAN = 4
 
 
 # ------------------------------------------------------------------------------ the data's span
@@ -140,14 +140,14 @@ def _observed_start(tables: Tables) -> pd.Timestamp:
 
 
 def _whole_months(start: pd.Timestamp, end: pd.Timestamp) -> int:
-    months = (end.year - start.year) * 12 + end.month - start.month
+    months = int((end.year - start.year) * 12 + end.month - start.month)
     return max(0, months - (1 if end.day < start.day else 0))
 
 
 def history_months(tables: Tables, cfg: SnapshotSettings) -> int:
-    """Months of data before the first as_of: ``cfg.history_months``, or when unset a sixth of
-    the whole months from the first to the last record, between 1 and ``HISTORY_MONTHS`` (a
-    four-year source keeps six months, eighteen months of invoices three)."""
+    """Months of data before the first as_of: ``cfg.history_months``, or when unset a quarter
+    of the whole months from the first to the last record, between 1 and ``HISTORY_MONTHS`` (two
+    years or more keep six months, eighteen months of invoices four)."""
     if cfg.history_months is not None:
         return cfg.history_months
     span = _whole_months(_observed_start(tables), observed_end(tables).tz_localize(None))

@@ -156,7 +156,8 @@ def _check_classes(periods: dict[str, Period], min_churners: int, hint: str = _H
                 what = "no churned account" if p.positives == 0 else "only churned accounts"
                 end = "its metrics are undefined"
             else:
-                what = f"{min(p.positives, retained)} {'churned' if p.positives < need else 'retained'} row(s)"
+                short = "churned" if p.positives < need else "retained"
+                what = f"{min(p.positives, retained)} {short} row(s)"
                 end = f"at least {need} of each class are required (split.min_churners)"
             raise ChurnError(f"the {name} period ({p.describe()}) has {what}: {end}", hint=hint)
 
@@ -271,7 +272,13 @@ def _holdout_split(data: _Inputs, test_months: int, min_train_months: int) -> Ti
     _check_classes(periods, cfg.min_churners)
     purged = int((labeled & ~(train | validation | test)).sum())
     return TimeSplit(
-        train, validation, test, periods, data.gap.days, purged, kind=GROUP_HOLDOUT,
+        train,
+        validation,
+        test,
+        periods,
+        data.gap.days,
+        purged,
+        kind=GROUP_HOLDOUT,
         configured=False,
     )
 
@@ -330,9 +337,8 @@ def choose_split(frame: pd.DataFrame, cfg: SplitConfig, horizon_days: int) -> Ti
         else f"because the configured split does not fit: {first_failure}"
     )
     for size in range(max(cfg.test_months, cfg.validation_months) - 1, 0, -1):
-        test_months, validation_months = min(cfg.test_months, size), min(cfg.validation_months, size)
         try:
-            split = _time_split(data, test_months, validation_months)
+            split = _time_split(data, min(cfg.test_months, size), min(cfg.validation_months, size))
         except ChurnError:
             continue
         return replace(split, configured=False, description=_describe(split, data, reason))

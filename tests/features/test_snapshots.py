@@ -50,7 +50,7 @@ def test_grid_is_month_starts_from_six_months_of_history_to_the_data_end():
         ],
         accounts=[{"account_id": "A", "started_at": "2015-01-01", "renewal_at": "2030-01-01"}],
     )
-    grid = as_of_grid(tables, CFG)
+    grid = as_of_grid(tables, CFG.model_copy(update={"history_months": 6}))
     assert grid[0] == date(2021, 10, 1) and grid[-1] == date(2022, 2, 1)
     assert len(grid) == 5
     # a renewal planned for 2030 is no observation: the data ends with the last record

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from churn.errors import ChurnError
+from tests.training.test_split import monthly_frame
 from training.config import SplitConfig
 from training.split import GROUP_HOLDOUT, TIME, TimeSplit, choose_split, time_split
-from tests.training.test_split import monthly_frame
 
 
 def _keys(frame: pd.DataFrame, mask: np.ndarray) -> set[tuple[str, pd.Timestamp]]:
@@ -81,7 +81,7 @@ def test_a_shorter_source_gets_a_group_holdout_with_a_fifth_of_the_accounts():
     split = choose_split(frame, SplitConfig(), horizon_days=90)
     assert (split.kind, split.configured) == (GROUP_HOLDOUT, False)
     assert split.periods["test"].dates == 3
-    train, valid, test = split.frames(frame)
+    train, valid, _ = split.frames(frame)
     assert train["as_of"].dt.to_period("M").nunique() == 6
     assert valid["account_id"].nunique() == 8  # 20 % of 40
     assert train["account_id"].nunique() == 32
