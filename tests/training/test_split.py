@@ -93,7 +93,9 @@ def test_rows_with_long_label_windows_are_dropped_before_the_next_period():
     ("months", "message"),
     [(16, "train period of the time split holds no labeled rows"), (22, r"covers 3 month\(s\)")],
 )
-def test_too_little_history_is_a_clear_error(months, message):
+def test_too_little_history_for_the_configured_periods_is_a_clear_error(months, message):
+    # time_split builds the configured periods or refuses; the trainer then falls back to a
+    # smaller split (test_split_choice.py).
     frame = monthly_frame(months)
     with pytest.raises(ChurnError, match=message) as info:
         time_split(frame, SplitConfig(), horizon_days=90)
