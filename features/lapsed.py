@@ -93,7 +93,8 @@ def daily_activity(tables: Tables, as_of: date | pd.Timestamp | str | None = Non
     amount, the number of invoices and of interactions. Everything this module reads from the
     tables; :func:`activity_tables` turns it back into tables giving the same answers."""
     limit = None if as_of is None else _day_number(as_of) * DAY
-    known = pd.Index(tables.accounts["account_id"].astype("string"))
+    # Accounts as codes in id order: grouping on integers, rows still sorted by account id.
+    known = pd.Index(pd.unique(tables.accounts["account_id"].astype("string"))).sort_values()
     parts = []
     for name, stamp in ACTIVITY:
         frame = tables.get(name)
@@ -103,8 +104,8 @@ def daily_activity(tables: Tables, as_of: date | pd.Timestamp | str | None = Non
         keep = secs != NAT
         if limit is not None:
             keep &= secs < limit
-        ids = frame["account_id"].astype("string")
-        keep &= known.get_indexer(ids) >= 0
+        code = known.get_indexer(frame["account_id"].astype("string"))
+        keep &= code >= 0
         purchase = name == PURCHASES
         amount = (
             pd.to_numeric(frame["amount"], errors="coerce").fillna(0.0).to_numpy(np.float64)
@@ -114,7 +115,7 @@ def daily_activity(tables: Tables, as_of: date | pd.Timestamp | str | None = Non
         parts.append(
             pd.DataFrame(
                 {
-                    "account_id": ids[keep].to_numpy(),
+                    "code": code[keep],
                     "day": secs[keep] // DAY,
                     "invoiced": amount[keep],
                     "invoices": np.full(int(keep.sum()), int(purchase)),
@@ -133,8 +134,8 @@ def daily_activity(tables: Tables, as_of: date | pd.Timestamp | str | None = Non
             }
         )
     events = pd.concat(parts, ignore_index=True)
-    daily = events.groupby(["account_id", "day"], as_index=False, sort=True).sum()
-    daily["account_id"] = daily["account_id"].astype("string")
+    daily = events.groupby(["code", "day"], as_index=False, sort=True).sum()
+    daily["account_id"] = pd.array(known[daily["code"].to_numpy()], dtype="string")
     daily["day"] = _to_dates(daily["day"].to_numpy())
     return daily[list(ACTIVITY_COLUMNS)].reset_index(drop=True)
 
@@ -180,8 +181,13 @@ def lapse_episodes(
     and window N at that time, its lapse date, the day activity resumed (NaT: still lapsed at
     ``as_of``) and whether that day brought a purchase (a win-back). Sorted by account and
     lapse date."""
+    return _episodes(tables, as_of, cfg, daily_activity(tables, as_of))
+
+
+def _episodes(
+    tables: Tables, as_of: date | pd.Timestamp | str, cfg: SnapshotSettings, daily: pd.DataFrame
+) -> pd.DataFrame:
     limit = _day_number(as_of)
-    daily = daily_activity(tables, as_of)
     if daily.empty:
         return _empty_episodes()
     day = (daily["day"].to_numpy("datetime64[s]").view(np.int64) // DAY).astype(np.int64)
@@ -237,14 +243,14 @@ def lapsed_accounts(
     in the 365 days ending with the last purchase) and lifetime revenue (invoiced before
     ``as_of``). Accounts starting on or after ``as_of`` are left out, as in the snapshots."""
     limit = _day_number(as_of)
-    episodes = lapse_episodes(tables, as_of, cfg)
+    daily = daily_activity(tables, as_of)
+    episodes = _episodes(tables, as_of, cfg, daily)
     current = episodes[episodes["back_on"].isna()].reset_index(drop=True)
     accounts = tables.accounts.reset_index(drop=True)
     ids = accounts["account_id"].astype("string")
     started = pd.to_datetime(accounts["started_at"])
     late = started.notna() & (started >= pd.Timestamp(limit * DAY, unit="s"))
     current = current[~current["account_id"].isin(ids[late])].reset_index(drop=True)
-    daily = daily_activity(tables, as_of)
     lifetime = daily.groupby("account_id")["invoiced"].sum()
     spans = current[["account_id", "last_purchase"]].merge(
         daily[["account_id", "day", "invoiced"]], on="account_id"

@@ -186,6 +186,7 @@ def lapsed_page(request: Request, viewer: CurrentViewer, state: State, page: int
         context = pages.lapsed_context(
             state.store, viewer, state.settings.snapshots, state.rules.playbook, page
         )
-        return _page(render("lapsed.html", principal=viewer, **context))
+        version = pages.model_version(state.store, context["as_of"])
+        return _page(render("lapsed.html", principal=viewer, model_version=version, **context))
 
     return _guarded(viewer, build)
