@@ -249,7 +249,7 @@ def lapsed_accounts(
     accounts = tables.accounts.reset_index(drop=True)
     ids = accounts["account_id"].astype("string")
     started = pd.to_datetime(accounts["started_at"])
-    late = started.notna() & (started >= pd.Timestamp(limit * DAY, unit="s"))
+    late = ~(started < pd.Timestamp(limit * DAY, unit="s"))  # as the snapshots: NaT is late
     current = current[~current["account_id"].isin(ids[late])].reset_index(drop=True)
     lifetime = daily.groupby("account_id")["invoiced"].sum()
     spans = current[["account_id", "last_purchase"]].merge(

@@ -42,7 +42,9 @@ def test_the_stored_activity_gives_the_lapses_of_the_source(store_url):
     rebuilt = base.activity_tables()
     assert rebuilt is not None
     expected = lapsed_accounts(tables, day, CFG)
-    assert len(expected) > 0
+    assert len(expected) > 1
+    order = list(zip(-expected["revenue_lost"], expected["account_id"], strict=True))
+    assert order == sorted(order)  # most revenue lost first, then by account id
     pd.testing.assert_frame_equal(lapsed_accounts(rebuilt, day, CFG), expected)
     pd.testing.assert_frame_equal(
         lapse_episodes(rebuilt, day, CFG), lapse_episodes(tables, day, CFG)
