@@ -210,12 +210,16 @@ def _accounts(tables: Tables) -> pd.DataFrame:
     return accounts
 
 
+ACTIVITY: tuple[tuple[str, str], ...] = (("invoices", "issued_at"), ("interactions", "occurred_at"))
+"""The records (table, stamp) that count as an account's activity in the inactivity mode."""
+
+
 class _Activity:
     """Invoices and interactions of every account, for the inactivity mode."""
 
     def __init__(self, tables: Tables, grid: Grid, cfg: SnapshotSettings) -> None:
         accs, whens = [np.empty(0, np.int64)], [np.empty(0, np.int64)]
-        for name, col in (("invoices", "issued_at"), ("interactions", "occurred_at")):
+        for name, col in ACTIVITY:
             frame = tables.get(name)
             if frame is not None:
                 accs.append(grid.code(frame["account_id"]))
@@ -244,15 +248,35 @@ class _Activity:
             days["acc"].to_numpy(), days["day"].to_numpy() * DAY, {"median": days["median"]}
         )
 
+    def cycle_days(self, acc: np.ndarray, t: np.ndarray) -> np.ndarray:
+        """The median gap in days between the distinct invoice days before each row's instant
+        (NaN with fewer than two)."""
+        return self.cycles.value_at("median", self.cycles.last(acc, t))
+
     def silence_days(self, acc: np.ndarray, t: np.ndarray) -> np.ndarray:
         """The inactivity window N of each row, in whole days."""
-        median = self.cycles.value_at("median", self.cycles.last(acc, t))
+        median = self.cycle_days(acc, t)
         scaled = np.ceil(self.cfg.purchase_cycles * median)
         return cast(np.ndarray, np.fmax(float(self.cfg.min_silence_days), scaled))
 
     def active(self, acc: np.ndarray, t: np.ndarray) -> np.ndarray:
         window = self.silence_days(acc, t)
         return self.events.count(acc, t - (window * DAY).astype(np.int64), t) > 0
+
+
+def silence_window(
+    tables: Tables, cfg: SnapshotSettings, account_id: pd.Series, at: pd.Series
+) -> tuple[np.ndarray, np.ndarray]:
+    """The inactivity mode's window at each (account, instant), as the label computes it:
+    the usual cycle (median gap in days between the account's distinct invoice days before
+    ``at``; NaN with fewer than two) and N in whole days (``cfg.min_silence_days`` at least).
+    Unknown accounts get the floor."""
+    accounts = _accounts(tables)
+    empty = np.empty(0, np.int64)
+    grid = Grid(empty, empty, accounts)
+    activity = _Activity(tables, grid, cfg)
+    acc, t = grid.code(account_id), seconds(at)
+    return activity.cycle_days(acc, t), activity.silence_days(acc, t)
 
 
 def _churn_events(tables: Tables, grid: Grid) -> Timeline | None:
@@ -458,6 +482,7 @@ def feature_columns() -> list[str]:
 
 
 __all__ = [
+    "ACTIVITY",
     "IDENTITY",
     "INVOICE_EVIDENCE",
     "LABELS",
@@ -473,5 +498,6 @@ __all__ = [
     "history_months",
     "observed_end",
     "output_format",
+    "silence_window",
     "write_frame",
 ]

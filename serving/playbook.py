@@ -2,7 +2,9 @@
 
 The mapping lives in the versioned ``configs/playbook.yaml``, validated on load into
 :class:`Playbook`. :func:`recommend` turns one account's escalation codes and model drivers
-(feature, signed impact) into a short, de-duplicated, deterministic list of :class:`Action`.
+(feature, signed impact) into a short, de-duplicated, deterministic list of :class:`Action`;
+:meth:`Playbook.situation_action` gives the action of a client's situation (``lapsed``: the
+win-back of the lapsed clients list, ``features.lapsed``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ DEFAULT_PLAYBOOK = PROJECT_ROOT / "configs" / "playbook.yaml"
 Owner = Literal["account manager", "partner", "delivery lead"]
 Priority = Literal["critical", "high", "medium", "low"]
 Stage = Literal["new", "established", "long_term"]
-Source = Literal["escalation", "driver"]
+Source = Literal["escalation", "driver", "situation"]
+Situation = Literal["lapsed"]
+#: The situations an action can be for; each has exactly one action (checked on load).
+SITUATIONS: tuple[str, ...] = get_args(Situation)
 
 
 class _Strict(BaseModel):
@@ -84,12 +89,13 @@ class ActionSpec(_Strict):
     priority: Priority
     drivers: list[str] = Field(default_factory=list)
     escalations: list[str] = Field(default_factory=list)
+    situations: list[Situation] = Field(default_factory=list)
     variants: dict[Stage, Variant] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _has_trigger(self) -> ActionSpec:
-        if not self.drivers and not self.escalations:
-            raise ValueError(f"action {self.id} has no drivers and no escalations")
+        if not self.drivers and not self.escalations and not self.situations:
+            raise ValueError(f"action {self.id} has no drivers, escalations or situations")
         unknown = sorted(set(self.escalations) - set(ESCALATION_CODES))
         if unknown:
             raise ValueError(
@@ -108,7 +114,9 @@ class Action(_Strict):
     owner: Owner
     due: str
     priority: Priority
-    because: str = Field(description="the driver feature or escalation code behind the action")
+    because: str = Field(
+        description="the driver feature, escalation code or situation behind the action"
+    )
     source: Source
 
 
@@ -120,6 +128,7 @@ class Playbook(_Strict):
 
     _by_driver: dict[str, ActionSpec] = PrivateAttr(default_factory=dict)
     _by_escalation: dict[str, ActionSpec] = PrivateAttr(default_factory=dict)
+    _by_situation: dict[str, ActionSpec] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _unambiguous(self) -> Playbook:
@@ -129,7 +138,15 @@ class Playbook(_Strict):
             raise ValueError(f"action ids repeat: {repeated}")
         by_driver: dict[str, ActionSpec] = {}
         by_escalation: dict[str, ActionSpec] = {}
+        by_situation: dict[str, ActionSpec] = {}
         for action in self.actions:
+            for situation in action.situations:
+                if situation in by_situation:
+                    raise ValueError(
+                        f"situation {situation} triggers both {by_situation[situation].id} "
+                        f"and {action.id}"
+                    )
+                by_situation[situation] = action
             for feature in action.drivers:
                 if feature in by_driver:
                     raise ValueError(
@@ -145,9 +162,21 @@ class Playbook(_Strict):
         uncovered = [c for c in ESCALATION_CODES if c not in by_escalation]
         if uncovered:
             raise ValueError(f"escalations without an action: {uncovered}")
+        alone = [s for s in SITUATIONS if s not in by_situation]
+        if alone:
+            raise ValueError(f"situations without an action: {alone}")
         self._by_driver = by_driver
         self._by_escalation = by_escalation
+        self._by_situation = by_situation
         return self
+
+    def situation_action(self, situation: str, lifecycle_stage: str | None = None) -> Action:
+        """The action of a client's situation (``because`` = the situation), in the wording of
+        its lifecycle stage where the action has one (a variant with a ``when`` condition on a
+        feature keeps the general wording: no features are at hand here)."""
+        if situation not in self._by_situation:
+            raise KeyError(f"unknown situation {situation!r}; known: {list(SITUATIONS)}")
+        return _render(self._by_situation[situation], situation, "situation", lifecycle_stage, None)
 
     def driver_features(self) -> list[str]:
         """Every feature that triggers an action."""

@@ -28,6 +28,10 @@ Definitions (a period is ``[start, end)``; dates are days):
 - **churn reasons**: clients who churned in the period, by recorded reason;
 - **accounts by priority** and **by health band**: the scored accounts of the date in each
   priority (act now, watch, ok) and each band, with their revenue at risk;
+- **win-backs by quarter**: clients lapsed on some day of the quarter, those won back in it
+  (their first activity after the lapse is a purchase) and the win-back rate, by the
+  definitions of ``features.lapsed`` (docs/domain.md#lapsed-clients-and-win-backs) on the
+  stored daily activity;
 - "**last 12 months**" is the 12 complete calendar months before the scored date, and
   quarters are calendar quarters that ended on or before the scored date.
 
@@ -45,8 +49,10 @@ from datetime import date
 import numpy as np
 import pandas as pd
 
+from churn.settings import SnapshotSettings
 from features.contract import Tables
 from features.health import HEALTH_BANDS as RULE_HEALTH_BANDS
+from features.lapsed import activity_tables, daily_activity, lapse_episodes, winbacks_by_period
 from features.signals.lifecycle import DAYS_PER_MONTH, STAGES, lifecycle_stage
 from features.snapshots import assign_segments
 from serving.priority import PRIORITIES, PRIORITY_LABELS
@@ -80,13 +86,17 @@ class RetentionBase:
     """What the retention metrics need: one row per account and its monthly revenue.
 
     ``accounts``: account_id, account_manager, started_at, churned_at (NaT while a client),
-    churn_reason, and from ``from_tables`` the client's ``name``, which the store keeps for
-    the dashboard (the metrics never read it, and it is never logged).
+    churn_reason, and the client's ``name``, which the store keeps for the dashboard (the
+    metrics never read it, and it is never logged).
     ``revenue``: account_id, month (first day), amount.
+    ``activity``: account_id, day, invoiced, invoices, interactions per day with activity
+    (``features.lapsed.daily_activity``: lapsed clients and win-backs); None when not recorded
+    (a store written before it was kept).
     """
 
     accounts: pd.DataFrame
     revenue: pd.DataFrame
+    activity: pd.DataFrame | None = None
 
     @classmethod
     def from_tables(cls, tables: Tables, *, silence_days: int = 90) -> RetentionBase:
@@ -111,13 +121,31 @@ class RetentionBase:
             accounts["churned_at"] = _inactivity_churn(tables, accounts, silence_days)
             accounts["churn_reason"] = pd.Series(pd.NA, index=accounts.index, dtype="string")
         accounts["churned_at"] = pd.to_datetime(accounts["churned_at"])
-        return cls(accounts=accounts.reset_index(drop=True), revenue=monthly_revenue(tables))
+        return cls(
+            accounts=accounts.reset_index(drop=True),
+            revenue=monthly_revenue(tables),
+            activity=daily_activity(tables),
+        )
 
     def for_manager(self, manager: str) -> RetentionBase:
         """The same facts restricted to one account manager's clients."""
         accounts = self.accounts[self.accounts["account_manager"] == manager]
         revenue = self.revenue[self.revenue["account_id"].isin(accounts["account_id"])]
-        return RetentionBase(accounts.reset_index(drop=True), revenue.reset_index(drop=True))
+        activity = self.activity
+        if activity is not None:
+            activity = activity[activity["account_id"].isin(accounts["account_id"])]
+            activity = activity.reset_index(drop=True)
+        return RetentionBase(
+            accounts.reset_index(drop=True), revenue.reset_index(drop=True), activity
+        )
+
+    def activity_tables(self) -> Tables | None:
+        """Tables of the stored activity (``features.lapsed.activity_tables``), on which the
+        lapsed clients and win-backs are what they are on the source's; None when the
+        activity was not recorded."""
+        if self.activity is None:
+            return None
+        return activity_tables(self.accounts, self.activity)
 
 
 def monthly_revenue(tables: Tables) -> pd.DataFrame:
@@ -315,6 +343,21 @@ def quarterly_retention(base: RetentionBase, as_of: date, n: int = 8) -> pd.Data
     return frame
 
 
+def quarterly_winbacks(
+    base: RetentionBase, as_of: date, snapshots: SnapshotSettings, n: int = 8
+) -> pd.DataFrame | None:
+    """Clients lapsed, won back and the win-back rate for each of the last ``n`` complete
+    quarters (``features.lapsed.winbacks_by_period``); None without recorded activity."""
+    tables = base.activity_tables()
+    if tables is None:
+        return None
+    periods = quarters_before(as_of, n)
+    out = winbacks_by_period(lapse_episodes(tables, as_of, snapshots), periods)
+    quarter = [pd.Timestamp(start).to_period("Q") for start, _ in periods]
+    out.insert(0, "quarter", [f"{q.year} Q{q.quarter}" for q in quarter])
+    return out
+
+
 def churn_rate_by(base: RetentionBase, start: date, end: date, by: str) -> pd.DataFrame:
     """Churn rate over ``[start, end)`` by ``lifecycle_stage`` or ``revenue_segment`` at start.
 
@@ -463,6 +506,7 @@ class RetentionSummary:
     accounts_scored: int
     revenue_at_risk: float | None
     scope: str = "all accounts"
+    winbacks: pd.DataFrame | None = None
 
 
 def retention_summary(
@@ -475,8 +519,10 @@ def retention_summary(
     driver_labels: Mapping[str, str] | None = None,
     quarters: int = 8,
     scope: str = "all accounts",
+    snapshots: SnapshotSettings | None = None,
 ) -> RetentionSummary:
-    """Every retention metric for the scored date ``as_of`` (metrics end before ``as_of``)."""
+    """Every retention metric for the scored date ``as_of`` (metrics end before ``as_of``);
+    the win-backs use the inactivity window of ``snapshots`` (default settings)."""
     window = last_twelve_months(as_of)
     scores = scores if scores is not None else pd.DataFrame(columns=["health_band"])
     rar = _numeric(scores, "revenue_at_risk")
@@ -503,4 +549,5 @@ def retention_summary(
         accounts_scored=len(scores),
         revenue_at_risk=None if rar.isna().all() else float(rar.sum()),
         scope=scope,
+        winbacks=quarterly_winbacks(base, as_of, snapshots or SnapshotSettings(), quarters),
     )

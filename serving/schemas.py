@@ -558,6 +558,64 @@ class ModelInfo(BaseModel):
     features: list[dict[str, Any]] = Field(description="The feature catalogue.")
 
 
+class WinBackAction(BaseModel):
+    """The playbook's action for a lapsed client (its ``lapsed`` situation)."""
+
+    id: str = Field(examples=["win_back"])
+    title: str
+    steps: str
+    owner: str
+    due: str
+    priority: str
+    because: Literal["lapsed"] = Field(description="The situation behind the action.")
+    because_text: str = Field(
+        examples=[
+            "No purchase or contact for 286 days, past its 30-day window (usual cycle 10 days)"
+        ],
+        description="Why the client is lapsed, in words.",
+    )
+
+
+class LapsedAccount(BaseModel):
+    """A client past its silence window (docs/domain.md#lapsed-clients-and-win-backs)."""
+
+    account_id: str
+    account_manager: str | None
+    name: str | None = Field(description="The client's name, where the source has one.")
+    last_purchase: date = Field(description="Its last invoice before as_of.")
+    last_activity: date = Field(description="Its last invoice or interaction before as_of.")
+    usual_cycle_days: float | None = Field(
+        description="Median gap in days between its distinct invoice days; null with fewer "
+        "than two."
+    )
+    silence_days: int = Field(
+        description="Its silence window N: max(snapshots.min_silence_days, "
+        "snapshots.purchase_cycles x the usual cycle), the inactivity label's window."
+    )
+    lapsed_on: date = Field(description="The first day it was lapsed: last activity + N + 1.")
+    days_silent: int = Field(description="Days from its last activity to as_of.")
+    revenue_lost: float = Field(
+        description="Invoiced in the 365 days ending with its last purchase."
+    )
+    lifetime_revenue: float = Field(description="Everything invoiced to it before as_of.")
+    action: WinBackAction
+
+
+class LapsedList(BaseModel):
+    as_of: date | None = Field(
+        description="The date listed (records strictly before it count); null when nothing "
+        "is stored."
+    )
+    total: int = Field(description="Lapsed clients (before limit/offset).")
+    revenue_lost: float = Field(description="Revenue lost of every lapsed client listed.")
+    activity_recorded: bool = Field(
+        description="False when the store holds no daily activity yet (run `churn score`)."
+    )
+    accounts: list[LapsedAccount] = Field(
+        description="Most revenue lost first, then by account id."
+    )
+
+
 class ReloadResponse(BaseModel):
     outcome: Literal["reloaded"]
     model_version: str

@@ -20,6 +20,8 @@ Tables (``STORE_SCHEMA`` is the one definition):
 - ``accounts``     current account facts for the dashboard and retention metrics: name,
                    manager, start, churn date and reason (names are shown, never logged)
 - ``revenue_monthly``  invoiced amount per account and month (revenue retention)
+- ``activity_daily``   per account and day with activity: invoiced amount, invoices and
+                   interactions (lapsed clients and win-backs, ``features.lapsed``)
 """
 
 from __future__ import annotations
@@ -137,6 +139,13 @@ STORE_SCHEMA: dict[str, dict[str, str]] = {
         "churn_reason": "TEXT",
     },
     "revenue_monthly": {"account_id": "TEXT", "month": "DATE", "amount": _F},
+    "activity_daily": {
+        "account_id": "TEXT",
+        "day": "DATE",
+        "invoiced": _F,
+        "invoices": "INTEGER",
+        "interactions": "INTEGER",
+    },
 }
 _PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "store_meta": ("key",),
@@ -148,6 +157,7 @@ _PRIMARY_KEYS: dict[str, tuple[str, ...]] = {
     "flags": ("as_of", "account_id", "code"),
     "accounts": ("account_id",),
     "revenue_monthly": ("account_id", "month"),
+    "activity_daily": ("account_id", "day"),
 }
 _DATED_TABLES = ("scores", "reasons", "escalations", "actions", "flags", "runs")
 _PG_WRITE_LOCK = 0x63687572  # an arbitrary, fixed advisory lock id for store writers
@@ -629,6 +639,9 @@ class Store:
                 tx.insert("accounts", _conform("accounts", base.accounts))
                 tx.execute("DELETE FROM revenue_monthly")
                 tx.insert("revenue_monthly", _conform("revenue_monthly", base.revenue))
+                if base.activity is not None:
+                    tx.execute("DELETE FROM activity_daily")
+                    tx.insert("activity_daily", _conform("activity_daily", base.activity))
         for run_id, as_of, batch, _ in prepared:
             log.info("stored %d scores for %s (run %s)", len(batch.scores), as_of, run_id)
         return [run_id for run_id, *_ in prepared]
@@ -895,19 +908,27 @@ class Store:
         return _with_columns(table, self._query(sql + " ORDER BY t.account_id", params))
 
     def retention_base(self, *, manager: str | None = None) -> RetentionBase | None:
-        """The account facts and monthly revenue stored by the last full score run."""
+        """The account facts, monthly revenue and daily activity stored by the last full score
+        run (``activity`` None in a store written before it was kept)."""
         from serving.retention import RetentionBase
 
         if not self._readable():
             return None
         accounts = self._query(
-            "SELECT account_id, account_manager, started_at, churned_at, churn_reason "
+            "SELECT account_id, name, account_manager, started_at, churned_at, churn_reason "
             "FROM accounts ORDER BY account_id"
         )
         if accounts.empty:
             return None
         revenue = self._query("SELECT * FROM revenue_monthly ORDER BY account_id, month")
-        base = RetentionBase(accounts=accounts, revenue=revenue)
+        activity = (
+            self._query("SELECT * FROM activity_daily ORDER BY account_id, day")
+            if self._has_table("activity_daily")
+            else None
+        )
+        if activity is not None and activity.empty and not revenue.empty:
+            activity = None  # the table was added to an older store: no run has filled it
+        base = RetentionBase(accounts=accounts, revenue=revenue, activity=activity)
         return base if manager is None else base.for_manager(manager)
 
 

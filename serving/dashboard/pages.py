@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from churn.settings import SnapshotSettings, get_settings
 from features.health import Bands
 from serving.dashboard import charts, queue
 from serving.dashboard.formatting import (
@@ -25,6 +26,8 @@ from serving.dashboard.formatting import (
 )
 from serving.dashboard.sessions import Viewer
 from serving.flags import FLAG_RULES, decode_flags
+from serving.lapsed import lapse_sentence, lapsed_list
+from serving.playbook import Playbook
 from serving.priority import PRIORITIES, PRIORITY_LABELS
 from serving.retention import (
     BAND_LABELS,
@@ -346,17 +349,24 @@ def _component_css(value: Any, maximum: float, bands: Bands) -> str:
 
 
 def retention_for(
-    store: Store, viewer: Viewer | None = None, *, manager: str | None = None
+    store: Store,
+    viewer: Viewer | None = None,
+    *,
+    manager: str | None = None,
+    snapshots: SnapshotSettings | None = None,
 ) -> RetentionSummary | None:
-    """The retention summary of the latest stored date, for everyone or one manager."""
+    """The retention summary of the latest stored date, for everyone or one manager; the
+    win-backs with the inactivity window of ``snapshots`` (default: the settings')."""
     scope = manager if manager is not None else (viewer.scope if viewer else None)
+    snapshots = snapshots or get_settings().snapshots
     with store.reading():
         as_of = store.latest_as_of()
         if as_of is None:
             return None
         # The summary changes only when a score run writes: cache it per store, run and scope.
         runs = store.runs()
-        key = (store.url, str(runs["finished_at"].max()), len(runs), scope)
+        window = (snapshots.min_silence_days, snapshots.purchase_cycles)
+        key = (store.url, str(runs["finished_at"].max()), len(runs), scope, window)
         with _CACHE_LOCK:
             if key in _SUMMARY_CACHE:
                 return _SUMMARY_CACHE[key]
@@ -377,6 +387,7 @@ def retention_for(
         escalations=escalations,
         driver_labels=labels,
         scope=f"accounts of {scope}" if scope else "all accounts",
+        snapshots=snapshots,
     )
     with _CACHE_LOCK:
         if len(_SUMMARY_CACHE) >= 64:
@@ -404,6 +415,7 @@ def retention_context(summary: RetentionSummary) -> dict[str, Any]:
         "severity": _records(severity),
         "priorities": _records(summary.priority_counts),
         "escalation_counts": _records(summary.escalation_counts),
+        "winbacks": None if summary.winbacks is None else _records(summary.winbacks),
         "charts": {
             "quarterly": charts.line_chart(
                 q["quarter"].tolist(),
@@ -454,5 +466,39 @@ def retention_context(summary: RetentionSummary) -> dict[str, Any]:
                 notes=[f"avg +{v:.1f} pts" for v in drivers["mean_impact_pts"]],
                 css="critical",
             ),
+        },
+    }
+
+
+def lapsed_context(
+    store: Store, viewer: Viewer, snapshots: SnapshotSettings, playbook: Playbook, page: int = 1
+) -> dict[str, Any]:
+    """The lapsed clients page: the clients the viewer may see that are past their silence
+    window on the latest scored date, most revenue lost first, with the win-back action."""
+    found = lapsed_list(store, snapshots, manager=viewer.scope)
+    total = len(found.rows)
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    rows = _records(found.rows.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]) if total else []
+    for row in rows:
+        row["why"] = lapse_sentence(row)
+    return {
+        "active": "lapsed",
+        "as_of": found.as_of,
+        "recorded": found.recorded,
+        "rows": rows,
+        "total": total,
+        "revenue_lost": found.revenue_lost,
+        "action": playbook.situation_action("lapsed"),
+        "window": {
+            "floor": snapshots.min_silence_days,
+            "cycles": snapshots.purchase_cycles,
+        },
+        "pager": {
+            "total": total,
+            "first": (page - 1) * PAGE_SIZE + 1 if total else 0,
+            "last": min(page * PAGE_SIZE, total),
+            "prev_url": f"/lapsed?page={page - 1}" if page > 1 else None,
+            "next_url": f"/lapsed?page={page + 1}" if page < pages else None,
         },
     }

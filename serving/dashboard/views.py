@@ -159,7 +159,7 @@ def retention_page(request: Request, viewer: CurrentViewer, state: State) -> Res
         return _to_login(request)
 
     def build() -> Response:
-        summary = pages.retention_for(state.store, viewer)
+        summary = pages.retention_for(state.store, viewer, snapshots=state.settings.snapshots)
         if summary is None:
             return _page(render("retention.html", principal=viewer, active="retention", r=None))
         html = render(
@@ -171,5 +171,22 @@ def retention_page(request: Request, viewer: CurrentViewer, state: State) -> Res
             **pages.retention_context(summary),
         )
         return _page(html)
+
+    return _guarded(viewer, build)
+
+
+@router.get("/lapsed", response_class=HTMLResponse)
+def lapsed_page(request: Request, viewer: CurrentViewer, state: State, page: int = 1) -> Response:
+    """The clients past their silence window, most revenue lost first (the viewer's own for
+    a manager), with the playbook's win-back action."""
+    if viewer is None:
+        return _to_login(request)
+
+    def build() -> Response:
+        context = pages.lapsed_context(
+            state.store, viewer, state.settings.snapshots, state.rules.playbook, page
+        )
+        version = pages.model_version(state.store, context["as_of"])
+        return _page(render("lapsed.html", principal=viewer, model_version=version, **context))
 
     return _guarded(viewer, build)

@@ -8,7 +8,14 @@ from fastapi import APIRouter
 
 
 def api_routers() -> list[APIRouter]:
-    """Health probes and metrics, predict, model, admin and accounts, in that order."""
-    from serving.routes import accounts, admin, health, model, predict
+    """Health probes and metrics, predict, model, admin, accounts and lapsed, in that order."""
+    from serving.routes import accounts, admin, health, lapsed, model, predict
 
-    return [health.router, predict.router, model.router, admin.router, accounts.router]
+    return [
+        health.router,
+        predict.router,
+        model.router,
+        admin.router,
+        accounts.router,
+        lapsed.router,
+    ]

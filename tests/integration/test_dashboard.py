@@ -324,6 +324,8 @@ def test_every_page_fits_the_screen_with_readable_unclipped_charts(sized_page: P
     _assert_fits(page, "account")
     page.goto(site.url + "/retention")
     _assert_fits(page, "retention")
+    page.goto(site.url + "/lapsed")
+    _assert_fits(page, "lapsed")
     report = site.tmp / "report.html"
     report.write_text(render_report(site.store), encoding="utf-8")
     page.goto(report.as_uri())
