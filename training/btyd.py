@@ -44,6 +44,8 @@ PARAMS: tuple[str, ...] = ("r", "alpha", "a", "b")
 #: The recency score of an account with no invoice before ``as_of``: more days than any real
 #: gap, so such an account ranks as the most at risk.
 NO_PURCHASE_DAYS = 1_000_000.0
+#: The fit keeps each log parameter within +-LOG_BOUND.
+LOG_BOUND = 20.0
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def _log_likelihood(
     # B(a+1, b+x-1) only exists for x > 0; x = 0 contributes nothing (log 0).
     dropped = np.where(
         repeat,
-        betaln(a + 1, b + np.where(repeat, x, 1.0) - 1) - (r + x) * np.log(alpha + t_x),
+        betaln(a + 1, b + (np.where(repeat, x, 1.0) - 1)) - (r + x) * np.log(alpha + t_x),
         -np.inf,
     )
     return np.asarray(common + np.logaddexp(alive, dropped), dtype=float)
@@ -143,7 +145,8 @@ def fit_bgnbd(
 
     The optimiser works on the log parameters (so every parameter stays positive), starting
     from ``r = a = b = 1`` and ``alpha`` = the mean age: scale-free, so the time unit does not
-    matter. Nelder-Mead finds the basin, BFGS polishes it; the standard errors come from a
+    matter. L-BFGS-B on the log parameters (each within +-:data:`LOG_BOUND`), Nelder-Mead
+    after it when it does not converge; the standard errors come from a
     finite-difference Hessian of the log-likelihood in the log parameters.
     """
     x, t_x, T = _summary_arrays(x, t_x, T)
@@ -156,32 +159,45 @@ def fit_bgnbd(
     scale = max(float(np.average(T, weights=w)), 1e-9)
 
     def negative(theta: np.ndarray) -> float:
-        r, alpha, a, b = np.exp(np.clip(theta, -30.0, 30.0))
+        r, alpha, a, b = np.exp(theta)
         value = -float(np.dot(w, _log_likelihood(r, alpha, a, b, x, t_x, T)))
         return value / total if np.isfinite(value) else np.inf
 
+    # Log parameters within +-LOG_BOUND: a degenerate sample (nobody repeats, say) drives some
+    # parameter towards 0 or infinity; it stops at the bound instead of overflowing.
+    bounds = [(-LOG_BOUND, LOG_BOUND)] * 4
     start = np.log([1.0, scale, 1.0, 1.0])
     with np.errstate(all="ignore"):  # trial points far out overflow; they score +inf
-        coarse = optimize.minimize(
+        best = optimize.minimize(
             negative,
             start,
-            method="Nelder-Mead",
-            options={"xatol": 1e-6, "fatol": 1e-10, "maxiter": 4000, "maxfev": 8000},
+            method="L-BFGS-B",
+            bounds=bounds,
+            options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 2000},
         )
-        fine = optimize.minimize(negative, coarse.x, method="BFGS", options={"gtol": 1e-8})
-        best = fine if fine.fun <= coarse.fun else coarse
-        theta = np.asarray(best.x, dtype=float)
+        if not best.success:  # a rough surface: Nelder-Mead needs no gradient
+            simplex = optimize.minimize(
+                negative,
+                best.x,
+                method="Nelder-Mead",
+                bounds=bounds,
+                options={"xatol": 1e-7, "fatol": 1e-12, "maxfev": 2000},
+            )
+            best = simplex if simplex.fun <= best.fun else best
+        theta = np.clip(np.asarray(best.x, dtype=float), -LOG_BOUND, LOG_BOUND)
         hessian = _hessian(negative, theta) * total
     std = np.full(4, np.nan)
-    if np.isfinite(hessian).all() and np.all(np.linalg.eigvalsh(hessian) > 0):
-        std = np.sqrt(np.diag(np.linalg.inv(hessian)))
+    if np.isfinite(hessian).all():
+        values, vectors = np.linalg.eigh(hessian)
+        if np.all(values > 1e-12 * max(1.0, float(np.abs(values).max()))):
+            std = np.sqrt(np.diag((vectors / values) @ vectors.T))
     r, alpha, a, b = (float(v) for v in np.exp(theta))
     return BGNBDFit(
         params=BGNBDParams(r, alpha, a, b),
         log_likelihood=-float(best.fun) * total,
         customers=total,
         log_std_errors=std,
-        converged=bool(coarse.success or fine.success),
+        converged=bool(best.success),
     )
 
 
@@ -207,7 +223,7 @@ def p_alive(params: BGNBDParams, x: np.ndarray, t_x: np.ndarray, T: np.ndarray) 
     repeat = x > 0
     log_ratio = (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
     log_odds = np.where(
-        repeat, np.log(a) - np.log(b + np.where(repeat, x, 1.0) - 1) + log_ratio, -np.inf
+        repeat, np.log(a) - np.log(b + (np.where(repeat, x, 1.0) - 1)) + log_ratio, -np.inf
     )
     return np.asarray(1.0 / (1.0 + np.exp(log_odds)), dtype=float)
 
