@@ -42,7 +42,7 @@ def invoices_only_run(demo_source, tmp_path_factory) -> tuple[dict, str, Path, P
 
 
 def test_inactivity_run_scores_recency_and_bgnbd_on_the_test_rows(invoices_only_run):
-    summary, report, root, source = invoices_only_run
+    summary, report, _, _ = invoices_only_run
     for scorer in (*SCORERS, "recency", "bgnbd"):
         assert set(summary[scorer]) == set(METRICS), scorer
     # Recency is a ranking in days: no Brier score or calibration error.
