@@ -313,12 +313,18 @@ def purchase_baselines(invoices: pd.DataFrame | None, rows: pd.DataFrame) -> dic
     Empty when ``invoices`` is None (nothing to compute them from)."""
     if invoices is None:
         return {}
+    missing = [c for c in ("account_id", "as_of", "label_window_end") if c not in rows]
+    if missing:
+        raise ValueError(f"the purchase baselines need the rows' {', '.join(missing)}")
     as_of = pd.to_datetime(rows["as_of"]).reset_index(drop=True)
     window = (
         (pd.to_datetime(rows["label_window_end"]).reset_index(drop=True) - as_of)
         / pd.Timedelta(days=1)
     ).to_numpy(float)
     accounts = rows["account_id"].astype("string").reset_index(drop=True)
+    invoices = invoices[["account_id", "issued_at"]].assign(
+        issued_at=pd.to_datetime(invoices["issued_at"])
+    )
     recency = np.full(len(rows), NO_PURCHASE_DAYS)
     bgnbd = np.full(len(rows), 0.5)
     for date, index in as_of.groupby(as_of).groups.items():
@@ -334,5 +340,7 @@ def purchase_baselines(invoices: pd.DataFrame | None, rows: pd.DataFrame) -> dic
         x = np.where(has, known["x"].to_numpy(float), 0.0)
         t_x = np.where(has, known["t_x"].to_numpy(float), 0.0)
         T = np.where(has, known["T"].to_numpy(float), 0.0)
-        bgnbd[idx] = p_no_purchase(fit.params, x, t_x, T, window[idx])
+        with np.errstate(all="ignore"):
+            scored = p_no_purchase(fit.params, x, t_x, T, window[idx])
+        bgnbd[idx] = np.where(np.isfinite(scored), scored, 0.5)  # never NaN into the metrics
     return {"recency": recency, "bgnbd": bgnbd}

@@ -248,3 +248,20 @@ def test_invoices_on_or_after_as_of_never_change_a_rows_baselines(history):
     assert untouched.any()
     for name in ("recency", "bgnbd"):
         np.testing.assert_array_equal(before[name][untouched], after[name][untouched])
+
+
+def test_a_date_without_two_buyers_scores_its_rows_half_and_rows_need_their_window():
+    invoices = _invoices([("A", "2024-01-05"), ("B", "2024-05-01")])
+    as_of = pd.Timestamp("2024-03-01")
+    rows = pd.DataFrame(
+        {
+            "account_id": ["A", "B"],
+            "as_of": [as_of] * 2,
+            "label_window_end": [as_of + pd.Timedelta(days=90)] * 2,
+        }
+    )
+    scores = purchase_baselines(invoices, rows)
+    assert scores["bgnbd"].tolist() == [0.5, 0.5]  # only A bought before as_of: no fit
+    assert scores["recency"].tolist() == [56.0, NO_PURCHASE_DAYS]
+    with pytest.raises(ValueError, match="label_window_end"):
+        purchase_baselines(invoices, rows.drop(columns="label_window_end"))
