@@ -24,15 +24,22 @@ def comparison_table(metrics: dict[str, dict[str, float]]) -> Table:
 
     from rich.table import Table
 
-    from training.evaluate import HIGHER_IS_BETTER, METRIC_LABELS, METRICS, SCORERS
+    from training.evaluate import ALL_SCORERS, HIGHER_IS_BETTER, METRIC_LABELS, METRICS
 
-    names = {"model": "model", "health_score": "health baseline", "logistic": "logistic baseline"}
+    names = {
+        "model": "model",
+        "health_score": "health baseline",
+        "logistic": "logistic baseline",
+        "recency": "recency baseline",
+        "bgnbd": "BG/NBD baseline",
+    }
+    scorers = [s for s in ALL_SCORERS if s in metrics]
     table = Table(title="Test period: model against the baselines (same rows)")
     table.add_column("metric")
-    for scorer in SCORERS:
+    for scorer in scorers:
         table.add_column(names[scorer], justify="right")
     for metric in METRICS:
-        values = [metrics[s].get(metric, math.nan) for s in SCORERS]
+        values = [metrics[s].get(metric, math.nan) for s in scorers]
         finite = [v for v in values if v is not None and math.isfinite(v)]
         best = (max if HIGHER_IS_BETTER[metric] else min)(finite) if finite else None
         cells = []
@@ -176,7 +183,8 @@ TRAIN_HELP = (
     "source: shorter periods, else accounts held out of training for validation; the report "
     "says which split it chose). Trains LightGBM "
     "with early stopping, calibrates on the validation period, and compares the model with "
-    "the health score and a logistic regression on the same test rows.\n\n"
+    "the health score and a logistic regression on the same test rows (in inactivity mode "
+    "also with days since the last invoice and a BG/NBD buy-till-you-die model).\n\n"
     "The new version becomes `champion` only if it is at least as good as the current one on "
     "those rows (or with --force); its bundle is written to models/."
 )

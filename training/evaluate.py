@@ -20,7 +20,11 @@ probabilities by :func:`choose_operating_points` and measured on validation and 
 
 Baselines on the same rows: ``health_score`` scores (100 - health score) / 100; ``logistic``
 is a scikit-learn logistic regression on the same model features (median imputation with
-missing-value indicators, standardisation), fitted on the training period.
+missing-value indicators, standardisation), fitted on the training period. In inactivity mode
+two purchase baselines join them (:data:`PURCHASE_SCORERS`, :mod:`training.btyd`):
+``recency`` (days since the last invoice) and ``bgnbd`` (the BG/NBD probability of no
+purchase in the row's label window); recency is a ranking in days, so its Brier score and
+calibration error are NaN.
 """
 
 from __future__ import annotations
@@ -66,6 +70,13 @@ METRIC_LABELS: dict[str, str] = {
 HIGHER_IS_BETTER: dict[str, bool] = {m: m not in ("brier", "ece") for m in METRICS}
 TOP_FRACTION = 0.1
 SCORERS: tuple[str, ...] = ("model", "health_score", "logistic")
+#: The purchase baselines, scored in inactivity mode only (training.btyd).
+PURCHASE_SCORERS: tuple[str, ...] = ("recency", "bgnbd")
+#: Every scorer in display order; a run's metrics hold SCORERS and, in inactivity mode, these.
+ALL_SCORERS: tuple[str, ...] = SCORERS + PURCHASE_SCORERS
+#: Scorers whose scores are rankings on another scale, not probabilities: their Brier score
+#: and calibration error are not computed (NaN).
+NOT_PROBABILITIES: frozenset[str] = frozenset({"recency"})
 
 
 def _arrays(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -341,12 +352,22 @@ class Evaluation:
 
 
 def calibrate_and_evaluate(
-    model: FittedModel, parts: SplitParts, cfg: TrainConfig, seed: int
+    model: FittedModel,
+    parts: SplitParts,
+    cfg: TrainConfig,
+    seed: int,
+    *,
+    purchases: pd.DataFrame | None = None,
 ) -> Evaluation:
     """Calibrate ``model`` on the validation period and choose its operating points there,
     then score the test period with it, the health-score baseline and the logistic baseline
     (fitted on the training period, ``seed``), compute every metric of each on the same rows
-    and measure the operating points on both periods."""
+    and measure the operating points on both periods.
+
+    ``purchases`` (the source's invoices; the pipeline passes them in inactivity mode) adds
+    the purchase baselines :data:`PURCHASE_SCORERS`, each row scored from the invoices issued
+    before its ``as_of`` (:func:`training.btyd.purchase_baselines`)."""
+    from training.btyd import purchase_baselines
     from training.calibrate import fit_calibration
 
     booster, test = model.booster, parts.test
@@ -366,10 +387,13 @@ def calibrate_and_evaluate(
         "model": probability,
         "health_score": health_baseline(test.frame),
         "logistic": predict_logistic(logistic, test.x),
+        **purchase_baselines(purchases, test.frame),
     }
     revenue = revenue_of(test.frame)
     bins = cfg.evaluation.ece_bins
     metrics = {name: evaluate(test.y, s, revenue, bins=bins) for name, s in scores.items()}
+    for name in NOT_PROBABILITIES & set(metrics):
+        metrics[name] |= {"brier": float("nan"), "ece": float("nan")}
     contributions = np.asarray(booster.predict(test.x, pred_contrib=True), dtype=float)
     test_frame = test.frame[
         [c for c in ("account_id", "as_of", "account_manager") if c in test.frame]

@@ -10,12 +10,14 @@ import numpy as np
 import pandas as pd
 
 from features.catalog import FEATURES
-from training.evaluate import HIGHER_IS_BETTER, METRIC_LABELS, METRICS, SCORERS
+from training.evaluate import ALL_SCORERS, HIGHER_IS_BETTER, METRIC_LABELS, METRICS
 
 _SCORER_NAMES = {
     "model": "LightGBM (calibrated)",
     "health_score": "Health score baseline",
     "logistic": "Logistic regression baseline",
+    "recency": "Recency baseline",
+    "bgnbd": "BG/NBD baseline",
 }
 
 
@@ -129,15 +131,31 @@ def _operating_points(points: dict[str, Any] | None) -> list[str]:
 
 
 def _metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
+    scorers = [s for s in ALL_SCORERS if s in metrics]
     lines = [
-        "| metric | " + " | ".join(_SCORER_NAMES[s] for s in SCORERS) + " |",
-        "|---|" + "---:|" * len(SCORERS),
+        "| metric | " + " | ".join(_SCORER_NAMES[s] for s in scorers) + " |",
+        "|---|" + "---:|" * len(scorers),
     ]
     for m in METRICS:
         arrow = "higher is better" if HIGHER_IS_BETTER[m] else "lower is better"
-        cells = [_fmt(metrics[s].get(m)) for s in SCORERS]
+        cells = [_fmt(metrics[s].get(m)) for s in scorers]
         lines.append(f"| {METRIC_LABELS[m]} ({arrow}) | " + " | ".join(cells) + " |")
     return lines
+
+
+def _purchase_baselines_note(metrics: dict[str, dict[str, float]]) -> list[str]:
+    """A paragraph on the purchase baselines, when the run scored them (inactivity mode)."""
+    if "recency" not in metrics and "bgnbd" not in metrics:
+        return []
+    return [
+        "",
+        "The purchase baselines read only the invoices issued before each row's date: the "
+        "recency baseline ranks by days since the last invoice (a ranking in days, so no Brier "
+        "score or calibration error); the BG/NBD baseline is the buy-till-you-die model's "
+        "probability of no purchase in the row's label window, the model fitted on every "
+        "account's purchase history before that date (Fader, Hardie and Lee 2005). A model "
+        "that cannot beat them has learned little beyond how long a client has been quiet.",
+    ]
 
 
 def _period_line(name: str, p: dict[str, Any]) -> str:
@@ -292,6 +310,7 @@ def render_model_card(card: CardInputs) -> str:
         "Revenue at risk "
         "captured = revenue (last 365 days, else contract value) of the churners in the top "
         "decile / that of all churners.",
+        *_purchase_baselines_note(card.metrics),
         *_operating_points(card.operating_points),
         "",
         "## Training",

@@ -151,7 +151,9 @@ def run(
         backtest = _backtest_health(data.frame, parts.split, plan)
     model = fit_model(engine, data.snapshots, parts, plan, ui)
     with ui.step("calibrating and evaluating against the baselines"):
-        report = calibrate_and_evaluate(model, parts, plan.config, plan.seed)
+        # Inactivity mode adds the purchase baselines, scored from the source's invoices.
+        purchases = loaded.tables.invoices if plan.snapshots.label_mode == "inactivity" else None
+        report = calibrate_and_evaluate(model, parts, plan.config, plan.seed, purchases=purchases)
     with (
         ui.step("logging to MLflow, registering, exporting the bundle"),
         registry.tracking_run(settings, plan.config.mlflow.experiment) as tracked,

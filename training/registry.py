@@ -584,7 +584,7 @@ def _plots(
     return [
         plots.calibration_plot(
             test.y,
-            {"model": scores["model"], "logistic": scores["logistic"]},
+            {k: scores[k] for k in ("model", "logistic", "bgnbd") if k in scores},
             folder / "calibration_curve.png",
             plan.config.evaluation.ece_bins,
         ),
