@@ -43,6 +43,12 @@ constant dropout probability per purchase, and recency, with only the last date,
    scale 60 days: median about 250 days), once, then buy as before (rate, size, habits) with a
    fresh run of purchases.
 
+On the default data (seed 42) 54 % of the clients buy once, 57 % have lapsed by the window's
+end (38 % of the repeat buyers) and 4.6 % came back after a lapse. Inactivity snapshots
+(90-day horizon, monthly from the fifth month): a LightGBM model of today's catalogue
+features trained before 2026-04 reaches a ROC AUC of about 0.82 on the as_of dates from
+2026-04 on, against 0.55 for the days since the last invoice and 0.76 for BG/NBD.
+
 Invoices: amount = the client's median value x a lognormal spread (sigma 0.35) x the lapse
 decline, net of the discount (``discount`` in currency, 0 for clients who get none); due 14,
 30 or 45 days after issue; paid at due plus the client's delay (never before the day after
