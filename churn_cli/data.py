@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,13 +17,31 @@ def demo_data(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the CSV tables to.")] = Path(
         "data/demo"
     ),
+    business: Annotated[
+        str,
+        typer.Option(
+            "--business",
+            help="retainer: a firm with retainers and every table (four years); purchase: a "
+            "project-by-project business's transaction log, accounts and invoices only.",
+        ),
+    ] = "retainer",
     accounts: Annotated[
-        int, typer.Option("--accounts", min=10, help="Number of client accounts.")
-    ] = 1500,
+        int | None,
+        typer.Option(
+            "--accounts", min=10, help="Number of client accounts (1500 retainer, 8000 purchase)."
+        ),
+    ] = None,
     seed: Annotated[
         int, typer.Option("--seed", help="Random seed: the same seed gives the same data.")
     ] = 42,
-    years: Annotated[int, typer.Option("--years", min=1, max=10, help="Years of history.")] = 4,
+    years: Annotated[
+        int | None,
+        typer.Option("--years", min=1, max=10, help="Years of history (retainer; default 4)."),
+    ] = None,
+    months: Annotated[
+        int | None,
+        typer.Option("--months", min=3, max=120, help="Months of history (purchase; default 18)."),
+    ] = None,
     fmt: Annotated[str, typer.Option("--format", help="csv or parquet.")] = "csv",
     chunk_size: Annotated[
         int,
@@ -35,13 +53,37 @@ def demo_data(
         ),
     ] = 500,
 ) -> None:
-    """Generate a simulated professional-services firm's CRM, billing, survey and ticket data."""
+    """Generate demo data: a simulated professional-services firm's CRM, billing, survey and
+    ticket data, or (--business purchase) a project-by-project business's purchase log."""
+    from churn.errors import ChurnError
+
+    if business == "purchase":
+        if years is not None:
+            raise ChurnError(
+                "--years is for --business retainer", hint="use --months with --business purchase"
+            )
+        from features.demo_purchase import generate_purchase_demo
+
+        sized = _given(accounts=accounts, months=months)
+        bought = generate_purchase_demo(out, seed=seed, fmt=fmt, chunk_size=chunk_size, **sized)
+        console.print(bought.render())
+        return
+    if business != "retainer":
+        raise ChurnError(f"unknown --business {business!r}", hint="use retainer or purchase")
+    if months is not None:
+        raise ChurnError(
+            "--months is for --business purchase", hint="use --years with --business retainer"
+        )
     from features.demo import generate_demo
 
-    summary = generate_demo(
-        out, accounts=accounts, seed=seed, years=years, fmt=fmt, chunk_size=chunk_size
-    )
+    sized = _given(accounts=accounts, years=years)
+    summary = generate_demo(out, seed=seed, fmt=fmt, chunk_size=chunk_size, **sized)
     console.print(summary.render())
+
+
+def _given(**options: int | None) -> dict[str, Any]:
+    """The options given on the command line; the generator's defaults stand for the rest."""
+    return {name: value for name, value in options.items() if value is not None}
 
 
 def validate(
