@@ -19,20 +19,24 @@ from typing import TYPE_CHECKING, Literal
 if TYPE_CHECKING:
     import numpy as np
 
-Family = Literal["behavioural", "relationship", "financial", "satisfaction", "lifecycle"]
+Family = Literal[
+    "behavioural", "relationship", "financial", "satisfaction", "lifecycle", "purchase"
+]
 FeatureKind = Literal["number", "flag", "category"]
 Direction = Literal["higher", "lower"]
 Bounds = tuple[float | None, float | None]
 
 # The valid range of a feature by its unit, unless the feature declares its own: counts, days,
-# hours, months and money are never negative, shares and flags lie in 0-1, and a relative change
-# ("ratio": (recent - previous) / previous) cannot fall below -100 %.
+# hours, months, money and purchase cycles ("cycles": the days since the last purchase over the
+# usual gap between purchases) are never negative, shares and flags lie in 0-1, and a relative
+# change ("ratio": (recent - previous) / previous) cannot fall below -100 %.
 UNIT_BOUNDS: dict[str, Bounds] = {
     "count": (0.0, None),
     "days": (0.0, None),
     "hours": (0.0, None),
     "months": (0.0, None),
     "currency": (0.0, None),
+    "cycles": (0.0, None),
     "share": (0.0, 1.0),
     "flag": (0.0, 1.0),
     "ratio": (-1.0, None),
@@ -45,6 +49,7 @@ FAMILIES: tuple[str, ...] = (
     "financial",
     "satisfaction",
     "lifecycle",
+    "purchase",
 )
 
 FAMILY_DESCRIPTIONS: dict[str, str] = {
@@ -53,6 +58,8 @@ FAMILY_DESCRIPTIONS: dict[str, str] = {
     "financial": "Revenue, spend trend, payment behaviour, discounts and the next renewal.",
     "satisfaction": "Survey scores, complaints and open service tickets.",
     "lifecycle": "How long the client has been with the firm and how much it is worth.",
+    "purchase": "When and how often the client buys (a purchase is a day with an invoice): how "
+    "long since the last one against its usual gap, how regular, and the value of its invoices.",
 }
 
 
@@ -765,6 +772,86 @@ CATALOG: tuple[Feature, ...] = (
         kind="category",
         model=False,
     ),
+    # purchase ------------------------------------------------------------------------------
+    _f(
+        "days_since_last_purchase",
+        "purchase",
+        "Days since the last purchase (the last day with an invoice)",
+        "days",
+        "No purchase for {value:.0f} day{s}",
+        _INV,
+        direction="higher",
+        template_zero="Bought today",
+    ),
+    _f(
+        "purchases_to_date",
+        "purchase",
+        "Purchases so far in the data: distinct days with an invoice",
+        "count",
+        "{value:.0f} purchase{s} on record",
+        _INV,
+        direction="lower",
+        template_zero="No purchases on record",
+    ),
+    _f(
+        "purchase_gap_days",
+        "purchase",
+        "Usual gap between purchases: the median of the days between consecutive purchases "
+        "(needs two purchases)",
+        "days",
+        "Usual gap between purchases: {value:.0f} day{s}",
+        _INV,
+    ),
+    _f(
+        "purchase_cycles_since_last",
+        "purchase",
+        "Days since the last purchase divided by the usual gap between purchases",
+        "cycles",
+        "No purchase for {value:.1f} of its usual cycles",
+        _INV,
+        direction="higher",
+        template_zero="Bought today",
+    ),
+    _f(
+        "purchase_gap_variation",
+        "purchase",
+        "How irregular the gaps between purchases are: their standard deviation over their mean "
+        "(needs three purchases)",
+        "coefficient of variation",
+        "Gaps between purchases vary by {value:.0%} around the average gap",
+        _INV,
+        template_zero="Purchases evenly spaced",
+        bounds=(0.0, None),
+    ),
+    _f(
+        "months_since_first_purchase",
+        "purchase",
+        "Months since the first purchase in the data",
+        "months",
+        "First purchase on record {value:.0f} month{s} ago",
+        _INV,
+        template_zero="First purchase today",
+    ),
+    _f(
+        "avg_invoice_value",
+        "purchase",
+        "Mean amount of the invoices so far",
+        "currency",
+        "Invoices average {value:,.0f}",
+        _INV,
+    ),
+    _f(
+        "invoice_value_trend",
+        "purchase",
+        "Change in invoice value: the mean of the last three invoices against the mean of the "
+        "earlier ones (needs three of each)",
+        "ratio",
+        "Last three invoices {value:.0%} above the earlier average",
+        _INV,
+        direction="lower",
+        template_negative="Last three invoices {value:.0%} below the earlier average",
+        template_zero="Last three invoices level with the earlier average",
+    ),
 )
 
 FEATURES: dict[str, Feature] = {f.name: f for f in CATALOG}
@@ -855,9 +942,8 @@ def catalog_markdown() -> str:
         "",
         "Generated from `features/catalog.py` by `python -m features.catalog`; do not edit.",
         "",
-        f"{len(CATALOG)} features ({len(MODEL_FEATURES)} model inputs) in five families: "
-        + ", ".join(f"{fam} {n}" for fam, n in counts.items())
-        + ".",
+        f"{len(CATALOG)} features ({len(MODEL_FEATURES)} model inputs) in {len(FAMILIES)} "
+        "families: " + ", ".join(f"{fam} {n}" for fam, n in counts.items()) + ".",
         "",
         "Every feature of a snapshot is computed only from records stamped strictly before its",
         '`as_of` date. Windows "last N days" are `[as_of - N days, as_of)`. A feature whose',

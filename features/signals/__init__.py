@@ -12,7 +12,14 @@ import pandas as pd
 
 from features.catalog import CATALOG
 from features.contract import Tables
-from features.signals import behavioural, financial, lifecycle, relationship, satisfaction
+from features.signals import (
+    behavioural,
+    financial,
+    lifecycle,
+    purchase,
+    relationship,
+    satisfaction,
+)
 from features.signals.timeline import Grid
 
 FAMILY_MODULES = {
@@ -21,6 +28,7 @@ FAMILY_MODULES = {
     "financial": financial,
     "satisfaction": satisfaction,
     "lifecycle": lifecycle,
+    "purchase": purchase,
 }
 
 

@@ -13,6 +13,7 @@ from churn.settings import SnapshotSettings
 from features.catalog import FEATURES
 from features.contract import Tables
 from features.snapshots import build_snapshots
+from tests.support.purchase_reference import purchase_reference
 from tests.support.signal_tables import make_tables, random_tables
 
 AS_OF = date(2024, 7, 1)
@@ -303,6 +304,7 @@ def reference_row(tb: Tables, acc: str, t: pd.Timestamp) -> dict[str, float]:
         hw.client_seniority.isin(["senior", "executive"]).mean() if len(hw) else np.nan
     )
     inv = tb.invoices[(tb.invoices.account_id == acc) & (tb.invoices.issued_at < t)]
+    o |= purchase_reference(inv, t)
     o["revenue_90d"] = _window(inv, "issued_at", t, 90).amount.sum()
     o["revenue_365d"] = _window(inv, "issued_at", t, 365).amount.sum()
     prev = _window(inv, "issued_at", t, 180, 90).amount.sum()

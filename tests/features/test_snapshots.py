@@ -108,6 +108,7 @@ def test_missing_tables_give_absent_features_not_zeros(caplog):
         "relationship": ["interactions", "contacts"],
         "financial": ["invoices"],
         "satisfaction": ["surveys", "tickets"],
+        "purchase": ["invoices"],
     }
     missing = [r.getMessage() for r in caplog.records if "is missing" in r.getMessage()]
     assert len(missing) == 6  # once per missing table
