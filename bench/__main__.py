@@ -14,7 +14,7 @@ from rich.table import Table
 from bench.common import Result, machine
 
 # Each module exposes run(workdir: Path) -> list[Result]; order = cheapest first.
-SUITES = ("features", "training", "scoring", "api", "scaling")
+SUITES = ("features", "training", "purchase", "scoring", "api", "scaling")
 OUT = Path(__file__).resolve().parent / "results.json"
 
 

@@ -20,7 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bench.__main__ as runner
-from bench import api, features, scoring, training
+from bench import api, features, purchase, scoring, training
 from bench.common import Result
 from bench.data import DemoSpec, bench_settings, demo_tables
 from serving.explain import format_pts, format_pts_array
@@ -115,6 +115,22 @@ def test_training_targets_follow_the_issue():
     assert ok[roc].meets_target and not short[roc].meets_target
     wall = "training: demo `make train` run, wall time"
     assert ok[wall].meets_target and not short[wall].meets_target
+
+
+def test_purchase_rows_need_the_model_001_above_each_baseline():
+    def metrics(model: float) -> dict:
+        return {
+            "model": {"roc_auc": model},
+            "recency": {"roc_auc": 0.55},
+            "bgnbd": {"roc_auc": 0.7},
+        }
+
+    ok = {r.reference_name: r for r in purchase.purchase_results(metrics(0.711), "split")}
+    short = {r.reference_name: r for r in purchase.purchase_results(metrics(0.709), "split")}
+    bgnbd, recency = "BG/NBD P(no purchase)", "days since the last purchase"
+    assert ok[bgnbd].meets_target and not short[bgnbd].meets_target
+    assert ok[recency].meets_target and short[recency].meets_target
+    assert ok[bgnbd].extra["split"] == "split"
 
 
 def test_health_rule_rows_follow_the_issue_and_print_the_interval():
