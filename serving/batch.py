@@ -32,7 +32,7 @@ from serving.score_record import from_snapshot
 if TYPE_CHECKING:
     from churn.bundle import Bundle
     from churn.engine import Engine
-    from churn.settings import Settings
+    from churn.settings import Settings, SnapshotSettings
     from features.catalog import Feature
     from features.contract import Tables
 
@@ -438,6 +438,19 @@ def completeness_columns(
     return data_completeness(known, names)
 
 
+def model_snapshots(cfg: SnapshotSettings, bundle: Bundle | None) -> SnapshotSettings:
+    """``cfg`` with the label mode and horizon the bundle's model was trained with (``cfg``
+    itself without a bundle, or for a bundle exported without them)."""
+    if bundle is None:
+        return cfg
+    update = {
+        key: bundle.metadata[key]
+        for key in ("label_mode", "horizon_days")
+        if bundle.metadata.get(key) is not None
+    }
+    return cfg.model_copy(update=update) if update else cfg
+
+
 def score_batches(
     tables: Tables,
     dates: Sequence[date],
@@ -452,7 +465,12 @@ def score_batches(
     """Score every active account at each of ``dates`` in one vectorised pass per partition of
     accounts on ``engine`` (default: this process); one batch per date, oldest first (a date
     without active accounts gives an empty batch). ``previous``: the stored scores the dates
-    compare with (:func:`with_history`; ``serving.store.Store.scores_before``)."""
+    compare with (:func:`with_history`; ``serving.store.Store.scores_before``).
+
+    The accounts scored are the ones active under the model's own label (its ``label_mode``
+    and ``horizon_days`` in the bundle's metadata, over the settings'): a model trained on
+    purchase-cycle silence scores the clients still within their silence window, not the
+    lapsed ones it never saw as rows."""
     from churn.engine import LocalEngine
     from features.catalog import FEATURES
     from features.health import load_health_config
@@ -466,7 +484,7 @@ def score_batches(
         tables,
         dates,
         bundle,
-        settings.snapshots,
+        model_snapshots(settings.snapshots, bundle),
         health=health,
         playbook=playbook,
         top=settings.serve.top_reasons,

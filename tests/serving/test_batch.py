@@ -326,3 +326,31 @@ def test_an_unreachable_store_fails_the_score_command_with_one_clear_line(workdi
     assert run.returncode == 1
     assert "cannot reach the score store" in run.stderr
     assert "Traceback" not in run.stderr and "pw@" not in run.stderr
+
+
+def test_a_batch_scores_the_accounts_active_under_the_models_own_label(bundle_dir, tmp_path):
+    """A model trained on purchase-cycle silence scores the clients within their silence
+    window, whatever label mode the settings name; an events model scores every client."""
+    from dataclasses import replace
+
+    from tests.support.lapsed_firm import AS_OF as LAPSED_AS_OF
+    from tests.support.lapsed_firm import CFG, hand_built
+
+    settings = load_settings(
+        models_dir=tmp_path / "models",
+        snapshots={
+            "label_mode": "events",
+            "min_silence_days": CFG.min_silence_days,
+            "purchase_cycles": CFG.purchase_cycles,
+        },
+    )
+    bundle = load_bundle(bundle_dir)
+    scored = {}
+    for mode in ("inactivity", "events"):
+        model = replace(bundle, metadata={**bundle.metadata, "label_mode": mode})
+        (batch,) = score_batches(hand_built(), [LAPSED_AS_OF], model, settings)
+        scored[mode] = set(batch.scores["account_id"])
+    # On the as_of A and E are lapsed and D never bought (its one call is a year old); B and
+    # C are within their windows (tests/support/lapsed_firm.py works the dates out).
+    assert scored["inactivity"] == {"B", "C"}
+    assert scored["events"] == {"A", "B", "C", "D", "E"}
