@@ -280,8 +280,17 @@ def lapsed_accounts(
             "silence_days": current["silence_days"],
             "lapsed_on": current["lapsed_on"],
             "days_silent": (pd.Timestamp(limit * DAY, unit="s") - current["last_activity"]).dt.days,
-            "revenue_lost": current["account_id"].map(lost_by).fillna(0.0).astype("float64"),
-            "lifetime_revenue": current["account_id"].map(lifetime).fillna(0.0).astype("float64"),
+            # Sums of amounts in cents: no float residue (743928.9700000001) in the API.
+            "revenue_lost": current["account_id"]
+            .map(lost_by)
+            .fillna(0.0)
+            .astype("float64")
+            .round(2),
+            "lifetime_revenue": current["account_id"]
+            .map(lifetime)
+            .fillna(0.0)
+            .astype("float64")
+            .round(2),
         }
     )
     out["account_manager"] = out["account_manager"].astype("string")

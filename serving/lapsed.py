@@ -39,7 +39,7 @@ class LapsedList:
 
     @property
     def revenue_lost(self) -> float:
-        return float(self.rows["revenue_lost"].sum()) if len(self.rows) else 0.0
+        return round(float(self.rows["revenue_lost"].sum()), 2) if len(self.rows) else 0.0
 
 
 def _empty() -> pd.DataFrame:

@@ -160,3 +160,25 @@ def test_quarter_counts_never_read_records_after_the_quarters(firm, as_of, later
     pd.testing.assert_frame_equal(
         now, winbacks_by_period(lapse_episodes(firm, later, CFG), quarters)
     )
+
+
+def test_revenue_sums_are_whole_cents_without_float_residue():
+    rng = np.random.default_rng(3)
+    days = pd.date_range("2023-01-02", periods=60, freq="5D")
+    amounts = np.round(rng.uniform(10, 50_000, len(days)), 2)
+    invoices = [
+        {
+            "account_id": "Z",
+            "invoice_id": f"Z-{i}",
+            "issued_at": day,
+            "due_at": day,
+            "amount": amount,
+        }
+        for i, (day, amount) in enumerate(zip(days.strftime("%Y-%m-%d"), amounts, strict=True))
+    ]
+    tables = make_tables([{"account_id": "Z", "account_manager": "Ann"}], invoices=invoices)
+    (row,) = lapsed_accounts(tables, AS_OF, CFG).itertuples()
+    # Both sums are amounts in cents: exactly what rounding to the cent gives.
+    assert row.lifetime_revenue == round(row.lifetime_revenue, 2)
+    assert row.revenue_lost == round(row.revenue_lost, 2)
+    assert row.lifetime_revenue == pytest.approx(amounts.sum(), abs=0.005)
