@@ -80,6 +80,15 @@ class Principal:
     role: str
     manager: str | None = None
 
+    def list_scope(self, manager: str | None, what: str) -> str | None:
+        """The manager whose ``what`` (accounts, clients) a list may show: a manager key's own
+        (asking for another manager's is 403); any other role the ``manager`` asked for."""
+        if self.role != "manager":
+            return manager
+        if manager is not None and manager != self.manager:
+            raise Problem(403, f"A manager key can list only its own {what}.")
+        return self.manager
+
 
 async def get_state(request: Request) -> ServingState:
     # Dependencies are async on purpose: FastAPI runs plain functions in the thread pool.

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse
 
-from churn.errors import ChurnError, ModelUnavailable
+from churn.errors import ChurnError, ModelUnavailable, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +66,11 @@ class Problem(Exception):
         self.title = title or _TITLES.get(status, "Error")
         self.headers = dict(headers or {})
         self.extra = extra
+
+
+def store_unavailable(exc: StoreError) -> Problem:
+    """The 503 of a route whose score store cannot be read."""
+    return Problem(503, f"The score store cannot be read: {exc}", hint=exc.hint)
 
 
 def problem_body(

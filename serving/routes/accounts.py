@@ -17,7 +17,7 @@ from churn.errors import StoreError
 from serving.batch import ACTION_COLUMNS, ESCALATION_EVIDENCE, REASON_COLUMNS
 from serving.deps import ANY_ROLE, Principal, State, require_roles
 from serving.flags import decode_flags
-from serving.problems import Problem
+from serving.problems import Problem, store_unavailable
 from serving.schemas import (
     CATEGORY_LEVELS,
     AccountDetail,
@@ -92,10 +92,6 @@ def _day(value: Any) -> date:
     return day
 
 
-def _unavailable(exc: StoreError) -> Problem:
-    return Problem(503, f"The score store cannot be read: {exc}", hint=exc.hint)
-
-
 @router.get(
     "/accounts",
     response_model=AccountList,
@@ -119,10 +115,7 @@ def list_accounts(
     watch, ok; none last), then revenue at risk, churn probability (both largest first),
     health score (lowest first) and account id. Filters combine; ``band`` matches the health
     or the risk band. A manager key lists only its own accounts."""
-    if principal.role == "manager":
-        if manager is not None and manager != principal.manager:
-            raise Problem(403, "A manager key can list only its own accounts.")
-        manager = principal.manager
+    manager = principal.list_scope(manager, "accounts")
     store = state.store
     try:
         with store.reading():
@@ -144,7 +137,7 @@ def list_accounts(
             )
             previous = store.previous_as_of(day) if day else None
     except StoreError as exc:
-        raise _unavailable(exc) from exc
+        raise store_unavailable(exc) from exc
     rows = _clean(frame.iloc[offset : offset + limit]) if len(frame) else []
     accounts = [
         AccountSummary(account_id=r["account_id"], **api_values(r, "summary")) for r in rows
@@ -169,7 +162,7 @@ def get_account(
     try:
         record = state.store.account(account_id, as_of=as_of, manager=scope)
     except StoreError as exc:
-        raise _unavailable(exc) from exc
+        raise store_unavailable(exc) from exc
     if record is None:
         raise Problem(404, f"No stored score for account {account_id!r}.")
     s = record.score

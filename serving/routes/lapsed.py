@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query
 from churn.errors import StoreError
 from serving.deps import ANY_ROLE, Principal, State, require_roles
 from serving.lapsed import lapse_sentence, lapsed_list, latest_date
-from serving.problems import Problem
+from serving.problems import Problem, store_unavailable
 from serving.schemas import LapsedAccount, LapsedList, WinBackAction, problem_responses
 
 router = APIRouter(prefix="/v1", tags=["lapsed"])
@@ -72,10 +72,7 @@ def list_lapsed(
     x their usual cycle)) before it. Sorted by revenue lost (invoiced in the 365 days ending
     with the last purchase), largest first, then account id. A manager key lists only its own
     clients."""
-    if principal.role == "manager":
-        if manager is not None and manager != principal.manager:
-            raise Problem(403, "A manager key can list only its own clients.")
-        manager = principal.manager
+    manager = principal.list_scope(manager, "clients")
     store = state.store
     try:
         latest = latest_date(store)
@@ -83,7 +80,7 @@ def list_lapsed(
             raise _late(as_of, latest)
         found = lapsed_list(store, state.settings.snapshots, manager=manager, as_of=as_of)
     except StoreError as exc:
-        raise Problem(503, f"The score store cannot be read: {exc}", hint=exc.hint) from exc
+        raise store_unavailable(exc) from exc
     action = state.rules.playbook.situation_action("lapsed")
     rows = found.rows.iloc[offset : offset + limit]
     accounts = []
