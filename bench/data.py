@@ -14,7 +14,7 @@ import shutil
 from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from churn.console import err_console
 
@@ -108,22 +108,28 @@ def _model_marker(root: Path) -> Path:
     return root / MARKER
 
 
+def train_in_bench_store(folder: Path, settings: Settings, **options: Any) -> TrainResult:
+    """``training.pipeline.train`` on ``folder`` into the bench's own MLflow store (the
+    settings'), whatever MLFLOW_TRACKING_URI the user's shell names; ``options`` as train's."""
+    from training.pipeline import train
+
+    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the bench store, not the user's
+    try:
+        return train(str(folder), settings, progress=True, **options)
+    finally:
+        if saved is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = saved
+
+
 def train_model(workdir: Path, spec: DemoSpec = DEMO) -> tuple[TrainedModel, TrainResult]:
     """Train on the demo source into a fresh store under ``workdir/model`` (the previous one is
     removed, so the first version is the champion); returns the model and the run's result."""
-    from training.pipeline import train
-
     folder = demo_source(workdir, spec)
     root = (Path(workdir) / "model").resolve()
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
     settings = bench_settings(workdir, root)
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the bench store, not the user's
-    try:
-        result = train(str(folder), settings, progress=True)
-    finally:
-        if saved is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
+    result = train_in_bench_store(folder, settings)
     if result.champion_path is None:
         raise RuntimeError(f"the bench training run left no champion under {root}")
     _model_marker(root).write_text(json.dumps(asdict(spec)))

@@ -10,12 +10,11 @@ run's baseline). The split the trainer chose for the short history is in each ro
 from __future__ import annotations
 
 import math
-import os
 import shutil
 from pathlib import Path
 
 from bench.common import Result
-from bench.data import bench_settings
+from bench.data import bench_settings, train_in_bench_store
 
 ROC_AUC_MARGIN = 0.01
 BASELINES = {"recency": "days since the last purchase", "bgnbd": "BG/NBD P(no purchase)"}
@@ -44,7 +43,6 @@ def purchase_results(metrics: dict[str, dict[str, float]], split: str) -> list[R
 
 def run(workdir: Path) -> list[Result]:
     from features.demo_purchase import generate_purchase_demo
-    from training.pipeline import train
 
     folder = Path(workdir) / "purchase-demo"
     if not (folder / "invoices.csv").exists():
@@ -52,16 +50,7 @@ def run(workdir: Path) -> list[Result]:
     root = (Path(workdir) / "purchase-model").resolve()
     shutil.rmtree(root, ignore_errors=True)
     root.mkdir(parents=True)
-    saved = os.environ.pop("MLFLOW_TRACKING_URI", None)  # the bench store, not the user's
-    try:
-        result = train(
-            str(folder),
-            bench_settings(workdir, root),
-            label_mode="inactivity",
-            horizon_days=90,
-            progress=True,
-        )
-    finally:
-        if saved is not None:
-            os.environ["MLFLOW_TRACKING_URI"] = saved
+    result = train_in_bench_store(
+        folder, bench_settings(workdir, root), label_mode="inactivity", horizon_days=90
+    )
     return purchase_results(result.metrics, result.split.description)
