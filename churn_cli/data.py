@@ -69,7 +69,9 @@ def demo_data(
         console.print(bought.render())
         return
     if business != "retainer":
-        raise ChurnError(f"unknown --business {business!r}", hint="use retainer or purchase")
+        from features.demo_purchase import BUSINESSES
+
+        raise ChurnError(f"unknown --business {business!r}", hint=f"use {' or '.join(BUSINESSES)}")
     if months is not None:
         raise ChurnError(
             "--months is for --business purchase", hint="use --years with --business retainer"

@@ -56,6 +56,7 @@ from features.catalog import CATALOG, FAMILIES, FEATURES
 from features.contract import TABLE_NAMES, TABLES, Tables
 from features.signals import compute_features
 from features.signals.financial import INVOICE_EVIDENCE, invoice_evidence
+from features.signals.purchase import purchase_days
 from features.signals.timeline import DAY, NAT, Grid, Timeline, seconds
 
 if TYPE_CHECKING:
@@ -214,6 +215,26 @@ ACTIVITY: tuple[tuple[str, str], ...] = (("invoices", "issued_at"), ("interactio
 """The records (table, stamp) that count as an account's activity in the inactivity mode."""
 
 
+def _usual_cycles(invoices: pd.DataFrame | None, grid: Grid) -> Timeline:
+    """The running median of the gaps between an account's distinct invoice days
+    (:func:`features.signals.purchase.purchase_days`), each known from the later invoice's
+    day."""
+    if invoices is None:
+        return Timeline(np.empty(0, np.int64), np.empty(0, np.int64), {"median": []})
+    acc, issued = grid.code(invoices["account_id"]), seconds(invoices["issued_at"])
+    keep = (acc >= 0) & (issued != NAT)
+    days = purchase_days(acc[keep], issued[keep]).dropna(subset=["gap"])
+    return Timeline(
+        days["acc"].to_numpy(), days["day"].to_numpy() * DAY, {"median": days["median"]}
+    )
+
+
+def _window_days(cfg: SnapshotSettings, cycle: np.ndarray) -> np.ndarray:
+    """The inactivity window N in whole days from the usual cycles (NaN: the floor)."""
+    scaled = np.ceil(cfg.purchase_cycles * cycle)
+    return cast(np.ndarray, np.fmax(float(cfg.min_silence_days), scaled))
+
+
 class _Activity:
     """Invoices and interactions of every account, for the inactivity mode."""
 
@@ -225,39 +246,12 @@ class _Activity:
                 accs.append(grid.code(frame["account_id"]))
                 whens.append(seconds(frame[col]))
         self.events = Timeline(np.concatenate(accs), np.concatenate(whens))
-        self.cycles = self._median_cycles(tables.invoices, grid)
+        self.cycles = _usual_cycles(tables.invoices, grid)
         self.cfg = cfg
-
-    @staticmethod
-    def _median_cycles(invoices: pd.DataFrame | None, grid: Grid) -> Timeline:
-        """Running median of the gaps between an account's distinct invoice days, each known
-        from the later invoice's day."""
-        if invoices is None:
-            return Timeline(np.empty(0, np.int64), np.empty(0, np.int64), {"median": []})
-        days = pd.DataFrame(
-            {"acc": grid.code(invoices["account_id"]), "day": seconds(invoices["issued_at"])}
-        )
-        days = days[(days["acc"] >= 0) & (days["day"] != NAT)]
-        days["day"] //= DAY
-        days = days.drop_duplicates().sort_values(["acc", "day"], kind="stable")
-        gap = days["day"].diff().where(days["acc"].eq(days["acc"].shift()))
-        days = days.assign(gap=gap).dropna(subset=["gap"]).reset_index(drop=True)
-        median = days.groupby("acc", sort=True)["gap"].expanding().median()
-        days["median"] = median.reset_index(level=0, drop=True).sort_index()
-        return Timeline(
-            days["acc"].to_numpy(), days["day"].to_numpy() * DAY, {"median": days["median"]}
-        )
-
-    def cycle_days(self, acc: np.ndarray, t: np.ndarray) -> np.ndarray:
-        """The median gap in days between the distinct invoice days before each row's instant
-        (NaN with fewer than two)."""
-        return self.cycles.value_at("median", self.cycles.last(acc, t))
 
     def silence_days(self, acc: np.ndarray, t: np.ndarray) -> np.ndarray:
         """The inactivity window N of each row, in whole days."""
-        median = self.cycle_days(acc, t)
-        scaled = np.ceil(self.cfg.purchase_cycles * median)
-        return cast(np.ndarray, np.fmax(float(self.cfg.min_silence_days), scaled))
+        return _window_days(self.cfg, self.cycles.value_at("median", self.cycles.last(acc, t)))
 
     def active(self, acc: np.ndarray, t: np.ndarray) -> np.ndarray:
         window = self.silence_days(acc, t)
@@ -271,12 +265,11 @@ def silence_window(
     the usual cycle (median gap in days between the account's distinct invoice days before
     ``at``; NaN with fewer than two) and N in whole days (``cfg.min_silence_days`` at least).
     Unknown accounts get the floor."""
-    accounts = _accounts(tables)
     empty = np.empty(0, np.int64)
-    grid = Grid(empty, empty, accounts)
-    activity = _Activity(tables, grid, cfg)
-    acc, t = grid.code(account_id), seconds(at)
-    return activity.cycle_days(acc, t), activity.silence_days(acc, t)
+    grid = Grid(empty, empty, _accounts(tables))
+    cycles = _usual_cycles(tables.invoices, grid)
+    cycle = cycles.value_at("median", cycles.last(grid.code(account_id), seconds(at)))
+    return cycle, _window_days(cfg, cycle)
 
 
 def _churn_events(tables: Tables, grid: Grid) -> Timeline | None:

@@ -149,6 +149,7 @@ def run(
     lineage = data_lineage(data, parts.split)
     with ui.step("backtesting the health rules"):
         backtest = _backtest_health(data.frame, parts.split, plan)
+        backtest_summary = backtest.summary() if backtest else {}
     model = fit_model(engine, data.snapshots, parts, plan, ui)
     with ui.step("calibrating and evaluating against the baselines"):
         # Inactivity mode adds the purchase baselines, scored from the source's invoices.
@@ -165,7 +166,7 @@ def run(
             Path(settings.models_dir),
             candidate,
             outputs,
-            health_backtest=backtest.summary() if backtest else None,
+            health_backtest=backtest_summary or None,
         )
         champion = registry.promote(tracked, candidate, bundle)
     return TrainResult(
@@ -186,7 +187,7 @@ def run(
         params=model.params,
         seconds=time.perf_counter() - started,
         lineage=lineage,
-        health_backtest=backtest.summary() if backtest else {},
+        health_backtest=backtest_summary,
         operating_points=report.operating_points,
     )
 

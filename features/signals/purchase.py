@@ -50,20 +50,32 @@ def compute(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
     return out
 
 
-def _purchases(acc: np.ndarray, issued: np.ndarray, grid: Grid) -> dict[str, np.ndarray]:
-    """Recency, count, typical gap, regularity and age of the purchases (distinct days)."""
+def purchase_days(acc: np.ndarray, issued: np.ndarray) -> pd.DataFrame:
+    """One row per purchase (an account's distinct invoice day), sorted by account and day:
+    ``acc``, ``day`` (days since the epoch), ``first`` (the instant of the day's first invoice,
+    when the purchase is known), ``gap`` (days since the account's previous purchase, NaN for
+    its first) and ``median`` (the running median of its gaps so far, NaN before a second
+    purchase). The inactivity label's usual cycle reads the same ``median``."""
     days = pd.DataFrame({"acc": acc, "day": issued // DAY, "first": issued})
     # one event per purchase, known from the first invoice of its day
     days = days.groupby(["acc", "day"], sort=True, as_index=False)["first"].min()
     same = days["acc"].eq(days["acc"].shift())
-    gap = days["day"].diff().where(same)
+    days["gap"] = days["day"].diff().where(same)
+    median = days["gap"].groupby(days["acc"], sort=True).expanding().median()
+    days["median"] = median.reset_index(level=0, drop=True).sort_index()
+    return days
+
+
+def _purchases(acc: np.ndarray, issued: np.ndarray, grid: Grid) -> dict[str, np.ndarray]:
+    """Recency, count, typical gap, regularity and age of the purchases (distinct days)."""
+    days = purchase_days(acc, issued)
+    gap = days["gap"]
     by_acc = gap.groupby(days["acc"], sort=False)
-    median = gap.groupby(days["acc"], sort=True).expanding().median()
     values = {
         "day": days["day"].astype(np.float64),
         "first_day": days.groupby("acc", sort=False)["day"].transform("min").astype(np.float64),
         "n": days.groupby("acc", sort=False).cumcount().astype(np.float64) + 1,
-        "median": median.reset_index(level=0, drop=True).sort_index(),
+        "median": days["median"],
         # whole days: these sums are exact integers in float64
         "gap_sum": by_acc.cumsum(),
         "gap_squares": (gap * gap).groupby(days["acc"], sort=False).cumsum(),
