@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -87,7 +87,9 @@ def _report(bt: Backtest, out: Console) -> None:
         "unknown value earns\nnow -> suggested",
     ):
         rules.add_column(col, justify="left" if col.startswith("component") else "right")
-    now = {**bt.current_config.components.maxima(), **_rule_points(bt.current_config)}
+    from training.health_backtest import rule_points
+
+    now = {**bt.current_config.components.maxima(), **rule_points(bt.current_config)}
     new = bt.weights
     unknown = bt.summary()["missing_shares"]
     for key, m in bt.rules.items():
@@ -240,12 +242,6 @@ def _band_tables(bt: Backtest, out: Console) -> None:
             _num(test_new, True),
         )
     out.print(shares)
-
-
-def _rule_points(cfg: Any) -> dict[str, float]:
-    from training.health_backtest import rule_points
-
-    return rule_points(cfg)
 
 
 @health_app.command("backtest")

@@ -11,7 +11,6 @@ the rule-based scores are stored and the probability is null.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -65,9 +64,9 @@ class ScoredBatch:
 
 
 def _no_flags() -> pd.DataFrame:
-    from serving.flags import FLAG_COLUMNS
+    from serving.flags import flags_frame
 
-    return pd.DataFrame({c: pd.Series(dtype=object) for c in FLAG_COLUMNS})
+    return flags_frame([], [])
 
 
 # -- the playbook, over every account at once ------------------------------------------------
@@ -557,9 +556,9 @@ def _flags_frame(
     health: HealthConfig,
 ) -> pd.DataFrame:
     """Every row's flags (``serving.flags``) as the store's ``flags`` table, with as_of."""
-    from serving.flags import FLAG_COLUMNS, MODEL_REASONS, FlagContext, flag_rows, rule_reasons
+    from serving.flags import MODEL_REASONS, FlagContext, flag_rows, flags_frame, rule_reasons
 
-    columns = {"churn_probability": scores["churn_probability"], "priority": scores["priority"]}
+    columns = {"churn_probability": scores["churn_probability"]}
     stale_days = health.escalations.esc_invoice_30d_late.stale_days
     ctx = FlagContext(_Columns(snapshot, columns), points, len(snapshot), stale_days)
     # Reasons that raise the risk, on a known value (an unknown value is never a reason).
@@ -580,15 +579,8 @@ def _flags_frame(
         return rule_reasons(values, values, health)
 
     per_row = flag_rows(ctx, model_reasons, rules_of)
-    records = [
-        {"as_of": as_of[i], "account_id": ids[i], **{k: f[k] for k in FLAG_COLUMNS[1:]}}
-        for i, row_flags in enumerate(per_row)
-        for f in row_flags
-    ]
-    out = pd.DataFrame(records, columns=["as_of", *FLAG_COLUMNS])
-    for name in ("model_reasons", "rule_reasons"):
-        out[name] = out[name].map(json.dumps).astype(object)
-    out["as_of"] = pd.to_datetime(out["as_of"])
+    out = flags_frame(ids, per_row)
+    out.insert(0, "as_of", pd.to_datetime(np.repeat(as_of, [len(f) for f in per_row])))
     return out
 
 

@@ -137,7 +137,6 @@ def _flags(
     accounts: Sequence[AccountInput],
     probability: Sequence[float | None],
     health: Sequence[Mapping[str, Any]],
-    priority: Sequence[str],
     reasons: Sequence[Sequence[Mapping[str, Any]]],
     points: OperatingPoints,
     rules: Rules,
@@ -154,7 +153,6 @@ def _flags(
         else {}
     )
     columns["churn_probability"] = list(probability)
-    columns["priority"] = list(priority)
     stale_days = rules.health.escalations.esc_invoice_30d_late.stale_days
     ctx = FlagContext(columns, points, len(accounts), stale_days)
     return flag_rows(
@@ -216,7 +214,7 @@ def score_accounts(
     points = model.bundle.operating_points if model is not None else DEFAULT_OPERATING_POINTS
     priority = priorities(probability, health_bands, fired_matrix(fired), points).tolist()
     revenues = _revenues(accounts)
-    flags = _flags(accounts, probability, health, priority, reasons, points, rules)
+    flags = _flags(accounts, probability, health, reasons, points, rules)
     out = []
     for i, account in enumerate(accounts):
         h = health[i]

@@ -35,6 +35,7 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from features.health import expected_cadence, float_column, step_points
+from training.evaluate import top_weights
 
 if TYPE_CHECKING:
     from features.health import HealthConfig, SubRule
@@ -131,23 +132,10 @@ def pr_auc(y: np.ndarray, risk: np.ndarray) -> float:
 def recall_at_share(y: np.ndarray, risk: np.ndarray, share: float) -> float:
     """Share of the churners among the ``share`` of rows highest by ``risk``; rows tied with
     the cut-off share the remaining places pro rata (expected value over tie orders)."""
-    n = len(y)
     positives = float(y.sum())
-    if n == 0 or positives == 0:
+    if len(y) == 0 or positives == 0:
         return math.nan
-    k = share * n
-    order = np.argsort(-risk, kind="stable")
-    r, yy = risk[order], y[order]
-    weights = np.zeros(n)
-    taken = 0.0
-    for value in np.unique(r)[::-1]:
-        if taken >= k:
-            break
-        tied = r == value
-        count = float(tied.sum())
-        weights[tied] = min(1.0, (k - taken) / count)
-        taken += count
-    return float((weights * yy).sum() / positives)
+    return float((top_weights(risk, share) * y).sum() / positives)
 
 
 def band_table(y: np.ndarray, score: np.ndarray, cfg: HealthConfig) -> dict[str, dict[str, float]]:

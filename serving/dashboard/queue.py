@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Literal
@@ -400,8 +400,3 @@ def movers(
         )
         for r in frame.itertuples(index=False)
     ]
-
-
-def options_of(values: Sequence[Any]) -> list[str]:
-    """The distinct non-missing values, sorted, as text."""
-    return sorted({str(v) for v in values if not pd.isna(v)})
