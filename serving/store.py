@@ -506,6 +506,10 @@ class Store:
                 ) from exc
             self.display = self._backend.display
         self._schema_ready = False
+        # (table, column) pairs seen in the store; column None: the table. Tables and
+        # columns are only ever added (migrations), so a seen one stays: later reads skip
+        # the information_schema query.
+        self._seen: set[tuple[str, str | None]] = set()
 
     @property
     def kind(self) -> str:
@@ -739,7 +743,7 @@ class Store:
         if as_of is None:
             return _empty("scores")
         previous = self.previous_as_of(as_of)
-        has_priority = "priority" in self._columns().get("scores", set())
+        has_priority = self._has("scores", "priority")
         where = ["s.as_of = :as_of"]
         # A date no score has stands in for "no previous month" (a NULL parameter has no type).
         params: dict[str, Any] = {"as_of": as_of, "previous": previous or date(1900, 1, 1)}
@@ -884,12 +888,17 @@ class Store:
     def _has_table(self, table: str) -> bool:
         """Whether the store has the table (one written before it was declared has not,
         until ``churn score`` writes to it again)."""
-        found = self._backend.query(
-            "SELECT count(*) AS n FROM information_schema.tables "
-            "WHERE table_name = :t AND table_schema = current_schema()",
-            {"t": table},
-        )
-        return int(found["n"].iloc[0]) > 0
+        return self._has(table)
+
+    def _has(self, table: str, column: str | None = None) -> bool:
+        """Whether the store has ``table`` (and its ``column``); asked of the database until
+        the answer is yes (see ``_seen``)."""
+        if (table, column) not in self._seen:
+            columns = self._columns().get(table)
+            if columns is not None:
+                self._seen.add((table, None))
+                self._seen.update((table, c) for c in columns)
+        return (table, column) in self._seen
 
     def _dated(self, table: str, as_of: date | None, manager: str | None) -> pd.DataFrame:
         as_of = as_of or self.latest_as_of()
