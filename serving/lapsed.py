@@ -10,7 +10,6 @@ score`` scores the last day of the data unless told otherwise), or any earlier d
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -19,10 +18,9 @@ import pandas as pd
 
 from churn.settings import SnapshotSettings
 from features.lapsed import LAPSED_COLUMNS, lapsed_accounts
-from serving.store import Store
+from serving.store import RunCache, Store
 
-_CACHE: dict[tuple[Any, ...], pd.DataFrame] = {}
-_LOCK = threading.Lock()
+_LISTS = RunCache()
 
 
 @dataclass(frozen=True)
@@ -46,11 +44,6 @@ def _empty() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=object) for c in LAPSED_COLUMNS})
 
 
-def latest_date(store: Store) -> date | None:
-    """The date listed by default: the latest scored date (None when nothing is stored)."""
-    return store.latest_as_of()
-
-
 def lapsed_list(
     store: Store,
     snapshots: SnapshotSettings,
@@ -59,18 +52,19 @@ def lapsed_list(
     as_of: date | None = None,
 ) -> LapsedList:
     """The lapsed clients at ``as_of`` (default: the latest scored date), of one manager or
-    all. The caller checks that ``as_of`` is not after the latest scored date."""
+    all. An ``as_of`` after the latest scored date lists nothing (``latest`` says which date
+    that is: the caller refuses such a date)."""
     with store.reading():
         latest = store.latest_as_of()
         if latest is None:
             return LapsedList(None, None, False, _empty())
         day = as_of or latest
-        runs = store.runs()
+        if day > latest:
+            return LapsedList(day, latest, True, _empty())
         window = (snapshots.min_silence_days, snapshots.purchase_cycles)
         # The list changes only when a score run writes: cache it per store, run and question.
-        key = (store.url, str(runs["finished_at"].max()), len(runs), manager, day, window)
-        with _LOCK:
-            cached = _CACHE.get(key)
+        key = RunCache.key(store, manager, day, window)
+        cached: pd.DataFrame | None = _LISTS.get(key)
         if cached is not None:
             return LapsedList(day, latest, True, cached)
         base = store.retention_base(manager=manager)
@@ -78,10 +72,7 @@ def lapsed_list(
     if tables is None:
         return LapsedList(day, latest, base is None, _empty())
     rows = lapsed_accounts(tables, day, snapshots)
-    with _LOCK:
-        if len(_CACHE) >= 64:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = rows
+    _LISTS.put(key, rows)
     return LapsedList(day, latest, True, rows)
 
 

@@ -1001,3 +1001,30 @@ def _conform(table: str, frame: pd.DataFrame) -> pd.DataFrame:
             values = values.astype("string")
         out[name] = values
     return out.reset_index(drop=True)
+
+
+class RunCache:
+    """Answers computed from a store that change only when a score run writes: keyed by the
+    store, its runs (the latest finish and how many) and the question; at most ``size``
+    answers, the oldest dropped first. Shared by the threads of one serving process."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._answers: dict[tuple[Any, ...], Any] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def key(store: Store, *question: Any) -> tuple[Any, ...]:
+        """The key of ``question`` on ``store`` as its runs stand now (reads the runs)."""
+        runs = store.runs()
+        return (store.url, str(runs["finished_at"].max()), len(runs), *question)
+
+    def get(self, key: tuple[Any, ...]) -> Any | None:
+        with self._lock:
+            return self._answers.get(key)
+
+    def put(self, key: tuple[Any, ...], answer: Any) -> None:
+        with self._lock:
+            if len(self._answers) >= self.size:
+                self._answers.pop(next(iter(self._answers)))
+            self._answers[key] = answer

@@ -5,7 +5,6 @@ the retention page, read from the score store for one viewer. No HTTP here: the 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
@@ -41,11 +40,10 @@ from serving.retention import (
     risk_counts,
 )
 from serving.score_record import HEALTH_COMPONENT_FIELDS, HEALTH_MAXIMUM, SERVICE_PART_FIELDS
-from serving.store import Store
+from serving.store import RunCache, Store
 
 PAGE_SIZE = 25
-_SUMMARY_CACHE: dict[tuple[Any, ...], RetentionSummary] = {}
-_CACHE_LOCK = threading.Lock()
+_SUMMARIES = RunCache()
 
 
 def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
@@ -364,12 +362,11 @@ def retention_for(
         if as_of is None:
             return None
         # The summary changes only when a score run writes: cache it per store, run and scope.
-        runs = store.runs()
         window = (snapshots.min_silence_days, snapshots.purchase_cycles)
-        key = (store.url, str(runs["finished_at"].max()), len(runs), scope, window)
-        with _CACHE_LOCK:
-            if key in _SUMMARY_CACHE:
-                return _SUMMARY_CACHE[key]
+        key = RunCache.key(store, scope, window)
+        cached: RetentionSummary | None = _SUMMARIES.get(key)
+        if cached is not None:
+            return cached
         base = store.retention_base(manager=scope)
         if base is None:
             return None
@@ -389,10 +386,7 @@ def retention_for(
         scope=f"accounts of {scope}" if scope else "all accounts",
         snapshots=snapshots,
     )
-    with _CACHE_LOCK:
-        if len(_SUMMARY_CACHE) >= 64:
-            _SUMMARY_CACHE.pop(next(iter(_SUMMARY_CACHE)))
-        _SUMMARY_CACHE[key] = summary
+    _SUMMARIES.put(key, summary)
     return summary
 
 

@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, Query
 
 from churn.errors import StoreError
 from serving.deps import ANY_ROLE, Principal, State, require_roles
-from serving.lapsed import lapse_sentence, lapsed_list, latest_date
+from serving.lapsed import lapse_sentence, lapsed_list
 from serving.problems import Problem, store_unavailable
 from serving.schemas import LapsedAccount, LapsedList, WinBackAction, problem_responses
 
@@ -75,12 +75,11 @@ def list_lapsed(
     manager = principal.list_scope(manager, "clients")
     store = state.store
     try:
-        latest = latest_date(store)
-        if as_of is not None and latest is not None and as_of > latest:
-            raise _late(as_of, latest)
         found = lapsed_list(store, state.settings.snapshots, manager=manager, as_of=as_of)
     except StoreError as exc:
         raise store_unavailable(exc) from exc
+    if as_of is not None and found.latest is not None and as_of > found.latest:
+        raise _late(as_of, found.latest)
     action = state.rules.playbook.situation_action("lapsed")
     rows = found.rows.iloc[offset : offset + limit]
     accounts = []
