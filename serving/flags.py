@@ -27,7 +27,7 @@ import pandas as pd
 from churn.bundle import OperatingPoints
 from features.catalog import FEATURES
 from features.health import HealthConfig, sub_rule_points
-from serving.priority import floats, one_of
+from serving.priority import BAND_LABELS, floats, one_of
 from serving.score_record import label
 
 #: How many sentences each side contributes to a flag.
@@ -37,8 +37,6 @@ RULE_SUB_RULES = 3
 
 #: The columns of the store's ``flags`` table, in the batch's frames.
 FLAG_COLUMNS: tuple[str, ...] = ("account_id", "code", "text", "model_reasons", "rule_reasons")
-
-_BAND_LABELS = {"healthy": "Healthy", "at_risk": "At risk", "critical": "Critical"}
 
 
 class FlagContext:
@@ -139,7 +137,7 @@ def _rule_only_risk(ctx: FlagContext) -> np.ndarray:
 
 
 def _rule_only_risk_text(row: Mapping[str, Any], points: OperatingPoints) -> str:
-    band = _BAND_LABELS.get(str(row["health_band"]), str(row["health_band"]))
+    band = BAND_LABELS.get(str(row["health_band"]), str(row["health_band"]))
     return (
         f"The health score is {row['health_score']:g} ({band}) while the model gives a "
         f"{_pct(float(row['churn_probability']))} churn probability, below its watch point "

@@ -31,6 +31,12 @@ from features.health import ESCALATION_CODES
 #: The priorities, most urgent first (the order the action queue sorts by).
 PRIORITIES: tuple[str, ...] = ("act_now", "watch", "ok")
 PRIORITY_LABELS: Mapping[str, str] = {"act_now": "Act now", "watch": "Watch", "ok": "OK"}
+#: The health bands as people read them.
+BAND_LABELS: Mapping[str, str] = {
+    "critical": "Critical",
+    "at_risk": "At risk",
+    "healthy": "Healthy",
+}
 #: Escalations that make an account ``act_now`` whatever the model says.
 SEVERE_ESCALATIONS: tuple[str, ...] = ("esc_below_40", "esc_invoice_30d_late")
 #: Every other escalation makes it at least ``watch``.

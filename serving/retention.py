@@ -55,7 +55,7 @@ from features.health import HEALTH_BANDS as RULE_HEALTH_BANDS
 from features.lapsed import activity_tables, daily_activity, lapse_episodes, winbacks_by_period
 from features.signals.lifecycle import DAYS_PER_MONTH, STAGES, lifecycle_stage
 from features.snapshots import assign_segments
-from serving.priority import PRIORITIES, PRIORITY_LABELS
+from serving.priority import BAND_LABELS, PRIORITIES, PRIORITY_LABELS
 
 LIFECYCLE_STAGES: tuple[str, ...] = STAGES
 REVENUE_SEGMENTS: tuple[str, ...] = ("A", "B", "C")
@@ -67,7 +67,6 @@ STAGE_LABELS = {
     "long_term": "Long-term (3+ years)",
 }
 SEGMENT_LABELS = {"A": "A (top 20 %)", "B": "B (middle 60 %)", "C": "C (bottom 20 %)"}
-BAND_LABELS = {"critical": "Critical", "at_risk": "At risk", "healthy": "Healthy"}
 # Each priority is shown in the style of the health band of the same urgency.
 PRIORITY_CSS = {"act_now": "critical", "watch": "at_risk", "ok": "healthy"}
 REASON_LABELS = {

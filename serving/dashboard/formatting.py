@@ -15,8 +15,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from markupsafe import Markup
 
 from serving.dashboard import TEMPLATES_DIR
-from serving.priority import PRIORITY_LABELS
-from serving.retention import BAND_LABELS
+from serving.priority import BAND_LABELS, PRIORITY_LABELS
 from serving.score_record import BY_COLUMN
 
 # -- score field labels -----------------------------------------------------------------------

@@ -27,9 +27,8 @@ from serving.dashboard.sessions import Viewer
 from serving.flags import FLAG_RULES, decode_flags
 from serving.lapsed import lapse_sentence, lapsed_list
 from serving.playbook import Playbook
-from serving.priority import PRIORITIES, PRIORITY_LABELS
+from serving.priority import BAND_LABELS, PRIORITIES, PRIORITY_LABELS
 from serving.retention import (
-    BAND_LABELS,
     HEALTH_BANDS,
     LIFECYCLE_STAGES,
     REVENUE_SEGMENTS,
