@@ -833,11 +833,16 @@ def band_shares_for(
     rules put below 60 and below 40 (``None`` when ``target`` is)."""
     if target is None:
         return None
-    score = _health_score(rows, cfg)
+    return band_shares(_health_score(rows, cfg), cfg, target)
+
+
+def band_shares(current: np.ndarray, cfg: HealthConfig, target: float) -> dict[float, float]:
+    """:func:`band_shares_for` from the rows' current health scores (scored once by a caller
+    that asks for several targets)."""
     return {
         cut: min(target * q, 1.0)
         for cut in (cfg.bands.healthy, cfg.bands.at_risk)
-        if (q := _below(score, cut)) > 0
+        if (q := _below(current, cut)) > 0
     }
 
 
@@ -954,6 +959,7 @@ def select_candidate(
     candidates (``{"candidates": [...], "chosen": label, "chosen_config": its training-period
     fit, "current_roc_auc": ...}``)."""
     y_valid = validation["churned"].to_numpy(float)
+    now_train = _health_score(train, cfg)
     now_valid = _health_score(validation, cfg)
     valid_base = _below(now_valid, cfg.bands.healthy)
     low, high = BAND_SHARE_RANGE
@@ -962,7 +968,8 @@ def select_candidate(
     for name, strength in candidate_grid(method):
         for target in targets:
             candidate = Candidate(name, target, strength)
-            fitted = fit_suggestion(train, cfg, candidate, band_shares_for(train, cfg, target))
+            shares = None if target is None else band_shares(now_train, cfg, target)
+            fitted = fit_suggestion(train, cfg, candidate, shares)
             score = _health_score(validation, fitted)
             below = _below(score, cfg.bands.healthy)
             ratio = below / valid_base if valid_base > 0 else 1.0
