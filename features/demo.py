@@ -384,6 +384,31 @@ def _largest_remainder(total: int, shares: np.ndarray) -> np.ndarray:
     return counts
 
 
+def make_ids(
+    prefix: str, numbers: np.ndarray, width: int, suffix: np.ndarray | None = None
+) -> np.ndarray:
+    """Ids ``prefix`` + the number zero-padded to ``width`` (+ ``-`` and the suffix padded to
+    three digits), as an object array."""
+    if not len(numbers):
+        return np.empty(0, dtype=object)
+    text = np.char.zfill(np.asarray(numbers).astype(str), width)
+    out = np.char.add(prefix, text)
+    if suffix is not None:
+        out = np.char.add(np.char.add(out, "-"), np.char.zfill(suffix.astype(str), 3))
+    return out.astype(object)
+
+
+def client_names(rng: np.random.Generator, industry_idx: np.ndarray) -> np.ndarray:
+    """A company name per client: a stem, an optional middle word and an ending of its
+    industry (draws the endings, stems and middles from ``rng``, in that order)."""
+    n = len(industry_idx)
+    endings = np.array(list(INDUSTRIES.values()))[industry_idx, rng.integers(0, 4, n)]
+    stems = np.array(NAME_STEMS)[rng.integers(0, len(NAME_STEMS), n)]
+    middles = np.array(NAME_MIDDLES)[rng.integers(0, len(NAME_MIDDLES), n)]
+    spaced = np.char.add(middles, np.where(middles == "", "", " "))
+    return np.char.add(np.char.add(np.char.add(stems, " "), spaced), endings)
+
+
 class _Firm:
     """One chunk of accounts: their attributes, churn, precursor effects and every table."""
 
@@ -412,13 +437,7 @@ class _Firm:
     def _ids(
         self, prefix: str, numbers: np.ndarray, suffix: np.ndarray | None = None
     ) -> np.ndarray:
-        if not len(numbers):
-            return np.empty(0, dtype=object)
-        text = np.char.zfill(np.asarray(numbers).astype(str), self.id_width)
-        out = np.char.add(prefix, text)
-        if suffix is not None:
-            out = np.char.add(np.char.add(out, "-"), np.char.zfill(suffix.astype(str), 3))
-        return out.astype(object)
+        return make_ids(prefix, numbers, self.id_width, suffix)
 
     def ids_beyond(self, rng: np.random.Generator, count: int) -> np.ndarray:
         """Account ids that no account has (numbers above the total): unknown accounts."""
@@ -494,11 +513,7 @@ class _Firm:
         rng, n = self.rng, self.n
         industries = np.array(list(INDUSTRIES), dtype=object)
         industry_idx = rng.integers(0, len(industries), n)
-        endings = np.array(list(INDUSTRIES.values()))[industry_idx, rng.integers(0, 4, n)]
-        stems = np.array(NAME_STEMS)[rng.integers(0, len(NAME_STEMS), n)]
-        middles = np.array(NAME_MIDDLES)[rng.integers(0, len(NAME_MIDDLES), n)]
-        spaced = np.char.add(middles, np.where(middles == "", "", " "))
-        names = np.char.add(np.char.add(np.char.add(stems, " "), spaced), endings)
+        names = client_names(rng, industry_idx)
         industry = industries[industry_idx].copy()
         industry[_gaps(rng, "accounts", "industry", n)] = None
         value = self.contract_value.copy()

@@ -76,15 +76,16 @@ from churn.errors import ChurnError
 from features.contract import TABLE_NAMES, TABLES, Table
 from features.demo import (
     ACCOUNT_MANAGERS,
+    DAYS_PER_YEAR,
     DEFAULT_CHUNK_SIZE,
     FORMATS,
     INDUSTRIES,
-    NAME_MIDDLES,
-    NAME_STEMS,
     _to_text,
     _typed,
     _Window,
     _Writer,
+    client_names,
+    make_ids,
 )
 
 if TYPE_CHECKING:
@@ -94,7 +95,6 @@ BUSINESSES: tuple[str, ...] = ("retainer", "purchase")
 DEFAULT_ACCOUNTS = 8000
 DEFAULT_MONTHS = 18
 MAX_MONTHS = 120
-DAYS_PER_YEAR = 365.25
 
 # Tables and columns written: a transaction log has no contracts (renewal, contract value).
 WRITTEN: dict[str, tuple[str, ...]] = {
@@ -360,9 +360,10 @@ class _Buyers:
         self._attributes()
         self._purchases()
 
-    def _ids(self, prefix: str, numbers: np.ndarray) -> np.ndarray:
-        text = np.char.zfill(np.asarray(numbers).astype(str), self.id_width)
-        return np.char.add(prefix, text).astype(object)
+    def _ids(
+        self, prefix: str, numbers: np.ndarray, suffix: np.ndarray | None = None
+    ) -> np.ndarray:
+        return make_ids(prefix, numbers, self.id_width, suffix)
 
     # --- who the clients are
 
@@ -485,10 +486,7 @@ class _Buyers:
         paid[never | (paid > self.window.days - 1)] = np.nan
         # np.nonzero goes account by account, and a client's columns are in date order
         seq = np.arange(m) - np.searchsorted(acc, acc) + 1
-        invoice_ids = np.char.add(
-            np.char.add(self._ids("INV-", self.numbers[acc]).astype(str), "-"),
-            np.char.zfill(seq.astype(str), 3),
-        ).astype(object)
+        invoice_ids = self._ids("INV-", self.numbers[acc], seq)
         invoices = pd.DataFrame(
             {
                 "account_id": self._ids("A-", self.numbers[acc]),
@@ -508,11 +506,7 @@ class _Buyers:
 
     def _accounts_frame(self) -> pd.DataFrame:
         rng, n = self.rng, self.n
-        endings = np.array(list(INDUSTRIES.values()))[self.industry_idx, rng.integers(0, 4, n)]
-        stems = np.array(NAME_STEMS)[rng.integers(0, len(NAME_STEMS), n)]
-        middles = np.array(NAME_MIDDLES)[rng.integers(0, len(NAME_MIDDLES), n)]
-        spaced = np.char.add(middles, np.where(middles == "", "", " "))
-        names = np.char.add(np.char.add(np.char.add(stems, " "), spaced), endings)
+        names = client_names(rng, self.industry_idx)
         managers = np.array(ACCOUNT_MANAGERS, dtype=object)[rng.integers(0, 12, n)]
         first = np.nanmin(np.where(np.isfinite(self.days), self.days, np.inf), axis=1)
         keep = self.purchases > 0
