@@ -60,6 +60,9 @@ class ServeSettings(BaseModel):
     max_body_bytes: int = Field(4_000_000, ge=1024)
     max_accounts_per_request: int = Field(1000, ge=1)
     rate_limit_per_minute: int = Field(600, ge=1)
+    # Failed authentications (wrong API key, wrong login) a client address may make in a
+    # minute before it is refused with 429 for the rest of that minute (serving/throttle.py).
+    auth_failures_per_minute: int = Field(10, ge=1)
     top_reasons: int = Field(5, ge=1, le=50)
     reload_interval_seconds: float = Field(30.0, ge=0)
     request_timeout_seconds: float = Field(10.0, gt=0)

@@ -55,6 +55,7 @@ from serving.model_holder import LoadedModel, ModelHolder, ReloadResult
 from serving.problems import install_handlers, problem_response, unhandled_problem
 from serving.scoring import load_rules
 from serving.store import Store
+from serving.throttle import AuthThrottle
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("churn.access")
@@ -315,7 +316,8 @@ class JsonFormatter(logging.Formatter):
 
     FIELDS = (
         "event", "request_id", "method", "route", "status", "duration_ms", "key_id", "role",
-        "accounts", "model_version", "previous_version", "outcome", "error", "stack",
+        "accounts", "model_version", "previous_version", "outcome", "error", "stack", "client",
+        "failures",
     )  # fmt: skip
 
     def format(self, record: logging.LogRecord) -> str:
@@ -405,6 +407,7 @@ def create_app(
         rules=load_rules(settings.health_config, settings.playbook_config),
         metrics=metrics,
         limiter=RateLimiter(settings.serve.rate_limit_per_minute),
+        throttle=AuthThrottle(settings.serve.auth_failures_per_minute),
         # Built here so that a bad store_url stops start-up with its one-line StoreError;
         # the store connects on first use and the lifespan closes it at shutdown.
         store=store if store is not None else Store(settings.store_url),

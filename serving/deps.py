@@ -27,6 +27,7 @@ from serving.model_holder import LoadedModel, ModelHolder
 from serving.problems import Problem
 from serving.scoring import Rules
 from serving.store import Store
+from serving.throttle import AuthThrottle
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -68,6 +69,7 @@ class ServingState:
     metrics: Metrics
     limiter: RateLimiter
     store: Store
+    throttle: AuthThrottle
     owns_store: bool = False  # built by create_app from settings: the lifespan closes it
     extras: dict[str, Any] = field(default_factory=dict)
 
