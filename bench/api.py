@@ -258,7 +258,7 @@ def servers(
 
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    secret = secrets.token_hex(16)
+    secret = secrets.token_urlsafe(32)
     keys_file = folder / "keys.json"
     token = KeyStore(keys_file, secret).add("crm")[1]
     bin_dir = str(Path(sys.executable).parent)

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -20,6 +20,7 @@ from pydantic_settings import (
 )
 
 from churn.errors import ConfigError
+from churn.secret_strength import GENERATE_HINT, secret_weakness
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_ENV = "CHURN_CONFIG"
@@ -89,7 +90,11 @@ class Settings(BaseSettings):
     rejects_dir: Path = Path("data/rejects")
     store_url: str = Field("data/store.duckdb", description="DuckDB file or PostgreSQL URL")
     keys_file: Path = Path("data/api_keys.json")
-    secret_key: str = Field("", description="server secret for key HMAC and sessions")
+    secret_key: str = Field(
+        "",
+        description="server secret for key HMAC and sessions; empty: generated into a file "
+        "beside the keys file (churn/secret_strength.py says what a set one must meet)",
+    )
     mlflow_tracking_uri: str = Field("", description="empty: sqlite file under mlruns/")
     mlflow_artifacts_dir: Path = Path("mlruns/artifacts")
     registered_model_name: str = "churn-model"
@@ -105,6 +110,16 @@ class Settings(BaseSettings):
     engine: Literal["local", "dask"] = "local"
     dask_scheduler: str = ""
     seed: int = 42
+
+    @field_validator("secret_key")
+    @classmethod
+    def _strong_secret(cls, value: str) -> str:
+        """A set secret must look random (it signs session cookies): refused at load with a
+        ConfigError (not a ValueError, so its hint says how to generate one)."""
+        reason = secret_weakness(value) if value else None
+        if reason is not None:
+            raise ConfigError(f"secret_key (CHURN_SECRET_KEY) {reason}", hint=GENERATE_HINT)
+        return value
 
     @classmethod
     def settings_customise_sources(

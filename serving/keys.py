@@ -6,9 +6,11 @@ HMAC-SHA256(server secret, key), compared in constant time. Keys carry 256 rando
 keyed hash suffices (a slow password hash protects low-entropy passwords, not random keys);
 the server secret means a stolen keys file alone cannot even confirm a guessed key.
 
-The server secret is ``settings.secret_key`` when set, otherwise a random one generated once
-into ``<keys_file stem>.secret`` beside the keys file (mode 0600). Changing it invalidates
-every key. The keys file is JSON, written atomically with mode 0600 under a lock, and
+The server secret is ``settings.secret_key`` when set, otherwise a random one (32 random
+bytes, 64 hex characters) generated once into ``<keys_file stem>.secret`` beside the keys file
+(mode 0600). Either must meet :mod:`churn.secret_strength` (it also signs dashboard session
+cookies): a weak one is refused with a ConfigError, at start-up for the service. Changing it
+invalidates every key. The keys file is JSON, written atomically with mode 0600 under a lock, and
 re-read by a running server when it changes, so ``churn keys add`` / ``revoke`` take effect
 without a restart.
 
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Literal, Protocol, TypeGuard, get_args
 
 from churn.errors import ConfigError
+from churn.secret_strength import GENERATE_HINT, secret_weakness
 
 Role = Literal["crm", "manager", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -115,6 +118,9 @@ class KeyStore:
 
     def __init__(self, path: Path, secret: str | None = None) -> None:
         self.path = Path(path)
+        reason = secret_weakness(secret) if secret else None
+        if reason is not None:
+            raise ConfigError(f"the server secret {reason}", hint=GENERATE_HINT)
         self._secret = secret.encode() if secret else None
         self._lock = threading.Lock()
         self._stamp: tuple[int, int, int] | None = None
@@ -122,8 +128,14 @@ class KeyStore:
 
     @classmethod
     def from_settings(cls, settings: _KeySettings) -> KeyStore:
-        """The store named by ``settings.keys_file`` with ``settings.secret_key`` (if set)."""
-        return cls(settings.keys_file, settings.secret_key or None)
+        """The store named by ``settings.keys_file`` with ``settings.secret_key`` (if set).
+
+        A generated secret file that exists already is read and checked here, so a weak or
+        unreadable one stops the service at start-up rather than failing its requests.
+        """
+        store = cls(settings.keys_file, settings.secret_key or None)
+        store.server_secret()
+        return store
 
     # ------------------------------------------------------------------------------ secret
     def _server_secret(self, create: bool) -> bytes | None:
@@ -153,8 +165,20 @@ class KeyStore:
                 f"the server secret file {path} is empty",
                 hint="delete it and re-create the keys with `churn keys add`",
             )
+        reason = secret_weakness(value)
+        if reason is not None:
+            raise ConfigError(
+                f"the server secret in {path} {reason}",
+                hint="delete it and re-create the keys with `churn keys add` (a new secret is "
+                "generated; the old keys stop working), or set CHURN_SECRET_KEY: "
+                + GENERATE_HINT,
+            )
         self._secret = value.encode()
         return self._secret
+
+    def server_secret(self) -> bytes | None:
+        """The server secret (checked), or None while none is set and none was generated."""
+        return self._server_secret(create=False)
 
     def _digest(self, token: str, secret: bytes) -> str:
         return hmac.new(secret, token.encode(), hashlib.sha256).hexdigest()

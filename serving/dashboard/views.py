@@ -1,13 +1,19 @@
 """The dashboard's routes: each checks the session, asks :mod:`serving.dashboard.pages` for
 what the page shows and renders it with the dashboard's headers.
 
-The pages allow their own stylesheet and inline SVG (:data:`PAGE_CSP`); the app's middleware
-adds the other security headers and ``Cache-Control: no-store`` to every response.
+The pages allow their own stylesheet and inline SVG (:data:`PAGE_CSP`) and send their origin
+on same-site requests only (``Referrer-Policy: same-origin``, so that a form post carries the
+``Origin`` that :func:`serving.dashboard.sessions.cross_site_reason` checks); the app's
+middleware adds the other security headers and ``Cache-Control: no-store`` to every response.
+
+``/login`` and ``/logout`` take POST only, refuse forms sent from another site (403) and,
+for login, an address that failed too often (429 with ``Retry-After``).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Annotated
 from urllib.parse import urlencode
@@ -20,12 +26,15 @@ from serving.dashboard import pages
 from serving.dashboard.formatting import render
 from serving.dashboard.sessions import (
     Viewer,
+    client_address,
+    cross_site_reason,
     current_viewer,
     end_session,
     safe_next,
     start_session,
 )
 from serving.deps import State
+from serving.keys import parse_key_id
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +44,10 @@ PAGE_CSP = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-_PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP}
+#: Browsers send this site's origin with the dashboard's own form posts (the app-wide
+#: ``no-referrer`` would make them send ``Origin: null``) and nothing to other sites.
+PAGE_REFERRER_POLICY = "same-origin"
+_PAGE_HEADERS = {"Content-Security-Policy": PAGE_CSP, "Referrer-Policy": PAGE_REFERRER_POLICY}
 
 router = APIRouter(include_in_schema=False)
 CurrentViewer = Annotated[Viewer | None, Depends(current_viewer)]
@@ -56,6 +68,19 @@ def _to_login(request: Request) -> RedirectResponse:
 
 def _error_page(viewer: Viewer | None, title: str, detail: str, status: int) -> HTMLResponse:
     return _page(render("error.html", principal=viewer, title=title, detail=detail), status)
+
+
+def _cross_site(request: Request) -> Response | None:
+    """A 403 page when the posted form came from another site, else None."""
+    reason = cross_site_reason(request)
+    if reason is None:
+        return None
+    log.warning("cross-site form refused", extra={"event": "cross_site_refused"})
+    detail = (
+        f"This form was refused: {reason}. Open the dashboard at its own address, "
+        "log in there and try again."
+    )
+    return _error_page(None, "Form refused", detail, 403)
 
 
 def _guarded(viewer: Viewer, build: Callable[[], Response]) -> Response:
@@ -80,10 +105,30 @@ def login_form(viewer: CurrentViewer, state: State, next: str = "/") -> Response
 
 
 @router.post("/login", response_class=HTMLResponse)
-def login(request: Request, api_key: str = Form(""), next: str = Form("/")) -> Response:
+def login(
+    request: Request, state: State, api_key: str = Form(""), next: str = Form("/")
+) -> Response:
+    """Exchange a key for a session cookie: a cross-site form is 403, an address with too
+    many recent failures 429 (checked before the key, so guessing costs the guesser), a
+    wrong key 401 and one more failure counted for the address."""
+    refused = _cross_site(request)
+    if refused is not None:
+        return refused
+    address = client_address(request)
+    wait = state.throttle.wait(address)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        detail = f"Too many failed logins from your address. Try again in {seconds} seconds."
+        html = render(
+            "login.html", principal=None, next_url=safe_next(next), error=detail, no_keys=False
+        )
+        page = _page(html, 429)
+        page.headers["Retry-After"] = str(seconds)
+        return page
     response = _redirect(safe_next(next))
     if start_session(request, response, api_key):
         return response
+    state.throttle.failed(address, parse_key_id(api_key.strip()), "login")
     html = render(
         "login.html",
         principal=None,
@@ -93,11 +138,24 @@ def login(request: Request, api_key: str = Form(""), next: str = Form("/")) -> R
     return _page(html, 401)
 
 
-@router.api_route("/logout", methods=["GET", "POST"])
+@router.post("/logout")
 def logout(request: Request) -> Response:
+    """End the session (revoked for good, cookie deleted) and go to the login page."""
+    refused = _cross_site(request)
+    if refused is not None:
+        return refused
     response = _redirect("/login")
     end_session(request, response)
     return response
+
+
+@router.get("/logout", response_class=HTMLResponse)
+def logout_by_get(viewer: CurrentViewer) -> Response:
+    """A link or a prefetch must not log anyone out: 405, with the way to do it."""
+    detail = "Log out with the button at the top right of the dashboard."
+    page = _error_page(viewer, "Logging out needs the button", detail, 405)
+    page.headers["Allow"] = "POST"
+    return page
 
 
 @router.get("/", response_class=HTMLResponse)

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.support.cli import isolated_env, run_churn
+from tests.support.strong_secrets import THIRD_SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -67,7 +68,7 @@ def _stable(value: Any, digits: int) -> Any:
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("default-demo")
-    env = isolated_env(root, CHURN_SECRET_KEY="fixed-outputs-test-secret")
+    env = isolated_env(root, CHURN_SECRET_KEY=THIRD_SECRET)
     data = root / "demo"
     _churn(["demo-data", "--out", str(data)], env, root)
     trained = json.loads(_churn(["train", "--data", str(data), "--json"], env, root))

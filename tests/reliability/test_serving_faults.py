@@ -354,8 +354,9 @@ MLFLOW_PICKLE = textwrap.dedent(
 
     from churn.settings import Settings
     from serving.app import create_app
+    from tests.support.strong_secrets import TEST_SECRET
     create_app(Settings(models_dir=work / "models", keys_file=work / "keys.json",
-                        store_url=str(work / "store.duckdb"), secret_key="s"))
+                        store_url=str(work / "store.duckdb"), secret_key=TEST_SECRET))
     plant(work / "loaded-after")
     try:
         mlflow.sklearn.load_model(str(model))

@@ -26,6 +26,7 @@ from serving.app import JsonFormatter, create_app
 from serving.keys import KeyStore
 from serving.schemas import PredictResponse
 from tests.support.bundle_factory import make_bundle, make_models_dir, promote, synthetic_features
+from tests.support.strong_secrets import TEST_SECRET
 
 MANAGER = "Dana Reyes"
 ROLES = ("crm", "manager", "admin")
@@ -52,7 +53,7 @@ def _settings(tmp: Path, models: Path, **serve: Any) -> Settings:
     return Settings(
         models_dir=models,
         keys_file=tmp / "keys.json",
-        secret_key="test-secret",
+        secret_key=TEST_SECRET,
         serve={"reload_interval_seconds": 0, **serve},
     )
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from churn.errors import ConfigError
 from churn.settings import get_settings
 from serving.keys import KeyStore, parse_key_id, secret_file_for
+from tests.support.strong_secrets import OTHER_SECRET, TEST_SECRET
 
 
 @pytest.fixture
@@ -54,9 +55,9 @@ def test_a_wrong_or_malformed_key_is_refused(store, mangle):
 
 
 def test_keys_do_not_work_under_another_server_secret(tmp_path):
-    _, token = KeyStore(tmp_path / "keys.json", secret="one").add("crm")
-    assert KeyStore(tmp_path / "keys.json", secret="one").authenticate(token) is not None
-    assert KeyStore(tmp_path / "keys.json", secret="two").authenticate(token) is None
+    _, token = KeyStore(tmp_path / "keys.json", secret=TEST_SECRET).add("crm")
+    assert KeyStore(tmp_path / "keys.json", secret=TEST_SECRET).authenticate(token) is not None
+    assert KeyStore(tmp_path / "keys.json", secret=OTHER_SECRET).authenticate(token) is None
 
 
 def test_a_running_server_sees_keys_added_and_revoked_by_the_cli(tmp_path):

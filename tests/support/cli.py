@@ -47,10 +47,12 @@ def isolated_settings(root: Path) -> Settings:
 
 
 def served_settings(root: Path, **overrides: object) -> Settings:
-    """Settings of a service under test: keys, models and a DuckDB store under ``root``, no
-    background model reloads; ``overrides`` add or replace settings."""
+    """Settings of a service under test: keys, models, data (the dashboard's session
+    revocations) and a DuckDB store under ``root``, no background model reloads;
+    ``overrides`` add or replace settings."""
     values: dict[str, object] = {
         "keys_file": root / "keys.json",
+        "data_dir": root / "data",
         "models_dir": root / "models",
         "store_url": str(root / "store.duckdb"),
         "serve": {"reload_interval_seconds": 0},

@@ -23,9 +23,10 @@ import pytest
 
 from serving.keys import KeyStore
 from tests.support.bundle_factory import make_models_dir
+from tests.support.strong_secrets import TEST_SECRET
 
 ROOT = Path(__file__).resolve().parents[2]
-SECRET = "live-secret"
+SECRET = TEST_SECRET
 
 
 @dataclass
