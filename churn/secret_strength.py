@@ -2,10 +2,11 @@
 
 The server secret keys the HMAC of every API key and signs the dashboard's session cookies;
 with a guessable secret and a public key id anyone could sign a session cookie. A secret must
-have at least :data:`MIN_LENGTH` characters and carry at least :data:`MIN_BITS` bits by its
-own character frequencies (length x the Shannon entropy of its characters). That refuses
-short values, placeholders and typed phrases ("changeme...", "aaaa...", a word repeated);
-it cannot prove a value random, so generate it (:data:`GENERATE_HINT`). The secrets this
+have at least :data:`MIN_LENGTH` characters, must not be a shorter string repeated, and must
+carry at least :data:`MIN_BITS` bits by its own character frequencies (length x the Shannon
+entropy of its characters). That refuses short values, placeholders, typed phrases and
+patterns ("changeme" four times, "aaaa...", "abcdefghij" repeated); it cannot prove a value
+random, so generate it (:data:`GENERATE_HINT`). The secrets this
 project generates (64 hex characters, about 240 bits by this measure) and
 ``secrets.token_urlsafe(32)`` (43 characters, about 210 bits) pass with a wide margin.
 """
@@ -35,7 +36,10 @@ def secret_weakness(value: str) -> str | None:
     The reason names sizes only, never the value (it ends up in error messages).
     """
     if len(value) < MIN_LENGTH:
-        return f"is {len(value)} characters long, at least {MIN_LENGTH} are needed"
+        size = f"{len(value)} character{'s' if len(value) != 1 else ''}"
+        return f"is {size} long, at least {MIN_LENGTH} are needed"
+    if value in (value + value)[1:-1]:
+        return "is a shorter string repeated"
     bits = estimated_bits(value)
     if bits < MIN_BITS:
         return (

@@ -170,8 +170,7 @@ class KeyStore:
             raise ConfigError(
                 f"the server secret in {path} {reason}",
                 hint="delete it and re-create the keys with `churn keys add` (a new secret is "
-                "generated; the old keys stop working), or set CHURN_SECRET_KEY: "
-                + GENERATE_HINT,
+                "generated; the old keys stop working), or set CHURN_SECRET_KEY: " + GENERATE_HINT,
             )
         self._secret = value.encode()
         return self._secret

@@ -123,7 +123,10 @@ class SessionRevocations:
         except OSError as exc:
             log.warning(
                 "session revocation kept in memory only: the revocations file cannot be written",
-                extra={"event": "session_revocation_unsaved", "error": exc.strerror or type(exc).__name__},
+                extra={
+                    "event": "session_revocation_unsaved",
+                    "error": exc.strerror or type(exc).__name__,
+                },
             )
             return False
         return True

@@ -38,8 +38,8 @@ from serving.keys import KeyStore, parse_key_id
 from serving.store import Store
 from tests.reliability.figures import record
 from tests.support.live_server import SECRET, Server, live_server
-from tests.support.strong_secrets import OTHER_SECRET
 from tests.support.store_rows import make_batch
+from tests.support.strong_secrets import OTHER_SECRET
 
 pytestmark = [pytest.mark.reliability, pytest.mark.slow]
 

@@ -59,12 +59,14 @@ def live_server(
     models: Path | None = None,
     manager_name: str = "am-1",
     expect_ready: bool = True,
+    keys_file: Path | None = None,
 ) -> Iterator[Server]:
-    """Start `churn serve` with a bundle (``make_models_dir(tmp/'models', 'v1')`` by default)."""
+    """Start `churn serve` with a bundle (``make_models_dir(tmp/'models', 'v1')`` by default)
+    and keys in ``keys_file`` (default ``tmp/keys.json``)."""
     tmp.mkdir(parents=True, exist_ok=True)
     if models is None:
         models = make_models_dir(tmp / "models", "v1")
-    keys_file = tmp / "keys.json"
+    keys_file = keys_file or tmp / "keys.json"
     keys = KeyStore(keys_file, SECRET)
     crm, admin = keys.add("crm")[1], keys.add("admin")[1]
     manager = keys.add("manager", manager_name)[1]
