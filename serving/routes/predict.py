@@ -110,6 +110,12 @@ def _read_body(raw: bytes, limit: int) -> PredictRequest:
         raise Problem(
             400, "The request body is not valid JSON: it is not UTF-8 (or UTF-16/32) text."
         ) from None
+    except (ValueError, RecursionError):  # Python's limits: integer digits, nesting depth
+        raise Problem(
+            400,
+            "The request body cannot be read: it nests arrays or objects too deeply or holds "
+            "a number with too many digits.",
+        ) from None
     try:
         body = PredictRequest.model_validate(data)
     except ValidationError as exc:

@@ -298,6 +298,8 @@ def test_validation_errors_are_capped_with_a_count_of_the_rest(setup, client):
         (b'{"accounts": [{}] "x"}', 400, "Expecting ',' delimiter"),
         (b'{"accounts": [{"account_id": "A"}]} x', 400, "Extra data"),
         (b"\xff\xfe\x00{", 400, "not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, 400, "nests arrays or objects too deeply"),
+        (b'{"accounts": [{"revenue": ' + b"9" * 5000 + b"}]}", 400, "too many digits"),
         (b'{"accounts": [{"account_id": "A\\u202e"}]}', 422, "text-direction"),
     ],
 )
