@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import re
+import threading
 from collections.abc import Mapping
 from typing import Annotated, Any, cast
 
@@ -31,6 +32,12 @@ from serving.schemas import PredictRequest, PredictResponse, problem_responses
 from serving.scoring import AccountInput, Rules, score_accounts
 
 router = APIRouter(prefix="/v1", tags=["predict"])
+
+# Parsing and validating hold the GIL nearly all the time, so two bodies parsed at once take
+# as long as one after the other - but each extra busy thread makes the event loop wait
+# longer for the GIL at every step of every other request. One at a time keeps /healthz and
+# the small requests quick while large bodies arrive.
+_PARSING = threading.Lock()
 
 
 # C0 and C1 control characters, DEL, and the bidirectional overrides/isolates that make a
@@ -83,9 +90,15 @@ def _check_manager(principal: Principal, body: PredictRequest) -> None:
 
 
 def _read_body(raw: bytes, limit: int) -> PredictRequest:
-    """The request body parsed and validated (run in a worker thread): 400 when it is not
-    JSON, 422 for more than ``limit`` accounts (before any is validated), for a missing body
-    and for invalid values, with the same problem details as FastAPI's own validation."""
+    """The request body parsed and validated (run in a worker thread, one body at a time):
+    400 when it is not JSON, 422 for more than ``limit`` accounts (before any is validated),
+    for a missing body and for invalid values, with the same problem details as FastAPI's
+    own validation."""
+    with _PARSING:
+        return _parse(raw, limit)
+
+
+def _parse(raw: bytes, limit: int) -> PredictRequest:
     if not raw:
         missing = {"type": "missing", "loc": ("body",), "msg": "Field required", "input": None}
         raise RequestValidationError([missing])
