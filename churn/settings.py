@@ -67,7 +67,16 @@ class ServeSettings(BaseModel):
     top_reasons: int = Field(5, ge=1, le=50)
     reload_interval_seconds: float = Field(30.0, ge=0)
     request_timeout_seconds: float = Field(10.0, gt=0)
+    # Requests in flight, counted once their body has arrived (a client still sending holds
+    # no place): beyond it 503 with Retry-After. Probes and /metrics are not counted.
     max_concurrency: int = Field(64, ge=1)
+    # Requests one client (an API key, else an address) may have waiting for their bodies at
+    # once; beyond it 429 with Retry-After and the connection closed.
+    max_waiting_bodies_per_client: int = Field(8, ge=1)
+    # Requests with a body that no API key vouches for (the dashboard's login and logout
+    # forms): their whole body must arrive within this time (408) and within this size (413).
+    unauthenticated_body_timeout_seconds: float = Field(2.0, gt=0)
+    unauthenticated_max_body_bytes: int = Field(16_384, ge=1024)
     # Worker processes of `churn serve`. More than one answers more requests at once, but
     # each process keeps its own rate-limit counts and POST /v1/admin/reload reloads only the
     # process that answers it (the others follow at their next reload check).

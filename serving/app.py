@@ -7,13 +7,18 @@ every ``serve.reload_interval_seconds`` (0 turns it off); ``POST /v1/admin/reloa
 on demand. See ``serving.model_holder`` for the atomic swap.
 
 One pure-ASGI middleware (:class:`ServingMiddleware`) does what must wrap every request:
-a request id, the body-size limit on the bytes actually received (413, also for a chunked
-body without Content-Length), a cap on requests in flight (503), a deadline per request
-(``serve.request_timeout_seconds``: 408 when the client has not sent its body by then, 504
-when the answer is not ready - the work goes on in the background and still counts against
-the cap until it ends), security headers on every response, the latency and status
-metrics, and one JSON log line per request (method, route template, status, duration, key
-id, role, number of accounts - never names or feature values).
+a request id; for an API request with a body (``POST /v1/...``), the key checked before any
+body byte is read (401 at once for a missing or wrong key, 429 for an address throttled
+after failed attempts), so that nobody without a key can make the service wait for a body;
+the body-size limit on the bytes actually received (413, also for a chunked body without
+Content-Length) and its deadline (408), both much tighter for a body no key vouches for
+(the dashboard's login form: ``serve.unauthenticated_*``); a cap per client on requests
+still receiving their body (429); a cap on requests in flight, counted once their body
+has arrived (503); a deadline for the answer (``serve.request_timeout_seconds``, counted
+from the start: 504 when the answer is not ready - the work goes on in the background and
+still counts against the cap until it ends), security headers on every response, the
+latency and status metrics, and one JSON log line per request (method, route template,
+status, duration, key id, role, number of accounts - never names or feature values).
 
 The serving process never unpickles: :func:`disable_pickle_deserialization` switches off
 MLflow's pickle loading (``MLFLOW_ALLOW_PICKLE_DESERIALIZATION=false``) whatever the
@@ -31,28 +36,38 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
+import math
 import os
 import re
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 from fastapi import APIRouter, FastAPI
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from churn.bundle import CHAMPION_DIR
 from churn.settings import Settings, get_settings
-from serving.deps import RateLimiter, ServingState
+from serving.deps import (
+    RateLimiter,
+    ServingState,
+    authenticate_bearer,
+    bearer_token,
+    client_address,
+)
 from serving.keys import KeyStore
 from serving.metrics import Metrics
 from serving.model_holder import LoadedModel, ModelHolder, ReloadResult
-from serving.problems import install_handlers, problem_response, unhandled_problem
+from serving.problems import Problem, install_handlers, problem_response, unhandled_problem
 from serving.scoring import load_rules
 from serving.store import Store
 from serving.throttle import AuthThrottle
@@ -104,7 +119,8 @@ naming the field at fault.
 
 
 class ServingMiddleware:
-    """Request id, body-size and concurrency limits, metrics and the access log."""
+    """Request id, authentication before the body, body, concurrency and time limits, metrics
+    and the access log."""
 
     def __init__(
         self,
@@ -114,6 +130,10 @@ class ServingMiddleware:
         max_body_bytes: int,
         max_concurrency: int,
         request_timeout: float | None = None,
+        state: ServingState | None = None,
+        max_waiting_bodies: int | None = None,
+        unauthenticated_body_timeout: float | None = None,
+        unauthenticated_max_body_bytes: int | None = None,
         fixed_paths: frozenset[str] = frozenset(),
         path_headers: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
@@ -124,7 +144,14 @@ class ServingMiddleware:
         self.max_body_bytes = max_body_bytes
         self.max_concurrency = max_concurrency
         self.request_timeout = request_timeout
+        # The keys and the failed-authentication throttle (None: no check before the body).
+        self.state = state
+        self.max_waiting_bodies = max_waiting_bodies
+        self.unauthenticated_body_timeout = unauthenticated_body_timeout
+        self.unauthenticated_max_body_bytes = unauthenticated_max_body_bytes
         self.in_flight = 0
+        # Requests receiving their body, per client ("key <id>" or "address <address>").
+        self.waiting: dict[str, int] = {}
         # Default headers per path (e.g. /docs' CSP), on top of SECURITY_HEADERS.
         self.path_headers = path_headers or {}
 
@@ -160,29 +187,31 @@ class ServingMiddleware:
 
         limited = scope["path"] not in UNLIMITED_PATHS
         deadline = self.request_timeout if limited else None
-        if limited:
-            self.in_flight += 1
-        release = limited  # handed over to a timed-out handler that is still running
+        release = False  # whether this request holds a place in the concurrency cap
         try:
-            if limited and self.in_flight > self.max_concurrency:
-                await problem_response(
-                    503,
-                    f"The service is answering {self.max_concurrency} requests already; "
-                    "retry shortly.",
-                    headers={"Retry-After": "1"},
-                )(scope, receive, send_with_id)
-                return
             if scope["method"] in _BODY_METHODS:
-                try:
-                    body = await asyncio.wait_for(self._read_body(headers, receive), deadline)
-                except TimeoutError:
-                    await self._timeout(408)(scope, receive, send_with_id)
+                # Before the body: who sends it decides how long and how large it may be.
+                intake = self._intake(scope, headers)
+                if not isinstance(intake, _Intake):
+                    await intake(scope, receive, send_with_id)
                     return
-                if isinstance(body, int):
-                    if body:
-                        await self._too_large(body)(scope, receive, send_with_id)
+                body = await self._receive_body(intake, headers, receive)
+                if not isinstance(body, bytes):
+                    if body is not None:
+                        await body(scope, receive, send_with_id)
                     return
                 receive = _replay(body, receive)
+            if limited:  # counted once the body is in: a slow sender holds no place
+                self.in_flight += 1
+                release = True
+                if self.in_flight > self.max_concurrency:
+                    await problem_response(
+                        503,
+                        f"The service is answering {self.max_concurrency} requests already; "
+                        "retry shortly.",
+                        headers={"Retry-After": "1"},
+                    )(scope, receive, send_with_id)
+                    return
             if deadline is None:
                 await self.app(scope, receive, send_with_id)
                 return
@@ -195,7 +224,7 @@ class ServingMiddleware:
                 raise
             if not done and not responded:
                 timed_out = True
-                await self._timeout(504)(scope, receive, send_direct)
+                await self._answer_timeout()(scope, receive, send_direct)
                 if release:
                     release = False
                     handler.add_done_callback(self._handler_ended)
@@ -215,6 +244,78 @@ class ServingMiddleware:
                 self.in_flight -= 1
             self._record(scope, request_id, status, time.perf_counter() - started)
 
+    def _intake(self, scope: Scope, headers: dict[bytes, bytes]) -> _Intake | JSONResponse:
+        """How the body of this request may arrive, or the answer that refuses it unread.
+
+        An API request (``/v1/...``) must carry a valid key before any body byte is read: a
+        missing or wrong key is 401 and a throttled address 429 at once (the connection is
+        closed, the body never read); the route's own dependencies still decide the role.
+        Any other request with a body (the dashboard's login form) has no key to vouch for
+        it, so it gets the short deadline and small size of the ``unauthenticated_*`` limits.
+        """
+        address = client_address(scope)
+        if self.state is not None and scope["path"].startswith("/v1/"):
+            authorization = headers.get(b"authorization", b"").decode("latin-1")
+            try:
+                key = authenticate_bearer(self.state, address, bearer_token(authorization))
+            except Problem as problem:
+                return problem_response(
+                    problem.status,
+                    problem.detail,
+                    title=problem.title,
+                    headers={**problem.headers, "Connection": "close"},
+                )
+            request_state = scope.setdefault("state", {})
+            request_state["key_id"], request_state["role"] = key.key_id, key.role
+            return _Intake(
+                f"key {key.key_id}",
+                self.request_timeout,
+                "serve.request_timeout_seconds",
+                self.max_body_bytes,
+                "serve.max_body_bytes",
+            )
+        timeout, timeout_setting = self.request_timeout, "serve.request_timeout_seconds"
+        unauthenticated = self.unauthenticated_body_timeout
+        if unauthenticated is not None and (timeout is None or unauthenticated < timeout):
+            timeout, timeout_setting = unauthenticated, "serve.unauthenticated_body_timeout_seconds"
+        size, size_setting = self.max_body_bytes, "serve.max_body_bytes"
+        small = self.unauthenticated_max_body_bytes
+        if small is not None and small < size:
+            size, size_setting = small, "serve.unauthenticated_max_body_bytes"
+        return _Intake(f"address {address}", timeout, timeout_setting, size, size_setting)
+
+    async def _receive_body(
+        self, intake: _Intake, headers: dict[bytes, bytes], receive: Receive
+    ) -> bytes | JSONResponse | None:
+        """The whole body; or the answer refusing it (429 too many waiting for this client,
+        408 too slow, 413 too large); None when the client went away."""
+        waiting = self.waiting.get(intake.client, 0)
+        if self.max_waiting_bodies is not None and waiting >= self.max_waiting_bodies:
+            retry = str(max(math.ceil(intake.timeout or 1), 1))
+            return problem_response(
+                429,
+                f"This client has {waiting} requests waiting for their bodies already "
+                f"(serve.max_waiting_bodies_per_client); send each body whole, or retry in "
+                f"{retry} s.",
+                headers={"Retry-After": retry, "Connection": "close"},
+            )
+        self.waiting[intake.client] = waiting + 1
+        try:
+            body = await asyncio.wait_for(
+                self._read_body(headers, receive, intake.max_bytes), intake.timeout
+            )
+        except TimeoutError:
+            return self._body_timeout(intake)
+        finally:
+            left = self.waiting[intake.client] - 1
+            if left:
+                self.waiting[intake.client] = left
+            else:
+                del self.waiting[intake.client]
+        if isinstance(body, int):
+            return self._too_large(body, intake) if body else None
+        return body
+
     def _handler_ended(self, handler: asyncio.Future[Any]) -> None:
         """A handler that outlived its deadline has ended: free its place, drop its result."""
         self.in_flight -= 1
@@ -230,25 +331,28 @@ class ServingMiddleware:
             headers = {**NO_STORE, **headers}
         return [(k.lower().encode(), v.encode()) for k, v in headers.items()]
 
-    def _timeout(self, status: int) -> Any:
+    def _answer_timeout(self) -> JSONResponse:
         timeout = self.request_timeout or 0
-        if status == 408:
-            detail = (
-                f"The request body did not arrive within {timeout:g} s "
-                "(serve.request_timeout_seconds)."
-            )
-        else:
-            detail = (
-                f"The answer was not ready within {timeout:g} s (serve.request_timeout_seconds); "
-                "retry with fewer accounts per request."
-            )
-        headers = {"Retry-After": "1"} if status == 504 else {"Connection": "close"}
-        return problem_response(status, detail, headers=headers)
+        detail = (
+            f"The answer was not ready within {timeout:g} s (serve.request_timeout_seconds); "
+            "retry with fewer accounts per request."
+        )
+        return problem_response(504, detail, headers={"Retry-After": "1"})
 
-    async def _read_body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes | int:
-        """The whole body, or the size that broke the limit (0: the client went away)."""
+    def _body_timeout(self, intake: _Intake) -> JSONResponse:
+        return problem_response(
+            408,
+            f"The request body did not arrive within {intake.timeout or 0:g} s "
+            f"({intake.timeout_setting}).",
+            headers={"Connection": "close"},
+        )
+
+    async def _read_body(
+        self, headers: dict[bytes, bytes], receive: Receive, limit: int
+    ) -> bytes | int:
+        """The whole body, or the size that broke ``limit`` (0: the client went away)."""
         declared = headers.get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
+        if declared is not None and declared.isdigit() and int(declared) > limit:
             return int(declared)
         chunks: list[bytes] = []
         size = 0
@@ -258,17 +362,23 @@ class ServingMiddleware:
                 return 0
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_body_bytes:
+            if size > limit:
                 return size
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    def _too_large(self, size: int) -> Any:
+    def _too_large(self, size: int, intake: _Intake) -> JSONResponse:
+        advice = (
+            " Send fewer accounts per request."
+            if intake.max_bytes_setting == "serve.max_body_bytes"
+            else ""
+        )
         return problem_response(
             413,
-            f"The request body is larger than the limit of {self.max_body_bytes:,} bytes "
-            f"(serve.max_body_bytes); got at least {size:,}. Send fewer accounts per request.",
+            f"The request body is larger than the limit of {intake.max_bytes:,} bytes "
+            f"({intake.max_bytes_setting}); got at least {size:,}.{advice}",
+            headers={"Connection": "close"},
         )
 
     def _route(self, scope: Scope) -> str:
@@ -296,6 +406,18 @@ class ServingMiddleware:
                 "accounts": state.get("accounts"),
             },
         )
+
+
+@dataclass(frozen=True)
+class _Intake:
+    """How one request's body may arrive: whose it is (for the per-client cap on bodies
+    waiting) and its deadline and size limit, with the settings that set them."""
+
+    client: str
+    timeout: float | None
+    timeout_setting: str
+    max_bytes: int
+    max_bytes_setting: str
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -347,6 +469,26 @@ def configure_logging(level: int = logging.INFO) -> None:
         logger.propagate = False
 
 
+_gc_frozen = False
+
+
+def _freeze_startup_objects() -> None:
+    """Once per process, after start-up: move every object alive now (modules, the model,
+    the app) out of the garbage collector's reach.
+
+    A full collection walks every tracked object while holding the GIL - some 170,000 after
+    start-up, well over 100 ms - and the objects of a few large requests are enough to
+    trigger one; every request waits meanwhile. Frozen, start-up objects are still freed
+    when nothing refers to them, but a reference cycle among them is not (the first model's,
+    after a reload: once per process, small).
+    """
+    global _gc_frozen
+    if not _gc_frozen:
+        _gc_frozen = True
+        gc.collect()
+        gc.freeze()
+
+
 @contextlib.asynccontextmanager
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state: ServingState = app.state.serving
@@ -355,6 +497,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         log.warning(
             "serving rule-based scores only", extra={"event": "no_model", "error": result.error}
         )
+    _freeze_startup_objects()
     interval = state.settings.serve.reload_interval_seconds
     watcher = asyncio.create_task(state.holder.watch(interval)) if interval > 0 else None
     try:
@@ -434,6 +577,10 @@ def create_app(
         max_body_bytes=settings.serve.max_body_bytes,
         max_concurrency=settings.serve.max_concurrency,
         request_timeout=settings.serve.request_timeout_seconds,
+        state=state,
+        max_waiting_bodies=settings.serve.max_waiting_bodies_per_client,
+        unauthenticated_body_timeout=settings.serve.unauthenticated_body_timeout_seconds,
+        unauthenticated_max_body_bytes=settings.serve.unauthenticated_max_body_bytes,
         fixed_paths=frozenset(p for p in (app.openapi_url,) if p),
         path_headers={DOCS_URL: {"Content-Security-Policy": docs_csp}},
     )

@@ -6,6 +6,13 @@ Routes declare what they need as typed aliases::
 
 A missing or unknown key is 401 with ``WWW-Authenticate: Bearer``; a key over its rate limit
 is 429 with ``Retry-After``; a role the route does not allow is 403. All are problem+json.
+
+Wrong keys are throttled per client address (:class:`serving.throttle.AuthThrottle` on the
+state): each wrong, unknown, expired or revoked key counts as a failure (a missing one does
+not), and an address over ``serve.auth_failures_per_minute`` is answered 429 with
+``Retry-After`` before its key is even looked at, whether that key is valid or not.
+:func:`authenticate_bearer` does this for :func:`current_principal` and for the serving
+middleware, which checks the key of an API request before it receives the body.
 """
 
 from __future__ import annotations
@@ -13,7 +20,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
@@ -21,7 +28,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from churn.settings import Settings
-from serving.keys import KeyStore
+from serving.keys import ApiKey, KeyStore, parse_key_id
 from serving.metrics import Metrics
 from serving.model_holder import LoadedModel, ModelHolder
 from serving.problems import Problem
@@ -115,22 +122,60 @@ def _unauthorized(detail: str, error: str | None = None) -> Problem:
     return Problem(401, detail, headers={"WWW-Authenticate": challenge})
 
 
-async def current_principal(
-    request: Request,
-    state: State,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Principal:
-    """The caller's key, authenticated and charged one request of its rate limit."""
-    if credentials is None:
+def client_address(scope: Mapping[str, Any]) -> str:
+    """The client's address as the server saw it (after the proxy headers uvicorn trusts)."""
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an ``Authorization: Bearer <token>`` header (None: absent or another
+    scheme), read as FastAPI's ``HTTPBearer`` reads it."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
+
+
+def authenticate_bearer(state: ServingState, address: str, token: str | None) -> ApiKey:
+    """The active key for ``token`` sent from ``address``, else a :class:`Problem`.
+
+    429 while the address is throttled (checked first, so that a throttled address learns
+    nothing about the key it sends); 401 for a missing key; 401 for a wrong, unknown, expired
+    or revoked one, which also counts as a failure of the address (logged with the key id it
+    named, never the token).
+    """
+    wait = state.throttle.wait(address)
+    if wait > 0:
+        seconds = math.ceil(wait)
+        raise Problem(
+            429,
+            "Too many failed authentications from this address; "
+            f"retry in {seconds} s (serve.auth_failures_per_minute).",
+            headers={"Retry-After": str(seconds)},
+        )
+    if token is None:
         hint = (
             ""
             if state.keys.has_keys()
             else " No keys exist yet: create one with `churn keys add --role crm`."
         )
         raise _unauthorized(f"Send an API key as 'Authorization: Bearer <key>'.{hint}")
-    key = state.keys.authenticate(credentials.credentials)
+    key = state.keys.authenticate(token)
     if key is None:
+        state.throttle.failed(address, parse_key_id(token), "api")
         raise _unauthorized("The API key is unknown, wrong, expired or revoked.", "invalid_token")
+    return key
+
+
+async def current_principal(
+    request: Request,
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The caller's key, authenticated and charged one request of its rate limit."""
+    token = None if credentials is None else credentials.credentials
+    key = authenticate_bearer(state, client_address(request.scope), token)
     request.state.key_id = key.key_id
     request.state.role = key.role
     wait = state.limiter.take(key.key_id)

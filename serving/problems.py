@@ -2,9 +2,11 @@
 
 Every error response has ``type``, ``title``, ``status`` and a human-readable ``detail`` that
 names the field or setting at fault; validation errors add ``errors`` (one entry per field,
-without echoing the submitted value, which may be personal data). :func:`install_handlers`
-routes FastAPI's and Starlette's own errors through the same shape, so a client's mistake is
-never a 500 and never an HTML page.
+without echoing the submitted value, which may be personal data): at most
+:data:`MAX_ERRORS` entries, and ``errors_omitted`` with the number left out when there were
+more, so that a body of many bad values cannot make an answer larger than the request.
+:func:`install_handlers` routes FastAPI's and Starlette's own errors through the same shape,
+so a client's mistake is never a 500 and never an HTML page.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from churn.errors import ChurnError, ModelUnavailable, StoreError
 log = logging.getLogger(__name__)
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+#: Validation errors listed in one answer at most; the rest are counted in ``errors_omitted``.
+MAX_ERRORS = 50
 
 _TITLES: dict[int, str] = {
     400: "Malformed request",
@@ -151,15 +155,22 @@ def validation_errors(errors: Sequence[Mapping[str, Any]]) -> list[dict[str, Any
 
 
 def validation_problem(errors: Sequence[Mapping[str, Any]], limit: int = 5) -> JSONResponse:
-    """422 naming each invalid field (400 when the body is not JSON at all)."""
-    entries = validation_errors(errors)
+    """422 naming each invalid field (400 when the body is not JSON at all).
+
+    The ``detail`` names the first ``limit`` fields; ``errors`` lists the first
+    :data:`MAX_ERRORS` and ``errors_omitted`` counts the others (absent when none were left
+    out).
+    """
+    entries = validation_errors(errors[:MAX_ERRORS])
+    omitted = max(len(errors) - MAX_ERRORS, 0)
+    extra: dict[str, Any] = {"errors_omitted": omitted} if omitted else {}
     if any(e["type"] == "json_invalid" for e in entries):
         return problem_response(
             400, f"The request body is {entries[0]['message']}.", errors=entries[:limit]
         )
     shown = "; ".join(f"{e['field']}: {e['message']}" for e in entries[:limit])
-    more = f" (and {len(entries) - limit} more)" if len(entries) > limit else ""
-    return problem_response(422, f"{shown}{more}", errors=entries)
+    more = f" (and {len(errors) - limit:,} more)" if len(errors) > limit else ""
+    return problem_response(422, f"{shown}{more}", errors=entries, **extra)
 
 
 async def _on_validation(_request: Request, exc: RequestValidationError) -> JSONResponse:
