@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from churn.console import console
 from churn.engine import open_engine, resolve_engine
 from churn_cli.options import DataOption, EngineOption, SchedulerOption
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def demo_data(
@@ -138,7 +141,7 @@ def features(
     from churn.settings import get_settings
     from features.distributed import build_snapshots
     from features.health import load_health_config
-    from features.snapshots import output_format, write_frame
+    from features.snapshots import output_format
     from features.validate import load_validated
 
     output_format(out)  # a wrong extension fails now, not after the snapshot is built
@@ -149,8 +152,27 @@ def features(
         frame = build_snapshots(
             compute, result.tables, [as_of_date], settings.snapshots, health=health
         )
-    write_frame(frame, out)
+    _write_features(frame, out)
     console.print(f"wrote {len(frame)} accounts x {frame.shape[1]} columns to {out}")
+
+
+def _write_features(frame: pd.DataFrame, out: Path) -> None:
+    """Write the snapshot: client data, so a new file is created with mode 0600, and a CSV's
+    text cells never start a spreadsheet formula (``churn.text.csv_frame``)."""
+    from churn.errors import ChurnError
+    from churn.files import private_file
+    from churn.text import csv_frame
+    from features.snapshots import output_format, write_frame
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with private_file(out, "wb"):
+            pass  # created 0600 here; write_frame then replaces its content
+        write_frame(csv_frame(frame) if output_format(out) == "csv" else frame, out)
+    except OSError as exc:
+        raise ChurnError(
+            f"cannot write {out}: {exc.strerror or exc}", hint="choose a writable path"
+        ) from exc
 
 
 def register(app: typer.Typer) -> None:

@@ -107,6 +107,7 @@ def report(
 ) -> None:
     """Write the retention page (metrics of the latest scored date) as one HTML file."""
     from churn.errors import ChurnError
+    from churn.files import write_private_text
     from churn.settings import get_settings
     from serving.report import render_report
     from serving.store import Store
@@ -115,7 +116,7 @@ def report(
     html = render_report(Store(store_url or settings.store_url), manager=manager)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(html, encoding="utf-8")
+        write_private_text(out, html)  # client names and revenue: created 0600
     except OSError as exc:
         raise ChurnError(
             f"cannot write {out}: {exc.strerror}", hint="choose a writable path"

@@ -13,8 +13,13 @@ from typing import Literal
 import pandas as pd
 
 from churn.errors import DataContractError
+from churn.text import ID_MAX_LENGTH, NAME_MAX_LENGTH
 
 Kind = Literal["str", "date", "timestamp", "float", "bool"]
+#: What a free-text column holds, for the character and length rules of ``churn.text``:
+#: ``account_id`` (URL-safe characters, at most 128), ``id`` (another id: printable, at most
+#: 128) or ``name`` (printable, at most 200, stored normalised: NFKC, single spaces).
+TextRule = Literal["account_id", "id", "name"]
 
 SENIORITY_LEVELS: tuple[str, ...] = ("junior", "middle", "senior", "executive")
 CHURN_REASONS: tuple[str, ...] = (
@@ -54,6 +59,7 @@ class Column:
     min: float | None = None
     max: float | None = None
     description: str = ""
+    text: TextRule | None = None
 
 
 @dataclass(frozen=True)
@@ -93,7 +99,12 @@ def _opt(name: str, kind: Kind, **kw: object) -> Column:
     return Column(name, kind, required=False, nullable=True, **kw)  # type: ignore[arg-type]
 
 
-ACCOUNT_ID = Column("account_id", "str", description="The firm's identifier of the client account")
+ACCOUNT_ID = Column(
+    "account_id",
+    "str",
+    description="The firm's identifier of the client account",
+    text="account_id",
+)
 
 TABLES: Mapping[str, Table] = {
     t.name: t
@@ -102,9 +113,19 @@ TABLES: Mapping[str, Table] = {
             "accounts",
             (
                 ACCOUNT_ID,
-                Column("name", "str", description="Client name (personal data: never logged)"),
-                Column("account_manager", "str", description="Account manager responsible"),
-                _opt("industry", "str"),
+                Column(
+                    "name",
+                    "str",
+                    description="Client name (personal data: never logged)",
+                    text="name",
+                ),
+                Column(
+                    "account_manager",
+                    "str",
+                    description="Account manager responsible",
+                    text="name",
+                ),
+                _opt("industry", "str", text="name"),
                 Column("started_at", "date", description="Start of the client relationship"),
                 _opt("renewal_at", "date", description="Next contract renewal date"),
                 _opt("contract_value", "float", min=0, description="Annual contract value"),
@@ -145,7 +166,7 @@ TABLES: Mapping[str, Table] = {
             "contacts",
             (
                 ACCOUNT_ID,
-                Column("contact_id", "str"),
+                Column("contact_id", "str", text="id"),
                 Column("side", "str", enum=("client", "firm")),
                 Column("seniority", "str", enum=SENIORITY_LEVELS),
                 _opt("role", "str", enum=CONTACT_ROLES),
@@ -161,7 +182,7 @@ TABLES: Mapping[str, Table] = {
             "invoices",
             (
                 ACCOUNT_ID,
-                Column("invoice_id", "str"),
+                Column("invoice_id", "str", text="id"),
                 Column("issued_at", "date"),
                 Column("due_at", "date"),
                 _opt("paid_at", "date", description="Empty while unpaid"),
@@ -177,7 +198,7 @@ TABLES: Mapping[str, Table] = {
             "projects",
             (
                 ACCOUNT_ID,
-                Column("project_id", "str"),
+                Column("project_id", "str", text="id"),
                 Column("started_at", "date"),
                 _opt("planned_end_at", "date"),
                 _opt("ended_at", "date"),
@@ -218,6 +239,15 @@ TABLES: Mapping[str, Table] = {
 }
 
 TABLE_NAMES: tuple[str, ...] = tuple(TABLES)
+
+#: The text rules as the contract's table of columns states them.
+TEXT_RULES: Mapping[TextRule, str] = {
+    "account_id": f"URL-safe id, at most {ID_MAX_LENGTH} characters",
+    "id": f"printable, at most {ID_MAX_LENGTH} characters",
+    "name": f"printable, at most {NAME_MAX_LENGTH} characters, normalised",
+}
+#: ``rejects.csv`` quotes at most this many characters of an offending cell.
+REJECT_VALUE_MAX_LENGTH = 1_000
 
 _PANDAS_DTYPES: dict[str, str] = {
     "str": "string",
@@ -310,6 +340,31 @@ def contract_markdown() -> str:
         "A source whose tables or columns have other names is mapped to these in `churn.yaml`",
         "([own-data.md](own-data.md)).",
         "",
+        "Ids and names follow the same rules as in the API (`churn/text.py`), and a row breaking",
+        "one goes to the rejects:",
+        "",
+        "- no control characters and no invisible format characters (text-direction marks,",
+        "  overrides and isolates, zero-width space, word joiner, byte-order mark), in any id,",
+        "  name, manager or industry;",
+        f"- ids at most {ID_MAX_LENGTH} characters, names at most {NAME_MAX_LENGTH};",
+        "- `account_id` is URL-safe: ASCII letters and digits, then also `.` `_` `~` `:` `-`,",
+        "  starting with a letter or a digit (`A-00042`, `acme.uk`, `crm:1234`). Account ids",
+        "  are part of the API's and the dashboard's URLs; an id holding `/`, `?`, `#`, `%` or",
+        "  a space could not be reached there, so the import refuses it rather than escaping it",
+        "  in every link. Other ids (`invoice_id`, ...) never appear in a URL and may hold",
+        "  those, and so may the ids sent to `POST /v1/predict`, which stores nothing;",
+        "- names (`name`, `account_manager`, `industry`) are stored normalised: Unicode NFKC",
+        "  (a no-break space becomes a space, full-width letters their usual form), every run of",
+        "  spaces one space, no leading or trailing space. `Drew\\u00a0Hollis` is the manager",
+        "  `Drew Hollis`, not a second one.",
+        "",
+        "CSV files written from this data (`rejects.csv`, `churn features --out x.csv`, the",
+        "dashboard's portfolio export) prefix a cell starting with `=`, `+`, `-`, `@`, a tab or",
+        "a carriage return with `'`, so that a spreadsheet shows it as text instead of running",
+        "it as a formula; a plain negative number stays as it is. In `rejects.csv`, `value`",
+        "shows control characters as escapes (`\\x1b`) and is cut after "
+        f"{REJECT_VALUE_MAX_LENGTH:,} characters.",
+        "",
     ]
     for table in TABLES.values():
         need = "required" if table.required else "optional"
@@ -336,6 +391,8 @@ def contract_markdown() -> str:
                 lo = "" if col.min is None else f"{col.min:g}"
                 hi = "" if col.max is None else f"{col.max:g}"
                 allowed = f"{lo} .. {hi}".strip()
+            elif col.text is not None:
+                allowed = TEXT_RULES[col.text]
             lines.append(
                 f"| `{col.name}` | {col.kind} | {'yes' if col.required else 'no'} | "
                 f"{'yes' if col.nullable else 'no'} | {allowed} | {col.description} |"

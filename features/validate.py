@@ -40,7 +40,28 @@ import numpy as np
 import pandas as pd
 
 from churn.errors import ChurnError, DataContractError, RejectThresholdExceeded
-from features.contract import TABLE_NAMES, TABLES, Column, Table, Tables, pandas_dtype
+from churn.files import private_file
+from churn.text import (
+    ACCOUNT_ID_PATTERN,
+    ACCOUNT_ID_REASON,
+    ID_MAX_LENGTH,
+    NAME_MAX_LENGTH,
+    UNPRINTABLE,
+    UNPRINTABLE_REASON,
+    csv_frame,
+    normalise_name,
+    visible,
+)
+from features.contract import (
+    REJECT_VALUE_MAX_LENGTH,
+    TABLE_NAMES,
+    TABLES,
+    Column,
+    Table,
+    Tables,
+    TextRule,
+    pandas_dtype,
+)
 from features.sources import RawSource, read_source
 
 if TYPE_CHECKING:
@@ -134,9 +155,11 @@ def validate_tables(raw: RawSource, reject_threshold: float = 0.01) -> LoadResul
 def load_validated(source: str | Path, settings: Settings) -> LoadResult:
     """Read ``source`` with the configured mapping, validate it, write the rejects file to
     ``settings.rejects_dir``, log each missing table once, then apply the reject threshold."""
+    from rich.markup import escape
+
     from churn.console import step
 
-    with step(f"reading {_label(source)}"):
+    with step(f"reading {escape(visible(_label(source)))}"):
         raw = read_source(source, settings.mapping)
     with step(f"validating {len(raw.frames)} tables"):
         result = _validate(raw)
@@ -176,12 +199,16 @@ def check_reject_threshold(result: LoadResult, reject_threshold: float) -> None:
 
 
 def write_rejects(rejects: pd.DataFrame, rejects_dir: Path) -> Path:
-    """Write ``rejects.csv`` (header only when there are none, so no stale file misleads)."""
+    """Write ``rejects.csv`` (header only when there are none, so no stale file misleads).
+
+    The file quotes client data: it is created with mode 0600, and a cell a spreadsheet would
+    run as a formula is written with a leading apostrophe (``churn.text.csv_cell``)."""
     path = rejects_dir / REJECTS_FILE
     tmp = path.with_name(f".{REJECTS_FILE}.{os.getpid()}.tmp")
     try:
         rejects_dir.mkdir(parents=True, exist_ok=True)
-        rejects.to_csv(tmp, index=False)
+        with private_file(tmp) as handle:
+            csv_frame(rejects).to_csv(handle, index=False)
         tmp.replace(path)
     except OSError as exc:
         if tmp.parent.is_dir():
@@ -215,7 +242,8 @@ def render_summary(result: LoadResult) -> RenderableType:
             )
             continue
         share = f"{row.rejected / row.rows:.2%}" if row.rows else "-"
-        note = f"ignored columns: {row.ignored_columns}" if row.ignored_columns else ""
+        # Text, not markup: column names come from the source.
+        note = Text(f"ignored columns: {row.ignored_columns}" if row.ignored_columns else "")
         style = "red" if row.rejected else ""
         counts.add_row(
             row.table,
@@ -265,7 +293,8 @@ def _validate(raw: RawSource) -> LoadResult:
             continue
         table = TABLES[name]
         _check_structure(table, frame, raw)
-        ignored = [c for c in frame.columns if c not in table.column_names]
+        # Column names come from the source: shown with control characters escaped.
+        ignored = [visible(str(c)) for c in frame.columns if c not in table.column_names]
         if ignored:
             logger.info("table %r: ignoring columns not in the contract: %s", name, ignored)
         frame = frame.reset_index(drop=True)
@@ -367,12 +396,40 @@ def _parse_column(col: Column, raw: pd.Series) -> tuple[pd.Series, list[tuple[np
         text = _text(raw)
         if col.enum:
             text = _nulls_to_na(text).str.lower()
+        if col.text is not None:
+            return _check_text(col.text, text)
         return text, []
     if col.kind in ("date", "timestamp"):
         return _parse_datetime(col, raw)
     if col.kind == "float":
         return _parse_float(raw)
     return _parse_bool(raw)
+
+
+def _check_text(rule: TextRule, text: pd.Series) -> tuple[pd.Series, list[tuple[np.ndarray, str]]]:
+    """Ids and names under the rules the API applies too (``churn.text``): no control or
+    text-direction characters, a maximum length, account ids URL-safe; names normalised
+    (NFKC, single spaces) before anything compares them. A cell breaking a rule becomes null
+    with that rule as its reason (one reason per cell, the first rule it breaks)."""
+    present = text.notna().to_numpy()
+    unprintable = present & text.str.contains(UNPRINTABLE, regex=True).fillna(False).to_numpy(
+        dtype=bool
+    )
+    if rule == "name":
+        text = text.map(normalise_name, na_action="ignore").astype("string")
+        text = text.mask(text == "")
+        limit = NAME_MAX_LENGTH
+    else:
+        limit = ID_MAX_LENGTH
+    too_long = ~unprintable & (text.str.len() > limit).fillna(False).to_numpy(dtype=bool)
+    bad = unprintable | too_long
+    problems = [(unprintable, UNPRINTABLE_REASON), (too_long, f"longer than {limit} characters")]
+    if rule == "account_id":
+        matches = text.str.fullmatch(ACCOUNT_ID_PATTERN).fillna(True).to_numpy(dtype=bool)
+        not_url_safe = ~bad & ~matches
+        bad |= not_url_safe
+        problems.append((not_url_safe, ACCOUNT_ID_REASON))
+    return text.mask(bad), problems
 
 
 def _parse_datetime(col: Column, raw: pd.Series) -> tuple[pd.Series, list[tuple[np.ndarray, str]]]:
@@ -531,7 +588,7 @@ def _collect(name: str, frame: pd.DataFrame, problems: list[Problem]) -> pd.Data
         if cells:
             shown = frame[cells].iloc[rows].astype("string").fillna("")
             value = shown[cells[0]] if len(cells) == 1 else shown.agg(",".join, axis=1)
-            values = value.to_numpy(dtype=object)
+            values = np.array([_shown(v) for v in value.to_numpy(dtype=object)], dtype=object)
         else:
             values = np.full(len(rows), "", dtype=object)
         parts.append(
@@ -543,6 +600,16 @@ def _collect(name: str, frame: pd.DataFrame, problems: list[Problem]) -> pd.Data
     out = out.sort_values(["row", "_order"], kind="stable").drop(columns="_order")
     out.insert(0, "table", name)
     return _typed_rejects(out.reset_index(drop=True))
+
+
+def _shown(value: str) -> str:
+    """A cell as a reject line quotes it: control characters as escapes (the file is read on
+    terminals and in editors), and no more than ``REJECT_VALUE_MAX_LENGTH`` characters."""
+    value = visible(value, keep_newlines=False)
+    if len(value) <= REJECT_VALUE_MAX_LENGTH:
+        return value
+    cut = len(value) - REJECT_VALUE_MAX_LENGTH
+    return f"{value[:REJECT_VALUE_MAX_LENGTH]}... ({cut:,} more characters)"
 
 
 def _empty_rejects() -> pd.DataFrame:

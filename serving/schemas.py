@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, create_model
 from typing_extensions import TypedDict
 
+from churn.text import ID_MAX_LENGTH, NAME_MAX_LENGTH
 from features.catalog import CATALOG, Feature
 from features.health import Segment
 from features.signals.lifecycle import STAGES
@@ -107,7 +108,7 @@ class LateInvoiceIn(BaseModel):
 
     model_config = _Strict
 
-    invoice_id: str = Field(min_length=1, max_length=128, strict=True)
+    invoice_id: str = Field(min_length=1, max_length=ID_MAX_LENGTH, strict=True)
     amount: float = Field(ge=0, strict=True, allow_inf_nan=False)
     days_late: float = Field(ge=0, le=36500, strict=True, allow_inf_nan=False)
 
@@ -117,10 +118,10 @@ class AccountIn(BaseModel):
 
     model_config = _Strict
 
-    account_id: str = Field(min_length=1, max_length=128, strict=True)
+    account_id: str = Field(min_length=1, max_length=ID_MAX_LENGTH, strict=True)
     account_manager: str | None = Field(
         None,
-        max_length=200,
+        max_length=NAME_MAX_LENGTH,
         strict=True,
         description="Required with a manager key: must be the key's manager.",
     )

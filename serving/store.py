@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pandas as pd
 
 from churn.errors import StoreError
+from churn.files import umask_for
 from features.health import DROP_COMPARE_DAYS
 from serving.priority import PRIORITIES
 from serving.score_record import FIELDS, ScoreField, stored
@@ -378,6 +379,13 @@ class _DuckDBBackend:
 
     @contextmanager
     def transaction(self) -> Iterator[_Tx]:
+        # The store holds client data: a new file and each write-ahead log DuckDB creates
+        # while writing get the store file's permissions, 0600 for a new store.
+        with umask_for(self.path), self._transaction() as tx:
+            yield tx
+
+    @contextmanager
+    def _transaction(self) -> Iterator[_Tx]:
         import duckdb
 
         con = self._connect(read_only=False)

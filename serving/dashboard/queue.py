@@ -25,6 +25,7 @@ from urllib.parse import urlencode
 
 import pandas as pd
 
+from churn.text import csv_cell
 from serving.dashboard.formatting import SERVICE_LEVELS
 from serving.flags import FLAG_RULES
 from serving.priority import PRIORITIES
@@ -304,27 +305,12 @@ CSV_DECIMALS: Mapping[str, int] = {
     "revenue_365d": 2,
     "revenue_at_risk": 2,
 }
-# A spreadsheet reads a cell starting with one of these as a formula.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def safe_cell(value: Any) -> Any:
-    """A CSV cell a spreadsheet shows as written: text starting with ``= + - @`` (or a tab or
-    carriage return) gets a leading apostrophe, so it is never run as a formula; numbers are
-    written as they are; missing values are empty."""
-    if value is None or value is pd.NA or value is pd.NaT:
-        return ""
-    if isinstance(value, float) and value != value:  # NaN
-        return ""
-    if isinstance(value, bool | int | float):
-        return value
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def csv_text(frame: pd.DataFrame, as_of: date | None) -> str:
     """The rows of ``frame`` as CSV (UTF-8 text, a header row, one row per account, the
-    scoring date in the last column)."""
+    scoring date in the last column); no cell starts a spreadsheet formula
+    (``churn.text.csv_cell``)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
     writer.writerow([header for _, header in CSV_COLUMNS] + ["as_of"])
@@ -336,7 +322,7 @@ def csv_text(frame: pd.DataFrame, as_of: date | None) -> str:
             value = row.get(column)
             if column in CSV_DECIMALS and isinstance(value, float):
                 value = round(value, CSV_DECIMALS[column])
-            cells.append(safe_cell(value))
+            cells.append(csv_cell(value))
         writer.writerow([*cells, day])
     return out.getvalue()
 

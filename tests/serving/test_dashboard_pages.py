@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from churn.text import csv_cell
 from serving.app import create_app
 from serving.dashboard import queue
 from serving.dashboard.formatting import FLAG_WORDS, SERVICE_LEVELS, service_worry
@@ -250,13 +251,14 @@ def test_a_header_click_sorts_by_its_column_then_flips_and_links_keep_the_filter
         ("@SUM(A1)", "'@SUM(A1)"),
         ("\tx", "'\tx"),
         ("Acme", "Acme"),
+        ("-12.5", "-12.5"),  # text that is a plain negative number stays a number
         (-0.25, -0.25),
         (None, ""),
         (float("nan"), ""),
     ],
 )
 def test_csv_cells_never_start_a_formula(value, cell):
-    assert queue.safe_cell(value) == cell
+    assert csv_cell(value) == cell
 
 
 def test_the_movers_are_the_largest_changes_between_two_dates():
