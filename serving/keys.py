@@ -40,6 +40,7 @@ from typing import Literal, Protocol, TypeGuard, get_args
 
 from churn.errors import ConfigError
 from churn.secret_strength import GENERATE_HINT, secret_weakness
+from churn.text import NAME_MAX_LENGTH, normalise_name, text_problem
 
 Role = Literal["crm", "manager", "admin"]
 ROLES: tuple[str, ...] = get_args(Role)
@@ -256,7 +257,13 @@ class KeyStore:
             )
         if not _is_role(role):
             raise ConfigError(f"unknown role {role!r}", hint=f"use one of {', '.join(ROLES)}")
-        manager = manager.strip() if manager else None
+        if manager and text_problem(manager, NAME_MAX_LENGTH):
+            raise ConfigError(
+                f"--manager {text_problem(manager, NAME_MAX_LENGTH)}",
+                hint="give the name as in accounts.account_manager",
+            )
+        # The form the import stores names in, so the key matches its manager's accounts.
+        manager = normalise_name(manager) if manager else None
         if role == "manager" and not manager:
             raise ConfigError(
                 "a manager key needs the account manager's name",

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import re
 import threading
 from collections.abc import Mapping
 from typing import Annotated, Any, cast
@@ -24,6 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 
+from churn.text import UNPRINTABLE, normalise_name
 from serving.deps import ANY_ROLE, Principal, State, require_json, require_roles
 from serving.json_body import TooManyItems, loads_bounded
 from serving.model_holder import LoadedModel
@@ -40,9 +40,6 @@ router = APIRouter(prefix="/v1", tags=["predict"])
 _PARSING = threading.Lock()
 
 
-# C0 and C1 control characters, DEL, and the bidirectional overrides/isolates that make a
-# string display differently from what it is (an id is shown in logs, CSVs and the dashboard).
-_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 #: No feature (days, counts, amounts in currency units) or revenue is anywhere near this; a
 #: number beyond it is a mistake or a probe for overflow, not a client's data.
 MAX_MAGNITUDE = 1e12
@@ -59,7 +56,7 @@ def _check_values(body: PredictRequest) -> None:
     for i, account in enumerate(body.accounts):
         for name in ("account_id", "account_manager"):
             value = getattr(account, name)
-            if value is not None and _UNPRINTABLE.search(value):
+            if value is not None and UNPRINTABLE.search(value):
                 raise _invalid(
                     f"accounts[{i}].{name}",
                     ["accounts", i, name],
@@ -79,9 +76,11 @@ def _check_values(body: PredictRequest) -> None:
 
 
 def _check_manager(principal: Principal, body: PredictRequest) -> None:
-    """A manager key scores only accounts that name the key's manager as account_manager."""
+    """A manager key scores only accounts that name the key's manager as account_manager
+    (compared in normalised form: a no-break space or a doubled space names the same person)."""
+    own = normalise_name(principal.manager or "")
     for i, account in enumerate(body.accounts):
-        if account.account_manager != principal.manager:
+        if account.account_manager is None or normalise_name(account.account_manager) != own:
             raise Problem(
                 403,
                 f"accounts[{i}].account_manager: a manager key scores only accounts whose "

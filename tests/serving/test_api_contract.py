@@ -168,6 +168,15 @@ def test_a_manager_scores_only_their_own_accounts(api):
     assert api.predict({"accounts": [account("B-9", "Sam Ortiz")]}, "crm").status_code == 200
 
 
+def test_a_manager_name_matches_in_normalised_form_and_hidden_characters_are_refused(api):
+    first, _, last = MANAGER.partition(" ")
+    spaced = api.predict({"accounts": [account("A-1", f"{first}\u00a0 {last} ")]}, "manager")
+    assert spaced.status_code == 200, spaced.text  # a no-break space names the same person
+    for hidden in ("\u200b", "\u202e", "\ufeff"):
+        body = assert_problem(api.predict({"accounts": [account(f"A{hidden}1")]}, "crm"), 422)
+        assert body["errors"][0]["field"] == "accounts[0].account_id"
+
+
 # -------------------------------------------------------------------------- predictions
 
 SPEC_FIELDS = {

@@ -82,6 +82,15 @@ def test_role_and_manager_are_checked(store):
         store.revoke("abcdefabcdef")
 
 
+def test_a_manager_name_is_stored_as_the_import_stores_it_and_hidden_characters_refused(store):
+    record, token = store.add("manager", " Drew\u00a0\u00a0Hollis ")
+    assert record.manager == "Drew Hollis"
+    assert store.authenticate(token).manager == "Drew Hollis"
+    for bad in ("Drew\u202eHollis", "Drew\x1b[31mHollis", "x" * 201):
+        with pytest.raises(ConfigError, match="--manager"):
+            store.add("manager", bad)
+
+
 def test_a_corrupt_keys_file_is_reported_with_its_path(store):
     store.path.write_text("{not json")
     with pytest.raises(ConfigError, match="keys.json"):
