@@ -13,7 +13,8 @@ re-read by a running server when it changes, so ``churn keys add`` / ``revoke`` 
 without a restart.
 
 Roles: ``crm`` (score any account, read all), ``manager`` (only the accounts whose
-``account_manager`` is the key's manager name), ``admin`` (everything, incl. model reload).
+``account_manager`` is the key's manager name), ``admin`` (everything, incl. model reload),
+``metrics`` (``/metrics`` only: for a Prometheus scraper; no API route, no dashboard).
 
 A key may expire (``churn keys add --expires-days N``): from ``expires_at`` on it is refused
 like a revoked one, and the dashboard sessions it opened end with it.
@@ -38,7 +39,7 @@ from typing import Literal, Protocol, TypeGuard, get_args
 
 from churn.errors import ConfigError
 
-Role = Literal["crm", "manager", "admin"]
+Role = Literal["crm", "manager", "admin", "metrics"]
 ROLES: tuple[str, ...] = get_args(Role)
 
 
