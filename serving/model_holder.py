@@ -27,6 +27,7 @@ exception text (:func:`public_reason`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import threading
@@ -108,10 +109,8 @@ def public_reason(exc: BaseException, folder: Path) -> str:
         text = text.replace(str(cause), f"{type(cause).__name__}, see the log")
     folder = Path(folder)
     forms = {str(folder), str(folder.absolute())}
-    try:
+    with contextlib.suppress(OSError):
         forms.add(str(folder.resolve()))
-    except OSError:
-        pass
     for form in sorted(forms, key=len, reverse=True):
         text = text.replace(f"model bundle {form}: ", "").replace(f"{form}/", "")
         text = text.replace(form, "the bundle folder")
