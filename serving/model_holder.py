@@ -99,8 +99,8 @@ def _detail(exc: BaseException) -> str:
 
 
 def public_reason(exc: BaseException, folder: Path) -> str:
-    """A load failure as callers may read it: files named relative to the bundle folder, no
-    other path and no exception text (that goes to the log)."""
+    """A load failure as callers may read it: files named relative to the bundle folder (the
+    folder itself by its name), no other path and no exception text (that goes to the log)."""
     if not isinstance(exc, ChurnError):
         return f"an unexpected {type(exc).__name__} while loading it"
     text = str(exc)
@@ -113,7 +113,7 @@ def public_reason(exc: BaseException, folder: Path) -> str:
         forms.add(str(folder.resolve()))
     for form in sorted(forms, key=len, reverse=True):
         text = text.replace(f"model bundle {form}: ", "").replace(f"{form}/", "")
-        text = text.replace(form, "the bundle folder")
+        text = text.replace(form, folder.name)
     return _ABSOLUTE_PATH.sub(r"\1", text)
 
 

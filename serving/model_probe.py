@@ -71,8 +71,9 @@ def _describe(returncode: int) -> str:
     return f"the process loading it exited with code {returncode}"
 
 
-def _run_child(folder: Path) -> str | None:
-    """Run the probe; None when the child did not crash, else why it is refused."""
+def _run_child(folder: Path) -> tuple[str | None, bool]:
+    """Run the probe: (None when the child did not crash, else why the bundle is refused;
+    whether that verdict may be cached - a timeout may be the machine's, not the file's)."""
     package_root = str(Path(__file__).resolve().parents[1])
     path = os.environ.get("PYTHONPATH")
     env = {**os.environ, "PYTHONPATH": package_root + (os.pathsep + path if path else "")}
@@ -80,6 +81,7 @@ def _run_child(folder: Path) -> str | None:
     try:
         run = subprocess.run(
             [sys.executable, "-m", "serving.model_probe", str(folder)],
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
             env=env,
@@ -87,11 +89,11 @@ def _run_child(folder: Path) -> str | None:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        return f"loading it did not finish within {PROBE_TIMEOUT_SECONDS:.0f} s"
+        return f"loading it did not finish within {PROBE_TIMEOUT_SECONDS:.0f} s", False
     log.debug("model probe took %.2f s", time.monotonic() - started)
     if run.returncode in (LOADED, REFUSED):
-        return None
-    return _describe(run.returncode)
+        return None, True
+    return _describe(run.returncode), True
 
 
 def probe_bundle(folder: Path) -> None:
@@ -106,8 +108,7 @@ def probe_bundle(folder: Path) -> None:
         known = digest is not None and digest in _verdicts
         reason = _verdicts.get(digest) if digest is not None else None
     if not known:
-        reason = _run_child(folder)
-        cacheable = reason is None or "crashed" in reason or "exited" in reason
+        reason, cacheable = _run_child(folder)
         if digest is not None and cacheable:
             with _lock:
                 _verdicts[digest] = reason

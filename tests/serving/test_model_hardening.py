@@ -116,7 +116,12 @@ def test_the_child_verdict_is_cached_by_the_model_files_sha256(tmp_path, monkeyp
     folder = make_bundle(tmp_path / "cached", "cached", seed=8, trees=4)
     runs: list[Path] = []
     real = model_probe._run_child
-    monkeypatch.setattr(model_probe, "_run_child", lambda f: runs.append(f) or real(f))
+
+    def counted(folder: Path) -> tuple[str | None, bool]:
+        runs.append(folder)
+        return real(folder)
+
+    monkeypatch.setattr(model_probe, "_run_child", counted)
     for _ in range(2):
         assert ModelHolder(folder).reload().outcome == "reloaded"
     assert runs == [folder]
