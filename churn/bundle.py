@@ -257,12 +257,9 @@ def _read_json(folder: Path, name: str) -> Any:
         raise BundleIntegrityError(f"model bundle {folder}: cannot read {name}: {exc}") from exc
 
 
-def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
-    """Load a bundle with LightGBM and JSON only (no unpickling). With ``verify`` (the default)
-    a bundle holding a pickle, failing its sha256 manifest or with a ``model.txt`` that is not
-    a whole LightGBM model is refused before LightGBM reads anything."""
-    import lightgbm as lgb
-
+def verify_bundle(folder: str | Path) -> None:
+    """Refuse a missing folder, a bundle holding a pickle, failing its sha256 manifest or with
+    a ``model.txt`` that is not a whole LightGBM model - all before LightGBM reads anything."""
     from churn.bundle_checks import check_model_text, refuse_pickles
 
     folder = Path(folder)
@@ -270,10 +267,23 @@ def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
         raise BundleIntegrityError(
             f"no model bundle at {folder}", hint="train one with `make train`"
         )
+    refuse_pickles(folder)
+    verify_manifest(folder)
+    check_model_text(folder / MODEL_FILE)  # LightGBM crashes on some broken files
+
+
+def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
+    """Load a bundle with LightGBM and JSON only (no unpickling). With ``verify`` (the default)
+    :func:`verify_bundle` runs first."""
+    import lightgbm as lgb
+
+    folder = Path(folder)
     if verify:
-        refuse_pickles(folder)
-        verify_manifest(folder)
-        check_model_text(folder / MODEL_FILE)  # LightGBM crashes on some broken files
+        verify_bundle(folder)
+    elif not folder.is_dir():
+        raise BundleIntegrityError(
+            f"no model bundle at {folder}", hint="train one with `make train`"
+        )
     metadata = _read_json(folder, METADATA_FILE)
     try:
         calibration = Calibration.from_dict(_read_json(folder, CALIBRATION_FILE))

@@ -5,8 +5,11 @@ LightGBM's C++ parser reads trees at the byte offsets the file's ``tree_sizes`` 
 announces and aborts or crashes the whole process on a truncated or mangled tree (measured
 with LightGBM 4: SIGSEGV/SIGABRT, no Python exception). The sha256 manifest already refuses a
 file changed after export; :func:`check_model_text` also covers a bundle whose manifest was
-written over a broken file. A bundle holding any pickled file is refused outright: nothing in
-a bundle is ever unpickled. :func:`churn.bundle.load_bundle` runs both checks.
+written over a broken file. Every header field is checked against bounds too: LightGBM trusts
+them (``num_tree_per_iteration=0`` divides by zero and kills the process with SIGFPE). A bundle
+holding any pickled file is refused outright: nothing in a bundle is ever unpickled.
+:func:`churn.bundle.load_bundle` runs both checks; serving also loads a new bundle in a child
+process first (``serving.model_probe``), for whatever crash these checks do not foresee.
 """
 
 from __future__ import annotations
@@ -87,31 +90,11 @@ def check_model_text(path: Path) -> None:
     first = data.find(b"\nTree=")
     if not data.startswith(b"tree\n") or first < 0:
         raise _broken(path, "no header or no trees")
-    header: dict[str, bytes] = {}
-    for line in data[5 : first + 1].split(b"\n"):
-        key, sep, value = line.partition(b"=")
-        if line and not (sep and _KEY.match(key)):
-            raise _broken(path, "a header line is not key=value")
-        header[key.decode()] = value
-    try:
-        n_features = int(header["max_feature_idx"]) + 1
-        sizes = [int(v) for v in header["tree_sizes"].split(b" ")]
-        n_names = len(header["feature_names"].split(b" "))
-        n_infos = len(header["feature_infos"].split(b" "))
-        int(header["num_class"]), int(header["num_tree_per_iteration"])
-    except (KeyError, ValueError) as exc:
-        raise _broken(path, f"header field {exc} missing or not a number") from exc
-    if not n_features == n_names == n_infos or not sizes or min(sizes) <= 0:
-        raise _broken(path, "feature names, feature infos or tree sizes do not add up")
-    objective = header.get("objective", b"").decode("utf-8")
-    if objective.split(" ")[0] != "binary":
-        # Calibration clips to [0, 1], so a regression model's scores could pass as
-        # probabilities; the explanations assume log-odds.
-        raise BundleIntegrityError(
-            f"model bundle {path.parent}: {path.name} is not a binary classifier "
-            f"(objective {objective[:40]!r})",
-            hint="train with objective=binary",
-        )
+    header = _check_header(path, data[5 : first + 1])
+    n_features = int(header["max_feature_idx"]) + 1
+    sizes = [int(v) for v in header["tree_sizes"].split(b" ")]
+    if data.count(b"\nTree=") != len(sizes):
+        raise _broken(path, f"tree_sizes announces {len(sizes)} trees, the file holds others")
     offset = first + 1
     if offset + sum(sizes) > len(data):
         raise _broken(path, f"the trees need {offset + sum(sizes):,} bytes, it has {len(data):,}")
@@ -119,6 +102,94 @@ def check_model_text(path: Path) -> None:
         _check_tree(path, i, data[offset : offset + size], n_features)
         offset += size
     _check_tail(path, data[offset:])
+
+
+#: The header keys LightGBM 4 writes for a binary model (``GBDT::SaveModelToString``), each
+#: with the shape its value must have. LightGBM reads them with ``atoi`` and trusts them:
+#: ``num_tree_per_iteration=0`` divides by zero (SIGFPE), a huge ``num_class`` or
+#: ``max_feature_idx`` makes it allocate gigabytes. Any other key is refused.
+MAX_FEATURES = 100_000
+MAX_TREES = 100_000
+MAX_CATEGORIES = 10_000  # values listed in one categorical feature's info
+_HEADER_KEYS = (
+    "version", "num_class", "num_tree_per_iteration", "label_index", "max_feature_idx",
+    "objective", "feature_names", "feature_infos", "tree_sizes",
+)  # fmt: skip
+_OBJECTIVE = re.compile(rb"^binary sigmoid:(\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)$")
+_FEATURE_NAME = re.compile(rb'^[^\s\[\]{}",:=]{1,256}$')
+_FEATURE_INFO = re.compile(
+    rb"^(?:none|\[[^\]:\s]{1,40}:[^\]:\s]{1,40}\]|-?\d{1,10}(?::-?\d{1,10})*)$"
+)
+_SIZE = re.compile(rb"^\d{1,10}$")
+
+
+def _header_int(path: Path, header: dict[str, bytes], key: str, low: int, high: int) -> int:
+    value = header[key]
+    if not _INTEGER.match(value) or not low <= int(value) <= high:
+        wanted = str(low) if low == high else f"an integer from {low} to {high:,}"
+        raise _broken(path, f"header {key}={value[:20].decode(errors='replace')}, not {wanted}")
+    return int(value)
+
+
+def _check_header(path: Path, block: bytes) -> dict[str, bytes]:
+    """Every header line is one of LightGBM's keys, once, with a value in bounds; returns them.
+
+    A binary model has one class and one tree per iteration; names, infos and sizes are
+    lists of the announced lengths in LightGBM's formats; ``tree_sizes`` is bounded (its
+    count is checked against the trees themselves by the caller).
+    """
+    header: dict[str, bytes] = {}
+    for line in block.split(b"\n"):
+        if not line:
+            continue
+        key, sep, value = line.partition(b"=")
+        name = key.decode("ascii", "replace")
+        if not (sep and _KEY.match(key)):
+            raise _broken(path, "a header line is not key=value")
+        if name not in _HEADER_KEYS:
+            raise _broken(path, f"unknown header key {name[:40]!r}")
+        if name in header:
+            raise _broken(path, f"header key {name} given twice")
+        header[name] = value
+    missing = [key for key in _HEADER_KEYS if key not in header]
+    if missing:
+        raise _broken(path, f"header field {missing[0]} missing")
+    if header["version"] != b"v4":
+        raise _broken(path, "header version is not v4 (LightGBM 4's text format)")
+    _header_int(path, header, "num_class", 1, 1)
+    _header_int(path, header, "num_tree_per_iteration", 1, 1)
+    n_features = _header_int(path, header, "max_feature_idx", 0, MAX_FEATURES - 1) + 1
+    _header_int(path, header, "label_index", 0, MAX_FEATURES)
+    objective = _OBJECTIVE.match(header["objective"])
+    if objective is None:
+        # Calibration clips to [0, 1], so a regression model's scores could pass as
+        # probabilities; the explanations assume log-odds.
+        shown = header["objective"].decode("utf-8", "replace")[:40]
+        raise BundleIntegrityError(
+            f"model bundle {path.parent}: {path.name} is not a binary classifier "
+            f"(objective {shown!r})",
+            hint="train with objective=binary",
+        )
+    sigmoid = float(objective.group(1))
+    if not (math.isfinite(sigmoid) and 0 < sigmoid <= 1e6):
+        raise _broken(path, "the objective's sigmoid is not a finite positive number")
+    names = header["feature_names"].split(b" ")
+    infos = header["feature_infos"].split(b" ")
+    if len(names) != n_features or len(infos) != n_features:
+        raise _broken(path, "feature names, feature infos or tree sizes do not add up")
+    if not all(_FEATURE_NAME.match(n) for n in names) or len(set(names)) != len(names):
+        raise _broken(path, "a feature name is empty, repeated or holds a reserved character")
+    for info in infos:
+        if not _FEATURE_INFO.match(info) or info.count(b":") > MAX_CATEGORIES:
+            raise _broken(path, "a feature info is not 'none', '[min:max]' or categories a:b:c")
+        if info.startswith(b"[") and not all(_NUMBER.match(v) for v in info[1:-1].split(b":")):
+            raise _broken(path, "a feature info's range does not hold numbers")
+    sizes = header["tree_sizes"].split(b" ")
+    if not 1 <= len(sizes) <= MAX_TREES or not all(_SIZE.match(v) for v in sizes):
+        raise _broken(path, f"tree_sizes is not a list of 1 to {MAX_TREES:,} sizes")
+    if min(int(v) for v in sizes) <= 0:
+        raise _broken(path, "feature names, feature infos or tree sizes do not add up")
+    return header
 
 
 def _check_tail(path: Path, tail: bytes) -> None:

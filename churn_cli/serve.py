@@ -65,7 +65,9 @@ def serve(
 
 @keys_app.command("add")
 def keys_add(
-    role: Annotated[str, typer.Option("--role", help="crm, manager or admin.")],
+    role: Annotated[
+        str, typer.Option("--role", help="crm, manager, admin or metrics (/metrics only).")
+    ],
     manager: Annotated[
         str | None,
         typer.Option(

@@ -15,7 +15,8 @@ re-read by a running server when it changes, so ``churn keys add`` / ``revoke`` 
 without a restart.
 
 Roles: ``crm`` (score any account, read all), ``manager`` (only the accounts whose
-``account_manager`` is the key's manager name), ``admin`` (everything, incl. model reload).
+``account_manager`` is the key's manager name), ``admin`` (everything, incl. model reload),
+``metrics`` (``/metrics`` only: for a Prometheus scraper; no API route, no dashboard).
 
 A key may expire (``churn keys add --expires-days N``): from ``expires_at`` on it is refused
 like a revoked one, and the dashboard sessions it opened end with it.
@@ -42,7 +43,7 @@ from churn.errors import ConfigError
 from churn.secret_strength import GENERATE_HINT, secret_weakness
 from churn.text import NAME_MAX_LENGTH, normalise_name, text_problem
 
-Role = Literal["crm", "manager", "admin"]
+Role = Literal["crm", "manager", "admin", "metrics"]
 ROLES: tuple[str, ...] = get_args(Role)
 
 

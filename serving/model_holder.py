@@ -12,15 +12,24 @@ The periodic check (:meth:`ModelHolder.watch`) compares a fingerprint of the bun
 every ``reload_interval_seconds`` and reloads when it changed. A fingerprint that failed is
 not retried until it changes again (a bundle still being copied changes its files' stamps).
 
-Before LightGBM parses ``model.txt``, :func:`churn.bundle.load_bundle` refuses pickles, checks
-the manifest and the file's structure (``churn.bundle_checks``): LightGBM 4 crashes the whole
-process on some truncated or mangled files instead of raising.
+Before LightGBM parses ``model.txt`` in this process, :func:`churn.bundle.verify_bundle`
+refuses pickles, checks the manifest and the file's structure and header
+(``churn.bundle_checks``): LightGBM 4 crashes the whole process on some truncated, mangled
+or crafted files instead of raising. Then ``serving.model_probe`` loads the bundle in a child
+process: if LightGBM kills the child, the bundle is refused and the serving model stays.
+
+What a failure tells whom: the log (event ``model_load_failed``) and an admin get the full
+detail; everyone else gets a reason code (:data:`REASON_CODES`) or, for authenticated
+callers, a readable reason that names files relative to the bundle folder and carries no
+exception text (:func:`public_reason`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -30,13 +39,20 @@ from pathlib import Path
 
 import anyio
 
-from churn.bundle import Bundle, load_bundle
+from churn.bundle import Bundle, load_bundle, verify_bundle
 from churn.errors import BundleIntegrityError, ChurnError
 from serving.explain import Explainer
+from serving.model_probe import ModelCrashed, probe_bundle
 
 log = logging.getLogger(__name__)
 
 Fingerprint = tuple[str, tuple[tuple[str, int, int], ...]]
+
+#: Why no model serves or the last reload failed, as ``/readyz`` tells anyone: no bundle
+#: folder (``no_bundle``), a bundle refused by its checks (``bundle_refused``), a bundle that
+#: crashed the child process loading it first (``bundle_crashed``), any other failure
+#: (``load_failed``), nothing tried yet (``not_loaded``).
+REASON_CODES = ("no_bundle", "bundle_refused", "bundle_crashed", "load_failed", "not_loaded")
 
 
 @dataclass(frozen=True)
@@ -55,12 +71,61 @@ class LoadedModel:
 
 @dataclass(frozen=True)
 class ReloadResult:
-    """What a reload did: ``reloaded``, ``unchanged`` (same fingerprint) or ``failed``."""
+    """What a reload did: ``reloaded``, ``unchanged`` (same fingerprint) or ``failed``.
+
+    On failure ``error`` is the full detail (for the log and admins), ``reason`` the readable
+    reason without paths or exception text and ``code`` one of :data:`REASON_CODES`.
+    """
 
     outcome: str
     model_version: str | None
     previous_version: str | None
     error: str | None = None
+    reason: str | None = None
+    code: str | None = None
+
+
+# An absolute path left in a message after the bundle folder's own were made relative.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.])/(?:[^\s/:'\"]+/)*([^\s/:'\"]+)")
+
+
+def _detail(exc: BaseException) -> str:
+    """The full text of a load failure, with the exception that caused it."""
+    text = str(exc) if isinstance(exc, ChurnError) else f"{type(exc).__name__}: {exc}"
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f" (cause: {type(cause).__name__}: {cause})"
+    return text
+
+
+def public_reason(exc: BaseException, folder: Path) -> str:
+    """A load failure as callers may read it: files named relative to the bundle folder (the
+    folder itself by its name), no other path and no exception text (that goes to the log)."""
+    if not isinstance(exc, ChurnError):
+        return f"an unexpected {type(exc).__name__} while loading it"
+    text = str(exc)
+    cause = exc.__cause__
+    if cause is not None and str(cause) and str(cause) in text:
+        text = text.replace(str(cause), f"{type(cause).__name__}, see the log")
+    folder = Path(folder)
+    forms = {str(folder), str(folder.absolute())}
+    with contextlib.suppress(OSError):
+        forms.add(str(folder.resolve()))
+    for form in sorted(forms, key=len, reverse=True):
+        text = text.replace(f"model bundle {form}: ", "").replace(f"{form}/", "")
+        text = text.replace(form, folder.name)
+    return _ABSOLUTE_PATH.sub(r"\1", text)
+
+
+def reason_code(exc: BaseException, folder: Path) -> str:
+    """The :data:`REASON_CODES` entry for a load failure."""
+    if isinstance(exc, ModelCrashed):
+        return "bundle_crashed"
+    if fingerprint(Path(folder)) is None:
+        return "no_bundle"
+    if isinstance(exc, BundleIntegrityError):
+        return "bundle_refused"
+    return "load_failed"
 
 
 def fingerprint(folder: Path) -> Fingerprint | None:
@@ -77,16 +142,20 @@ def fingerprint(folder: Path) -> Fingerprint | None:
     return str(resolved), tuple(stamps)
 
 
-def load_model(folder: Path) -> LoadedModel:
+def load_model(folder: Path, *, probe: bool = True) -> LoadedModel:
     """Load, verify and test one bundle; raises a ChurnError (usually BundleIntegrityError).
 
-    In order: no pickled file, the sha256 manifest, the structure of ``model.txt``, then
-    LightGBM and the JSON files, then one test prediction whose explanations must add up. A
-    bundle whose files change while this runs is refused (the next check retries it).
+    In order: no pickled file, the sha256 manifest, the structure and header of
+    ``model.txt``, then (with ``probe``) the same load in a child process that may crash,
+    then LightGBM and the JSON files here, then one test prediction whose explanations must
+    add up. A bundle whose files change while this runs is refused (the next check retries it).
     """
     folder = Path(folder)
     stamp = fingerprint(folder)
-    bundle = load_bundle(folder, verify=True)  # pickles, manifest, model.txt, then LightGBM
+    if probe:
+        verify_bundle(folder)
+        probe_bundle(folder)  # ModelCrashed when LightGBM kills the child
+    bundle = load_bundle(folder, verify=True)  # checked again: the files may have changed
     explainer = Explainer(bundle)
     explainer.self_test()
     if fingerprint(folder) != stamp:
@@ -104,7 +173,9 @@ class ModelHolder:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.current: LoadedModel | None = None
-        self.error: str | None = None
+        self.error: str | None = None  # the full detail of the last failure
+        self.reason: str | None = None  # the same without paths or exception text
+        self.code: str | None = None  # one of REASON_CODES
         self.last_checked: float | None = None
         self._failed: Fingerprint | None = None
         self._lock = threading.Lock()
@@ -116,10 +187,16 @@ class ModelHolder:
         return self.current is not None
 
     def unavailable_reason(self) -> str | None:
-        """Why there is no model (None when one is serving)."""
+        """Why there is no model (None when one is serving), without paths or exception text."""
         if self.current is not None:
             return None
-        return self.error or f"no model bundle has been loaded from {self.folder}"
+        return self.reason or "no model bundle has been loaded yet"
+
+    def unavailable_code(self) -> str | None:
+        """The :data:`REASON_CODES` entry saying why there is no model (None when one serves)."""
+        if self.current is not None:
+            return None
+        return self.code or "not_loaded"
 
     def reload(self, force: bool = True) -> ReloadResult:
         """Load the bundle folder and swap it in; keep the old model when anything fails.
@@ -140,12 +217,10 @@ class ModelHolder:
                 return ReloadResult("unchanged", old_version, old_version)
             try:
                 loaded = load_model(self.folder)
-            except ChurnError as exc:
-                return self._failed_with(str(exc), stamp, old_version)
             except Exception as exc:  # a corrupt file can surface as any error type
-                return self._failed_with(f"{type(exc).__name__}: {exc}", stamp, old_version)
+                return self._failed_with(exc, stamp, old_version)
             self.current = loaded  # the atomic swap
-            self.error = None
+            self.error = self.reason = self.code = None
             self._failed = None
         log.info(
             "model loaded",
@@ -160,15 +235,19 @@ class ModelHolder:
             listener(result, loaded)
         return result
 
-    def _failed_with(self, error: str, stamp: Fingerprint | None, old: str | None) -> ReloadResult:
-        self.error = error
+    def _failed_with(
+        self, exc: Exception, stamp: Fingerprint | None, old: str | None
+    ) -> ReloadResult:
+        self.error = error = _detail(exc)
+        self.reason = reason = public_reason(exc, self.folder)
+        self.code = code = reason_code(exc, self.folder)
         self._failed = stamp
         log.error(
             "model load failed; %s",
             "keeping the serving model" if old else "serving rule-based scores only",
             extra={"event": "model_load_failed", "error": error, "model_version": old},
         )
-        result = ReloadResult("failed", old, old, error)
+        result = ReloadResult("failed", old, old, error, reason, code)
         for listener in self.listeners:
             listener(result, self.current)
         return result

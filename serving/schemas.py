@@ -535,12 +535,23 @@ class LiveResponse(BaseModel):
 
 
 class ReadyResponse(BaseModel):
+    """A model serves. Without an admin key only ``status`` and ``model_version``."""
+
     status: Literal["ready"] = "ready"
     model_version: str
-    loaded_at: str
+    loaded_at: str | None = Field(None, description="When it was loaded (admin key only).")
     reload_error: str | None = Field(
-        None, description="Why the last reload failed (the model above keeps serving)."
+        None,
+        description="Why the last reload failed, the model above still serving (admin key only).",
     )
+
+
+class NotReadyResponse(BaseModel):
+    """No model serves (rule-based scores still do): a reason code, the detail for admins."""
+
+    status: Literal["not ready"] = "not ready"
+    reason: Literal["no_bundle", "bundle_refused", "bundle_crashed", "load_failed", "not_loaded"]
+    detail: str | None = Field(None, description="The full reason (admin key only).")
 
 
 class ModelInfo(BaseModel):

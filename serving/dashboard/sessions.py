@@ -260,7 +260,7 @@ def start_session(request: Request, response: Response, api_key: str) -> bool:
     """Set a new session cookie on ``response`` when ``api_key`` is a valid key."""
     token = api_key.strip()
     key = request.app.state.serving.keys.authenticate(token) if token else None
-    if key is None:
+    if key is None or key.role == "metrics":  # a scraper's key opens no dashboard session
         return False
     response.set_cookie(
         SESSION_COOKIE,

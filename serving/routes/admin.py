@@ -21,14 +21,17 @@ router = APIRouter(prefix="/v1/admin", tags=["admin"])
 async def reload_model(state: State) -> ReloadResponse:
     """Load, verify and test-predict the bundle folder, then swap it in atomically; requests
     in flight finish on the old model. 409 when the new bundle is unusable: the old model
-    (if any) keeps serving and ``/readyz`` shows the error."""
+    (if any) keeps serving. The 409 names files relative to the bundle folder and carries no
+    exception text; the log and ``/readyz`` (with an admin key) have the full detail."""
     result = await state.holder.reload_async(force=True)
     if result.outcome != "reloaded":
         raise Problem(
             409,
-            f"The model bundle could not be loaded: {result.error}",
+            f"The model bundle could not be loaded: {result.reason}. The full detail is in the "
+            "service log (event model_load_failed).",
             title="Reload failed",
             model_version=result.model_version,
+            reason=result.code,
         )
     return ReloadResponse(
         outcome="reloaded",

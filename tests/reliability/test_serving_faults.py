@@ -167,13 +167,18 @@ def test_a_damaged_bundle_is_refused_on_reload_and_the_old_model_keeps_serving(
     with httpx.Client(base_url=server.url, timeout=60) as http:
         reload = http.post("/v1/admin/reload", headers=_auth(server.admin))
         ready = http.get("/readyz")
+        ready_admin = http.get("/readyz", headers=_auth(server.admin))
         predict = http.post("/v1/predict", json=SMALL, headers=_auth(server.crm))
         alive = _alive(server)
-    refused = _is_problem(reload, 409) and expected in reload.json()["detail"]
+    refused = (
+        _is_problem(reload, 409)
+        and expected in reload.json()["detail"]
+        and str(server.models) not in reload.text
+    )
     old_serves = (
         ready.status_code == 200
-        and ready.json()["model_version"] == "v1"
-        and expected in (ready.json()["reload_error"] or "")
+        and ready.json() == {"status": "ready", "model_version": "v1"}
+        and expected in (ready_admin.json()["reload_error"] or "")
         and predict.status_code == 200
         and predict.json()["model_version"] == "v1"
         and predict.json()["predictions"][0]["churn_probability"] is not None
@@ -276,6 +281,7 @@ def test_a_cold_start_without_a_model_serves_rule_based_scores_until_one_arrives
         httpx.Client(base_url=server.url, timeout=60) as http,
     ):
         ready = http.get("/readyz")
+        ready_admin = http.get("/readyz", headers=_auth(server.admin))
         predict = http.post("/v1/predict", json=SMALL, headers=_auth(server.crm))
         model = http.get("/v1/model", headers=_auth(server.crm))
         make_models_dir(models, "v1")
@@ -284,8 +290,9 @@ def test_a_cold_start_without_a_model_serves_rule_based_scores_until_one_arrives
         alive = _alive(server)
     prediction = predict.json()["predictions"][0] if predict.status_code == 200 else {}
     cold_ok = (
-        _is_problem(ready, 503)
-        and "champion" in ready.json()["reason"]
+        ready.status_code == 503
+        and ready.json() == {"status": "not ready", "reason": "no_bundle"}
+        and "champion" in ready_admin.json()["detail"]
         and prediction.get("churn_probability", 0) is None
         and prediction.get("risk_band") in ("high", "medium", "low")
         and predict.json()["probability_unavailable_reason"]

@@ -29,7 +29,7 @@ from tests.support.bundle_factory import make_bundle, make_models_dir, promote, 
 from tests.support.strong_secrets import TEST_SECRET
 
 MANAGER = "Dana Reyes"
-ROLES = ("crm", "manager", "admin")
+ROLES = ("crm", "manager", "admin", "metrics")
 
 
 @dataclass
@@ -71,6 +71,7 @@ def _api(tmp: Path, models: Path, bundle_dir: Path | None = None, **serve: Any) 
         "manager": store.add("manager", MANAGER)[1],
         "other_manager": store.add("manager", "Sam Ortiz")[1],
         "admin": store.add("admin")[1],
+        "metrics": store.add("metrics")[1],
     }
     with TestClient(create_app(settings, bundle_dir=bundle_dir)) as client:
         yield Api(client, keys, models, store)
@@ -111,12 +112,16 @@ def assert_problem(response, status: int) -> dict:
 # ----------------------------------------------------------------------- routes x roles
 
 ROUTES = [
-    ("GET", "/healthz", {None: 200, "crm": 200, "manager": 200, "admin": 200}),
-    ("GET", "/readyz", {None: 200, "crm": 200, "manager": 200, "admin": 200}),
-    ("GET", "/metrics", {None: 401, "crm": 200, "manager": 200, "admin": 200}),
-    ("GET", "/v1/model", {None: 401, "crm": 200, "manager": 200, "admin": 200}),
-    ("POST", "/v1/predict", {None: 401, "crm": 200, "manager": 200, "admin": 200}),
-    ("POST", "/v1/admin/reload", {None: 401, "crm": 403, "manager": 403, "admin": 200}),
+    ("GET", "/healthz", {None: 200, "crm": 200, "manager": 200, "admin": 200, "metrics": 200}),
+    ("GET", "/readyz", {None: 200, "crm": 200, "manager": 200, "admin": 200, "metrics": 200}),
+    ("GET", "/metrics", {None: 401, "crm": 403, "manager": 403, "admin": 200, "metrics": 200}),
+    ("GET", "/v1/model", {None: 401, "crm": 200, "manager": 200, "admin": 200, "metrics": 403}),
+    ("POST", "/v1/predict", {None: 401, "crm": 200, "manager": 200, "admin": 200, "metrics": 403}),
+    (
+        "POST",
+        "/v1/admin/reload",
+        {None: 401, "crm": 403, "manager": 403, "admin": 200, "metrics": 403},
+    ),
 ]
 
 
@@ -132,7 +137,7 @@ def test_every_route_answers_each_role_as_documented(api, method, path, expected
         assert_problem(response, 401)
         assert response.headers["www-authenticate"].startswith("Bearer")
     if expected[who] == 403:
-        assert "admin role" in assert_problem(response, 403)["detail"]
+        assert "role." in assert_problem(response, 403)["detail"]
 
 
 @pytest.mark.parametrize("path", ["/metrics", "/v1/model", "/v1/predict", "/v1/admin/reload"])
@@ -453,7 +458,7 @@ def test_each_key_has_its_own_rate_limit_with_retry_after(tmp_path, models):
         assert int(limited.headers["retry-after"]) >= 1
         assert api.client.get("/v1/model", headers=api.headers("admin")).status_code == 200
         assert api.client.get("/healthz").status_code == 200  # probes are never limited
-        metrics = api.client.get("/metrics", headers=api.headers("manager")).text
+        metrics = api.client.get("/metrics", headers=api.headers("metrics")).text
         assert "churn_rate_limited_total 1.0" in metrics
 
 
@@ -467,8 +472,11 @@ def no_model(tmp_path_factory, models) -> Iterator[Api]:
 
 
 def test_without_a_model_readyz_is_503_with_the_reason(no_model):
-    problem = assert_problem(no_model.client.get("/readyz"), 503)
-    assert "no model bundle" in problem["detail"] and "missing" in problem["reason"]
+    anyone = no_model.client.get("/readyz")
+    assert anyone.status_code == 503
+    assert anyone.json() == {"status": "not ready", "reason": "no_bundle"}
+    admin = no_model.client.get("/readyz", headers=no_model.headers("admin")).json()
+    assert "no model bundle" in admin["detail"] and "missing" in admin["detail"]
     assert no_model.client.get("/healthz").status_code == 200
 
 
@@ -479,6 +487,7 @@ def test_without_a_model_predict_returns_rule_based_scores_and_says_why(no_model
     PredictResponse.model_validate(body)
     assert body["model_version"] is None
     assert "no model bundle" in body["probability_unavailable_reason"]
+    assert "/" not in body["probability_unavailable_reason"]  # no server path
     for p in body["predictions"]:
         assert p["churn_probability"] is None and p["revenue_at_risk"] is None
         assert p["reasons"] == [] and p["base_rate"] is None
@@ -495,7 +504,7 @@ def test_without_a_model_the_model_route_lists_the_catalogue(no_model):
     info = no_model.client.get("/v1/model", headers=no_model.headers("crm")).json()
     assert info["available"] is False and info["unavailable_reason"]
     assert {f["name"] for f in info["features"]} >= set(MODEL_FEATURES)
-    metrics = no_model.client.get("/metrics", headers=no_model.headers("crm")).text
+    metrics = no_model.client.get("/metrics", headers=no_model.headers("metrics")).text
     assert "churn_model_loaded 0.0" in metrics
 
 
@@ -566,13 +575,15 @@ def test_reload_swaps_in_a_new_bundle_and_a_broken_one_keeps_the_old(tmp_path):
         failed = api.client.post("/v1/admin/reload", headers=admin)
         problem = assert_problem(failed, 409)
         assert "model.txt" in problem["detail"] and problem["model_version"] == "v2"
-        ready = api.client.get("/readyz").json()
+        assert str(models) not in problem["detail"] and problem["reason"] == "bundle_refused"
+        assert api.client.get("/readyz").json() == {"status": "ready", "model_version": "v2"}
+        ready = api.client.get("/readyz", headers=admin).json()
         assert ready["model_version"] == "v2" and "model.txt" in ready["reload_error"]
         assert api.predict({"accounts": [account()]}).json()["model_version"] == "v2"
 
         promote(models, "v1")
         assert api.client.post("/v1/admin/reload", headers=admin).status_code == 200
-        assert api.client.get("/readyz").json()["reload_error"] is None
+        assert api.client.get("/readyz", headers=admin).json()["reload_error"] is None
         metrics = api.client.get("/metrics", headers=admin).text
         assert 'churn_model_reloads_total{outcome="failed"} 1.0' in metrics
 
