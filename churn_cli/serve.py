@@ -44,7 +44,7 @@ def serve(
     if not KeyStore.from_settings(settings).has_keys():
         console.print(
             "No API keys yet: create one with [bold]churn keys add --role crm[/] "
-            "(or --role admin, or --role manager --manager NAME)."
+            "(or --role admin, --role manager --manager NAME, or --role metrics for a scraper)."
         )
     # One worker by default: the model lives in process memory and one account takes about a
     # millisecond. serve.workers > 1 starts that many processes on the same port (measured in
