@@ -25,6 +25,7 @@ from serving.model_holder import ModelHolder
 from tests.support.bundle_factory import make_bundle, make_models_dir, promote
 from tests.support.crafted_model import CRASHING_LINE, lenient_header_path, make_crashing
 from tests.support.live_server import ROOT
+from tests.support.strong_secrets import TEST_SECRET
 
 ACCOUNT = {"accounts": [{"account_id": "A-1", "features": {"days_since_last_contact": 80}}]}
 
@@ -209,7 +210,7 @@ def test_a_metrics_key_can_use_no_other_route_nor_open_the_dashboard(api):
 
 
 def test_keys_add_accepts_the_metrics_role(tmp_path):
-    store = KeyStore(tmp_path / "keys.json", "x" * 40)
+    store = KeyStore(tmp_path / "keys.json", TEST_SECRET)
     record, token = store.add("metrics")
     assert record.role == "metrics" and store.authenticate(token) == record
     assert json.loads((tmp_path / "keys.json").read_text())
