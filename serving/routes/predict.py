@@ -157,6 +157,13 @@ def _answer(
     return [p["risk_band"] for p in predictions], response
 
 
+# The parameters both views of the route declare, once.
+Scorer = Annotated[Principal, Depends(require_roles(*ANY_ROLE))]
+JsonBody = Annotated[None, Depends(require_json)]
+TopReasons = Annotated[
+    int | None, Query(ge=0, le=50, description="How many reasons per account (default 5).")
+]
+
 _OPERATION: dict[str, Any] = {
     "response_model": PredictResponse,
     "summary": "Score accounts: probability, reasons, health, escalations, actions",
@@ -168,12 +175,9 @@ _OPERATION: dict[str, Any] = {
 async def predict(
     request: Request,
     state: State,
-    principal: Annotated[Principal, Depends(require_roles(*ANY_ROLE))],
-    _json: Annotated[None, Depends(require_json)],
-    top_reasons: Annotated[
-        int | None,
-        Query(ge=0, le=50, description="How many reasons per account (default 5)."),
-    ] = None,
+    principal: Scorer,
+    _json: JsonBody,
+    top_reasons: TopReasons = None,
 ) -> JSONResponse:
     """Each account gets the calibrated churn probability and its risk band, the impacts of
     its top factors in probability points (they add up with ``other_impact_pts`` and the
@@ -223,12 +227,9 @@ async def predict(
 )
 async def _documented(
     body: PredictRequest,
-    principal: Annotated[Principal, Depends(require_roles(*ANY_ROLE))],
-    _json: Annotated[None, Depends(require_json)],
-    top_reasons: Annotated[
-        int | None,
-        Query(ge=0, le=50, description="How many reasons per account (default 5)."),
-    ] = None,
+    principal: Scorer,
+    _json: JsonBody,
+    top_reasons: TopReasons = None,
 ) -> JSONResponse:
     """The OpenAPI document's view of :func:`predict`, with its request body schema. It is
     registered after :func:`predict` for the same path and method, so it never answers."""
