@@ -16,6 +16,19 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+from churn.text import visible
+
+
+def plain(message: object) -> str:
+    """A message as literal text for a rich console: no Rich markup (``[bold]`` is printed as
+    written) and no control characters (an escape sequence is shown as ``\\x1b``, not sent to
+    the terminal). For messages quoting source data, such as a column name, that must not
+    style or drive the terminal."""
+    from rich.markup import escape
+
+    return escape(visible(str(message)))
+
+
 console = Console()
 err_console = Console(stderr=True)
 

@@ -44,8 +44,9 @@ _umask_lock = threading.RLock()
 
 @contextmanager
 def umask_for(path: Path) -> Iterator[None]:
-    """Within the block, files the process creates get no more permissions than ``path`` has
-    (0600 when ``path`` does not exist yet).
+    """Within the block, files the process creates give the group and others no more than
+    ``path`` gives them (nothing when ``path`` does not exist yet: files 0600, folders 0700).
+    The owner's bits are left to the umask, so a folder created meanwhile stays usable.
 
     For libraries that create files themselves, such as DuckDB with its database file and
     write-ahead log (``<file>.wal``, created by each write and removed at its checkpoint). The
@@ -57,7 +58,7 @@ def umask_for(path: Path) -> Iterator[None]:
         allowed = PRIVATE_MODE
     with _umask_lock:
         previous = os.umask(0o077)
-        os.umask(previous | (0o777 & ~allowed))
+        os.umask(previous | (0o077 & ~allowed))
         try:
             yield
         finally:

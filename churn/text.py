@@ -36,9 +36,8 @@ if TYPE_CHECKING:
 #: U+200B, the line and paragraph separators U+2028-U+2029, the invisible operators
 #: U+2060-U+2064 and the byte-order mark U+FEFF. Zero-width (non-)joiners stay allowed: some
 #: scripts need them in names.
-UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff]"
-)
+_INVISIBLE = "\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064\u2066-\u2069\ufeff"
+UNPRINTABLE = re.compile(f"[\x00-\x1f{_INVISIBLE}]")
 UNPRINTABLE_REASON = "holds a control or text-direction character (not allowed in ids and names)"
 
 ID_MAX_LENGTH = 128
@@ -114,10 +113,8 @@ def csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-_CONTROL = re.compile(
-    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b\u200e\u200f\u2028-\u202e\u2060-\u2064"
-    "\u2066-\u2069\ufeff]"
-)
+# What ``visible`` escapes: the unprintable characters but tab and newline.
+_CONTROL = re.compile(f"[\x00-\x08\x0b-\x1f{_INVISIBLE}]")
 
 
 def visible(text: str, *, keep_newlines: bool = True) -> str:

@@ -14,11 +14,9 @@ import sys
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from churn.console import err_console
+from churn.console import err_console, plain
 from churn.errors import ChurnError
-from churn.text import visible
 from churn_cli import data, health, quickstart, score, serve, train
 
 app = typer.Typer(
@@ -55,14 +53,6 @@ for _group in (data, train, health, serve, score, quickstart):
     _group.register(app)
 
 
-def _plain(message: object) -> str:
-    """A message as literal text: no Rich markup (``[bold]`` is printed as written) and no
-    control characters (an escape sequence is shown as ``\x1b``, not sent to the terminal).
-    Messages quote source data, such as a column name, that must not style or drive the
-    terminal."""
-    return escape(visible(str(message)))
-
-
 def main() -> None:
     """Entry point of the console script."""
     try:
@@ -70,9 +60,9 @@ def main() -> None:
     except ChurnError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {_plain(exc)}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {plain(exc)}", highlight=False, soft_wrap=True)
         if exc.hint:
-            err_console.print(f"[dim]hint:[/] {_plain(exc.hint)}", highlight=False, soft_wrap=True)
+            err_console.print(f"[dim]hint:[/] {plain(exc.hint)}", highlight=False, soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -90,7 +80,7 @@ def main() -> None:
         if _state["debug"]:
             raise
         err_console.print(
-            f"[bold red]error:[/] {type(exc).__name__}: {_plain(exc)}",
+            f"[bold red]error:[/] {type(exc).__name__}: {plain(exc)}",
             highlight=False,
             soft_wrap=True,
         )

@@ -155,11 +155,9 @@ def validate_tables(raw: RawSource, reject_threshold: float = 0.01) -> LoadResul
 def load_validated(source: str | Path, settings: Settings) -> LoadResult:
     """Read ``source`` with the configured mapping, validate it, write the rejects file to
     ``settings.rejects_dir``, log each missing table once, then apply the reject threshold."""
-    from rich.markup import escape
+    from churn.console import plain, step
 
-    from churn.console import step
-
-    with step(f"reading {escape(visible(_label(source)))}"):
+    with step(f"reading {plain(_label(source))}"):
         raw = read_source(source, settings.mapping)
     with step(f"validating {len(raw.frames)} tables"):
         result = _validate(raw)
@@ -223,11 +221,12 @@ def write_rejects(rejects: pd.DataFrame, rejects_dir: Path) -> Path:
 def render_summary(result: LoadResult) -> RenderableType:
     """A terminal view of the load: per-table counts, missing tables, the top reject reasons."""
     from rich.console import Group
-    from rich.markup import escape
     from rich.table import Table as RichTable
     from rich.text import Text
 
-    counts = RichTable(title=f"Source {escape(result.source)}", title_justify="left")
+    from churn.console import plain
+
+    counts = RichTable(title=f"Source {plain(result.source)}", title_justify="left")
     for header in ("table", "rows", "loaded", "rejected", "rejected %", "note"):
         counts.add_column(header, justify="left" if header in ("table", "note") else "right")
     for row in result.summary.itertuples():

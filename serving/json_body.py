@@ -22,9 +22,10 @@ _SPACE = re.compile(r"[ \t\n\r]*")
 class TooManyItems(ValueError):
     """The bounded array holds more than ``limit`` elements (counting stopped there)."""
 
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"more than {limit} elements")
+    def __init__(self, limit: int, where: str) -> None:
+        super().__init__(f"more than {limit} elements in {where or 'the top-level array'}")
         self.limit = limit
+        self.where = where  # the member's name; "" for a top-level array
 
 
 def decode_text(raw: bytes) -> str:
@@ -37,7 +38,7 @@ def decode_text(raw: bytes) -> str:
 
 def loads_bounded(raw: bytes, *, array: str, limit: int) -> Any:
     """``json.loads(raw)``, raising :class:`TooManyItems` once the top-level object's member
-    ``array`` (when it is an array) has more than ``limit`` elements.
+    ``array`` (when it is an array), or a top-level array, has more than ``limit`` elements.
 
     Raises ``json.JSONDecodeError`` as ``json.loads`` does, and ``UnicodeDecodeError`` for
     bytes that are not text.
@@ -47,8 +48,8 @@ def loads_bounded(raw: bytes, *, array: str, limit: int) -> Any:
     value: Any
     if text.startswith("{", i):
         value, i = _object(text, i, array, limit)
-    elif text.startswith("[", i):
-        value, i = _array(text, i, None)
+    elif text.startswith("[", i):  # bounded too: a huge top-level array is as costly
+        value, i = _array(text, i, limit, "")
     else:
         value, i = _value(text, i)
     i = _skip(text, i)
@@ -82,7 +83,7 @@ def _object(text: str, i: int, array: str | None, limit: int) -> tuple[dict[str,
             raise json.JSONDecodeError("Expecting ':' delimiter", text, i)
         i = _skip(text, i + 1)
         if name == array and text.startswith("[", i):
-            result[name], i = _array(text, i, limit)
+            result[name], i = _array(text, i, limit, name)
         else:
             result[name], i = _value(text, i)
         i = _skip(text, i)
@@ -93,15 +94,15 @@ def _object(text: str, i: int, array: str | None, limit: int) -> tuple[dict[str,
         i = _skip(text, i + 1)
 
 
-def _array(text: str, i: int, limit: int | None) -> tuple[list[Any], int]:
+def _array(text: str, i: int, limit: int, where: str) -> tuple[list[Any], int]:
     """The array starting at ``text[i] == "["``, element by element, and the index after it."""
     items: list[Any] = []
     i = _skip(text, i + 1)
     if text.startswith("]", i):
         return items, i + 1
     while True:
-        if limit is not None and len(items) >= limit:
-            raise TooManyItems(limit)
+        if len(items) >= limit:
+            raise TooManyItems(limit, where)
         item, i = _value(text, i)
         items.append(item)
         i = _skip(text, i)

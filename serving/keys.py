@@ -196,7 +196,11 @@ class KeyStore:
                 hint="restore it from a backup or delete it and create new keys",
             ) from exc
         try:
-            keys = [ApiKey(**record) for record in data["keys"]]
+            # Names in the form the import stores them, also for keys made before it did.
+            keys = [
+                ApiKey(**{**record, "manager": normalise_name(record["manager"] or "") or None})
+                for record in data["keys"]
+            ]
         except (KeyError, TypeError) as exc:
             raise ConfigError(
                 f"the API keys file {self.path} is not in the expected format",

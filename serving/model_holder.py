@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal, get_args
 
 import anyio
 
@@ -52,7 +53,8 @@ Fingerprint = tuple[str, tuple[tuple[str, int, int], ...]]
 #: folder (``no_bundle``), a bundle refused by its checks (``bundle_refused``), a bundle that
 #: crashed the child process loading it first (``bundle_crashed``), any other failure
 #: (``load_failed``), nothing tried yet (``not_loaded``).
-REASON_CODES = ("no_bundle", "bundle_refused", "bundle_crashed", "load_failed", "not_loaded")
+ReasonCode = Literal["no_bundle", "bundle_refused", "bundle_crashed", "load_failed", "not_loaded"]
+REASON_CODES: tuple[str, ...] = get_args(ReasonCode)
 
 
 @dataclass(frozen=True)

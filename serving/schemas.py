@@ -28,6 +28,7 @@ from churn.text import ID_MAX_LENGTH, NAME_MAX_LENGTH
 from features.catalog import CATALOG, Feature
 from features.health import Segment
 from features.signals.lifecycle import STAGES
+from serving.model_holder import ReasonCode
 from serving.score_record import FIELDS, GROUPS, ScoreField, View, in_view
 
 CATEGORY_LEVELS: dict[str, tuple[str, ...]] = {
@@ -550,7 +551,7 @@ class NotReadyResponse(BaseModel):
     """No model serves (rule-based scores still do): a reason code, the detail for admins."""
 
     status: Literal["not ready"] = "not ready"
-    reason: Literal["no_bundle", "bundle_refused", "bundle_crashed", "load_failed", "not_loaded"]
+    reason: ReasonCode
     detail: str | None = Field(None, description="The full reason (admin key only).")
 
 

@@ -175,11 +175,6 @@ def _revocations(request: Request) -> SessionRevocations:
     return revocations
 
 
-def client_address(request: Request) -> str:
-    """The client's address as the throttle counts it ("unknown" when the server has none)."""
-    return request.client.host if request.client else "unknown"
-
-
 def _host_port(netloc: str, scheme: str) -> tuple[str, int] | None:
     try:
         parts = urlsplit(f"//{netloc}")

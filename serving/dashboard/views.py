@@ -26,14 +26,13 @@ from serving.dashboard import pages
 from serving.dashboard.formatting import render
 from serving.dashboard.sessions import (
     Viewer,
-    client_address,
     cross_site_reason,
     current_viewer,
     end_session,
     safe_next,
     start_session,
 )
-from serving.deps import State
+from serving.deps import State, client_address
 from serving.keys import parse_key_id
 
 log = logging.getLogger(__name__)
@@ -114,7 +113,7 @@ def login(
     refused = _cross_site(request)
     if refused is not None:
         return refused
-    address = client_address(request)
+    address = client_address(request.scope)
     wait = state.throttle.wait(address)
     if wait > 0:
         seconds = math.ceil(wait)

@@ -15,8 +15,15 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials
 
-from serving.deps import ServingState, State, bearer, require_roles
-from serving.keys import parse_key_id
+from serving.deps import (
+    ServingState,
+    State,
+    authenticate_bearer,
+    bearer,
+    client_address,
+    require_roles,
+)
+from serving.problems import Problem
 from serving.schemas import LiveResponse, NotReadyResponse, ReadyResponse, problem_responses
 
 router = APIRouter(tags=["operations"])
@@ -37,12 +44,9 @@ def _is_admin(
     would be an unthrottled way to test keys), and a throttled address gets no details."""
     if credentials is None:
         return False
-    address = request.client.host if request.client else "unknown"
-    if state.throttle.wait(address) > 0:
-        return False
-    key = state.keys.authenticate(credentials.credentials)
-    if key is None:
-        state.throttle.failed(address, parse_key_id(credentials.credentials), "readyz")
+    try:
+        key = authenticate_bearer(state, client_address(request.scope), credentials.credentials)
+    except Problem:
         return False
     return key.role == "admin"
 

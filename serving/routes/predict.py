@@ -103,7 +103,11 @@ def _parse(raw: bytes, limit: int) -> PredictRequest:
         raise RequestValidationError([missing])
     try:
         data = loads_bounded(raw, array="accounts", limit=limit)
-    except TooManyItems:
+    except TooManyItems as exc:
+        if exc.where != "accounts":
+            raise Problem(
+                422, "body: send a JSON object with an accounts list, not a list."
+            ) from None
         raise Problem(
             422,
             f"accounts: more than {limit:,} accounts in one request; the limit is {limit} "

@@ -354,6 +354,19 @@ def test_the_bounded_reader_stops_counting_past_the_limit():
     assert loads_bounded(b'{"accounts": [1, 2, 3]}', array="accounts", limit=3) == {
         "accounts": [1, 2, 3]
     }
+    with pytest.raises(TooManyItems) as top:  # a top-level array is bounded as well
+        loads_bounded(b'[1, 2, 3, {"never": "parsed"', array="accounts", limit=3)
+    assert top.value.where == ""
+
+
+def test_a_body_that_is_a_huge_list_is_refused_without_reading_it_all(setup, client):
+    """Two million numbers as the whole body: a short 422 saying what the body must be."""
+    content = b"[" + b"1," * 1_900_000 + b"1]"
+    response = client.post("/v1/predict", content=content, headers=dict([_auth(setup.crm), JSON]))
+    problem = _problem(response, 422)
+    assert "JSON object with an accounts list" in problem["detail"]
+    small = client.post("/v1/predict", content=b"[1, 2]", headers=dict([_auth(setup.crm), JSON]))
+    _problem(small, 422)
 
 
 # ---------------------------------------------------------------------- wrong keys

@@ -86,6 +86,10 @@ def test_a_manager_name_is_stored_as_the_import_stores_it_and_hidden_characters_
     record, token = store.add("manager", " Drew\u00a0\u00a0Hollis ")
     assert record.manager == "Drew Hollis"
     assert store.authenticate(token).manager == "Drew Hollis"
+    stored = json.loads(store.path.read_text())
+    stored["keys"][0]["manager"] = "Drew\u00a0 Hollis"  # written before names were normalised
+    store.path.write_text(json.dumps(stored))
+    assert KeyStore(store.path).authenticate(token).manager == "Drew Hollis"
     for bad in ("Drew\u202eHollis", "Drew\x1b[31mHollis", "x" * 201):
         with pytest.raises(ConfigError, match="--manager"):
             store.add("manager", bad)

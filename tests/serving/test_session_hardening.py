@@ -9,8 +9,11 @@ server secret must look random (``churn.secret_strength``), whether set or gener
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
+import secrets
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,6 +212,28 @@ def test_a_strong_secret_key_is_accepted():
     assert load_settings(secret_key=TEST_SECRET).secret_key == TEST_SECRET
     assert load_settings(secret_key="").secret_key == ""  # empty: generated into a file
     assert secret_weakness(TEST_SECRET) is None and len(TEST_SECRET) >= MIN_LENGTH
+
+
+@pytest.mark.parametrize(
+    "generate",
+    [
+        lambda: secrets.token_urlsafe(32),
+        lambda: secrets.token_hex(32),
+        lambda: base64.b64encode(secrets.token_bytes(32)).decode(),
+    ],
+    ids=["token_urlsafe(32)", "token_hex(32)", "openssl rand -base64 32"],
+)
+def test_every_common_way_of_writing_32_random_bytes_is_accepted(generate):
+    for _ in range(300):
+        value = generate()
+        assert secret_weakness(value) is None, value
+
+
+def test_fewer_than_32_random_bytes_are_refused_whatever_the_draw():
+    for _ in range(300):
+        assert "32 random bytes are 64 hex characters" in secret_weakness(secrets.token_hex(16))
+        assert "at least 43 are needed" in secret_weakness(str(uuid.uuid4()))
+        assert "at least 43 are needed" in secret_weakness(secrets.token_urlsafe(24))
 
 
 def test_an_existing_weak_secret_file_is_refused(tmp_path):
