@@ -37,7 +37,7 @@ from churn.errors import BundleIntegrityError
 log = logging.getLogger(__name__)
 
 #: Seconds a child may take to load and self-test a bundle before the bundle is refused.
-PROBE_TIMEOUT_SECONDS = 300.0
+PROBE_TIMEOUT_SECONDS = 60.0  # a bundle loads in about a second; reloads wait on this
 LOADED, REFUSED = 0, 3
 
 _verdicts: dict[str, str | None] = {}  # sha256 of model.txt -> None (no crash) or the reason
