@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 import statistics
@@ -43,6 +44,13 @@ class Result:
         data["ratio"] = self.ratio
         data["meets_target"] = self.meets_target
         return data
+
+
+def margin_target(reference: float, margin: float) -> float:
+    """The target ratio of a figure required to be at least ``margin`` above ``reference``:
+    (reference + margin) / reference, rounded up to three decimals so that a figure short of
+    the margin never passes on the rounding."""
+    return math.ceil(1000 * (reference + margin) / reference) / 1000
 
 
 def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:

@@ -9,11 +9,10 @@ run's baseline). The split the trainer chose for the short history is in each ro
 
 from __future__ import annotations
 
-import math
 import shutil
 from pathlib import Path
 
-from bench.common import Result
+from bench.common import Result, margin_target
 from bench.data import bench_settings, train_in_bench_store
 
 ROC_AUC_MARGIN = 0.01
@@ -30,11 +29,7 @@ def purchase_results(metrics: dict[str, dict[str, float]], split: str) -> list[R
             ours=model,
             reference=metrics[name]["roc_auc"],
             reference_name=BASELINES[name],
-            # rounded up: a model short of the margin never passes on the rounding
-            target=math.ceil(
-                1000 * (metrics[name]["roc_auc"] + ROC_AUC_MARGIN) / metrics[name]["roc_auc"]
-            )
-            / 1000,
+            target=margin_target(metrics[name]["roc_auc"], ROC_AUC_MARGIN),
             extra={"required": f"model >= {name} + {ROC_AUC_MARGIN}", "split": split},
         )
         for name in BASELINES

@@ -22,7 +22,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.common import Result
+from bench.common import Result, margin_target
 from bench.data import DEMO, DemoSpec, train_model
 
 BUDGET_SECONDS = 180.0
@@ -51,9 +51,7 @@ def quality_results(metrics: dict[str, dict[str, float]], seconds: float) -> lis
             ours=model["roc_auc"],
             reference=health["roc_auc"],
             reference_name="100 - health score",
-            # rounded up: a model short of the margin never passes on the rounding
-            target=math.ceil(1000 * (health["roc_auc"] + ROC_AUC_MARGIN) / health["roc_auc"])
-            / 1000,
+            target=margin_target(health["roc_auc"], ROC_AUC_MARGIN),
             extra={"required": f"model >= health score + {ROC_AUC_MARGIN}"},
         ),
         Result(
