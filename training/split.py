@@ -204,20 +204,22 @@ def _time_split(data: _Inputs, test_months: int, validation_months: int) -> Time
     one_day = pd.Timedelta(days=1)
 
     test = data.test_mask(test_months)
-    test_first = _period("test", frame, test).start
+    test_period = _period("test", frame, test)
+    test_first = test_period.start
 
     valid_to = test_first - gap
     valid_from = valid_to + one_day - pd.DateOffset(months=validation_months)
     in_valid = labeled & ((as_of >= valid_from) & (as_of <= valid_to)).to_numpy()
     validation = in_valid & (window_end <= test_first).to_numpy()
-    valid_first = _period("validation", frame, validation).start
+    valid_period = _period("validation", frame, validation)
+    valid_first = valid_period.start
 
     in_train = labeled & (as_of <= valid_first - gap).to_numpy()
     train = in_train & (window_end <= valid_first).to_numpy()
     periods = {
         "train": _period("train", frame, train),
-        "validation": _period("validation", frame, validation),
-        "test": _period("test", frame, test),
+        "validation": valid_period,
+        "test": test_period,
     }
     months = as_of[train].dt.to_period("M").nunique()
     if months < cfg.min_train_months:
@@ -226,10 +228,25 @@ def _time_split(data: _Inputs, test_months: int, validation_months: int) -> Time
             f"({periods['train'].describe()}); at least {cfg.min_train_months} are required",
             hint=_HINT,
         )
-    _check_classes(periods, cfg.min_churners)
+    return _checked(data, (train, validation, test), periods)
+
+
+def _checked(
+    data: _Inputs,
+    masks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    periods: dict[str, Period],
+    kind: str = TIME,
+    configured: bool = True,
+) -> TimeSplit:
+    """The split of the train, validation and test ``masks`` once each period holds both
+    classes (:func:`_check_classes`)."""
+    _check_classes(periods, data.cfg.min_churners)
+    train, validation, test = masks
     # Labeled rows on no side: the gaps, and rows whose label window reaches into the next period.
-    purged = int((labeled & ~(train | validation | test)).sum())
-    return TimeSplit(train, validation, test, periods, gap.days, purged)
+    purged = int((data.labeled & ~(train | validation | test)).sum())
+    return TimeSplit(
+        train, validation, test, periods, data.gap.days, purged, kind=kind, configured=configured
+    )
 
 
 def _holdout_accounts(accounts: pd.Series, share: float) -> set[str]:
@@ -245,7 +262,8 @@ def _holdout_split(data: _Inputs, test_months: int, min_train_months: int) -> Ti
     """The group holdout with the latest ``test_months`` as test (see the module docstring)."""
     frame, cfg, as_of, labeled = data.frame, data.cfg, data.as_of, data.labeled
     test = data.test_mask(test_months)
-    test_first = _period("test", frame, test).start
+    test_period = _period("test", frame, test)
+    test_first = test_period.start
     pool = (
         labeled
         & (as_of <= test_first - data.gap).to_numpy()
@@ -267,20 +285,9 @@ def _holdout_split(data: _Inputs, test_months: int, min_train_months: int) -> Ti
     periods = {
         "train": _period("train", frame, train),
         "validation": _period("validation", frame, validation),
-        "test": _period("test", frame, test),
+        "test": test_period,
     }
-    _check_classes(periods, cfg.min_churners)
-    purged = int((labeled & ~(train | validation | test)).sum())
-    return TimeSplit(
-        train,
-        validation,
-        test,
-        periods,
-        data.gap.days,
-        purged,
-        kind=GROUP_HOLDOUT,
-        configured=False,
-    )
+    return _checked(data, (train, validation, test), periods, kind=GROUP_HOLDOUT, configured=False)
 
 
 def _needed_months(data: _Inputs, test: int, validation: int) -> int:
