@@ -278,12 +278,12 @@ def purchase_summary(invoices: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFram
     the first, ``t_x`` the last purchase day and ``T`` the ``as_of`` day, both counted from
     the first purchase day. Indexed by ``account_id``; accounts without a purchase are absent."""
     day0 = pd.Timestamp(as_of).normalize()
-    issued = pd.to_datetime(invoices["issued_at"]).dt.normalize()
-    keep = issued.notna() & (pd.to_datetime(invoices["issued_at"]) < pd.Timestamp(as_of))
+    issued = pd.to_datetime(invoices["issued_at"])
+    keep = issued < pd.Timestamp(as_of)  # False for a missing date (NaT)
     days = pd.DataFrame(
         {
             "account_id": invoices.loc[keep, "account_id"].astype("string").to_numpy(),
-            "day": ((issued[keep] - day0) / pd.Timedelta(days=1)).to_numpy(float),
+            "day": ((issued[keep].dt.normalize() - day0) / pd.Timedelta(days=1)).to_numpy(float),
         }
     ).drop_duplicates()
     grouped = days.groupby("account_id", sort=True)["day"]
