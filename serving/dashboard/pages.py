@@ -122,14 +122,21 @@ def portfolio_queue(store: Store, viewer: Viewer, params: Mapping[str, str]) -> 
 
 
 def portfolio_context(
-    store: Store, viewer: Viewer, params: Mapping[str, str], bands: Bands, page: int = 1
+    store: Store,
+    viewer: Viewer,
+    params: Mapping[str, str],
+    bands: Bands,
+    page: int = 1,
+    *,
+    snapshots: SnapshotSettings | None = None,
 ) -> dict[str, Any]:
-    """Everything ``portfolio.html`` shows for this viewer and these filters."""
+    """Everything ``portfolio.html`` shows for this viewer and these filters (its retention
+    tiles from the summary the retention page shows, ``snapshots`` as for ``retention_for``)."""
     q = portfolio_queue(store, viewer, params)
     everything, frame, query = q.everything, q.rows, q.query
     with store.reading():
         managers = [] if viewer.scope is not None or not q.as_of else store.managers(q.as_of)
-        summary = retention_for(store, viewer) if q.as_of else None
+        summary = retention_for(store, viewer, snapshots=snapshots) if q.as_of else None
         version = model_version(store, q.as_of)
     kpis: dict[str, Any] = {}
     if not everything.empty:
