@@ -77,6 +77,15 @@ def store_unavailable(exc: StoreError) -> Problem:
     return Problem(503, f"The score store cannot be read: {exc}", hint=exc.hint)
 
 
+def invalid_field(loc: Sequence[str | int], message: str, kind: str = "value_error") -> Problem:
+    """The 422 of one field a route finds invalid after FastAPI's own validation, with an
+    ``errors`` entry shaped like :func:`validation_errors`' (``loc`` e.g. ``("query",
+    "as_of")`` or ``("body", "accounts", 0, "revenue")``)."""
+    field = field_path(loc)
+    entry = {"field": field, "loc": list(loc), "message": message, "type": kind}
+    return Problem(422, f"{field}: {message}.", errors=[entry])
+
+
 def problem_body(
     status: int, detail: str, title: str | None = None, **extra: Any
 ) -> dict[str, Any]:

@@ -856,7 +856,7 @@ class Store:
                 "SELECT * FROM flags WHERE account_id = :id AND as_of = :as_of ORDER BY code",
                 params,
             )
-            if self._has_table("flags")
+            if self._has("flags")
             else _empty("flags")
         )
         names = self._query("SELECT name FROM accounts WHERE account_id = :id", {"id": account_id})
@@ -893,14 +893,10 @@ class Store:
         """Every flag of a date (default: the latest); reason lists as JSON arrays."""
         return self._dated("flags", as_of, manager)
 
-    def _has_table(self, table: str) -> bool:
-        """Whether the store has the table (one written before it was declared has not,
-        until ``churn score`` writes to it again)."""
-        return self._has(table)
-
     def _has(self, table: str, column: str | None = None) -> bool:
-        """Whether the store has ``table`` (and its ``column``); asked of the database until
-        the answer is yes (see ``_seen``)."""
+        """Whether the store has ``table`` (and its ``column``): one written before they were
+        declared has not, until ``churn score`` writes to it again. Asked of the database
+        until the answer is yes (see ``_seen``)."""
         if (table, column) not in self._seen:
             columns = self._columns().get(table)
             if columns is not None:
@@ -910,7 +906,7 @@ class Store:
 
     def _dated(self, table: str, as_of: date | None, manager: str | None) -> pd.DataFrame:
         as_of = as_of or self.latest_as_of()
-        if as_of is None or (table == "flags" and not self._has_table(table)):
+        if as_of is None or (table == "flags" and not self._has(table)):
             return _empty(table)
         sql = f"SELECT t.* FROM {table} t"
         params: dict[str, Any] = {"as_of": as_of}
@@ -940,7 +936,7 @@ class Store:
         revenue = self._query("SELECT * FROM revenue_monthly ORDER BY account_id, month")
         activity = (
             self._query("SELECT * FROM activity_daily ORDER BY account_id, day")
-            if self._has_table("activity_daily")
+            if self._has("activity_daily")
             else None
         )
         if activity is not None and activity.empty and not revenue.empty:

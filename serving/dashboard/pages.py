@@ -5,7 +5,7 @@ the retention page, read from the score store for one viewer. No HTTP here: the 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -50,6 +50,25 @@ def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     clean = frame.astype(object).where(frame.notna(), None)
     records: list[dict[str, Any]] = clean.to_dict("records")
     return records
+
+
+def _paged(
+    frame: pd.DataFrame, page: int, url: Callable[[int], str]
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The rows of page ``page`` (clamped to the pages there are, ``PAGE_SIZE`` rows each)
+    and the pager under them (``pager.html``), whose links are ``url(page number)``."""
+    total = len(frame)
+    pages = max(1, math.ceil(total / PAGE_SIZE))
+    page = min(max(page, 1), pages)
+    rows = _records(frame.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]) if total else []
+    pager = {
+        "total": total,
+        "first": (page - 1) * PAGE_SIZE + 1 if total else 0,
+        "last": min(page * PAGE_SIZE, total),
+        "prev_url": url(page - 1) if page > 1 else None,
+        "next_url": url(page + 1) if page < pages else None,
+    }
+    return rows, pager
 
 
 def _health_band_options(frame: pd.DataFrame) -> list[tuple[str, str]]:
@@ -103,14 +122,21 @@ def portfolio_queue(store: Store, viewer: Viewer, params: Mapping[str, str]) -> 
 
 
 def portfolio_context(
-    store: Store, viewer: Viewer, params: Mapping[str, str], bands: Bands, page: int = 1
+    store: Store,
+    viewer: Viewer,
+    params: Mapping[str, str],
+    bands: Bands,
+    page: int = 1,
+    *,
+    snapshots: SnapshotSettings | None = None,
 ) -> dict[str, Any]:
-    """Everything ``portfolio.html`` shows for this viewer and these filters."""
+    """Everything ``portfolio.html`` shows for this viewer and these filters (its retention
+    tiles from the summary the retention page shows, ``snapshots`` as for ``retention_for``)."""
     q = portfolio_queue(store, viewer, params)
     everything, frame, query = q.everything, q.rows, q.query
     with store.reading():
         managers = [] if viewer.scope is not None or not q.as_of else store.managers(q.as_of)
-        summary = retention_for(store, viewer) if q.as_of else None
+        summary = retention_for(store, viewer, snapshots=snapshots) if q.as_of else None
         version = model_version(store, q.as_of)
     kpis: dict[str, Any] = {}
     if not everything.empty:
@@ -138,10 +164,7 @@ def portfolio_context(
             kpis["nrr"] = summary.revenue_12m.nrr
     kpis.setdefault("by_priority", [])
     kpis.setdefault("by_band", {})
-    total = len(frame)
-    pages = max(1, math.ceil(total / PAGE_SIZE))
-    page = min(max(page, 1), pages)
-    rows = _records(frame.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]) if total else []
+    rows, pager = _paged(frame, page, lambda n: query.url(page=n))
     has_priority = "priority" in everything and bool(everything["priority"].notna().any())
     columns = [
         {
@@ -190,13 +213,7 @@ def portfolio_context(
             "managers": managers,
         },
         "movers": _movers(q, frame),
-        "pager": {
-            "total": total,
-            "first": (page - 1) * PAGE_SIZE + 1 if total else 0,
-            "last": min(page * PAGE_SIZE, total),
-            "prev_url": query.url(page=page - 1) if page > 1 else None,
-            "next_url": query.url(page=page + 1) if page < pages else None,
-        },
+        "pager": pager,
     }
 
 
@@ -469,10 +486,7 @@ def lapsed_context(
     """The lapsed clients page: the clients the viewer may see that are past their silence
     window on the latest scored date, most revenue lost first, with the win-back action."""
     found = lapsed_list(store, snapshots, manager=viewer.scope)
-    total = len(found.rows)
-    pages = max(1, math.ceil(total / PAGE_SIZE))
-    page = min(max(page, 1), pages)
-    rows = _records(found.rows.iloc[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]) if total else []
+    rows, pager = _paged(found.rows, page, lambda n: f"/lapsed?page={n}")
     for row in rows:
         row["why"] = lapse_sentence(row)
     return {
@@ -480,18 +494,12 @@ def lapsed_context(
         "as_of": found.as_of,
         "recorded": found.recorded,
         "rows": rows,
-        "total": total,
+        "total": len(found.rows),
         "revenue_lost": found.revenue_lost,
         "action": playbook.situation_action("lapsed"),
         "window": {
             "floor": snapshots.min_silence_days,
             "cycles": snapshots.purchase_cycles,
         },
-        "pager": {
-            "total": total,
-            "first": (page - 1) * PAGE_SIZE + 1 if total else 0,
-            "last": min(page * PAGE_SIZE, total),
-            "prev_url": f"/lapsed?page={page - 1}" if page > 1 else None,
-            "next_url": f"/lapsed?page={page + 1}" if page < pages else None,
-        },
+        "pager": pager,
     }

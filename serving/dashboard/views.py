@@ -166,7 +166,12 @@ def portfolio_page(
 
     def build() -> Response:
         context = pages.portfolio_context(
-            state.store, viewer, request.query_params, state.rules.health.bands, page
+            state.store,
+            viewer,
+            request.query_params,
+            state.rules.health.bands,
+            page,
+            snapshots=state.settings.snapshots,
         )
         return _page(render("portfolio.html", principal=viewer, **context))
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Query
 from churn.errors import StoreError
 from serving.deps import ANY_ROLE, Principal, State, require_roles
 from serving.lapsed import lapse_sentence, lapsed_list
-from serving.problems import Problem, store_unavailable
+from serving.problems import Problem, invalid_field, store_unavailable
 from serving.schemas import LapsedAccount, LapsedList, WinBackAction, problem_responses
 
 router = APIRouter(prefix="/v1", tags=["lapsed"])
@@ -25,18 +25,7 @@ router = APIRouter(prefix="/v1", tags=["lapsed"])
 
 def _late(as_of: date, latest: date) -> Problem:
     message = f"{as_of} is after the latest scored date {latest}: the store holds no later data"
-    return Problem(
-        422,
-        f"query parameter as_of: {message}.",
-        errors=[
-            {
-                "field": "query parameter as_of",
-                "loc": ["query", "as_of"],
-                "message": message,
-                "type": "value_error",
-            }
-        ],
-    )
+    return invalid_field(("query", "as_of"), message)
 
 
 def _clean(value: Any) -> Any:

@@ -27,7 +27,7 @@ from churn.text import UNPRINTABLE, normalise_name
 from serving.deps import ANY_ROLE, Principal, State, require_json, require_roles
 from serving.json_body import TooManyItems, loads_bounded
 from serving.model_holder import LoadedModel
-from serving.problems import Problem
+from serving.problems import Problem, invalid_field
 from serving.schemas import PredictRequest, PredictResponse, problem_responses
 from serving.scoring import AccountInput, Rules, score_accounts
 
@@ -45,11 +45,6 @@ _PARSING = threading.Lock()
 MAX_MAGNITUDE = 1e12
 
 
-def _invalid(field: str, loc: list[str | int], message: str, kind: str) -> Problem:
-    entry = {"field": field, "loc": ["body", *loc], "message": message, "type": kind}
-    return Problem(422, f"{field}: {message}.", errors=[entry])
-
-
 def _check_values(body: PredictRequest) -> None:
     """422 for ids and names holding control or text-direction characters, and for numbers
     beyond any plausible magnitude (the schema already refuses NaN and infinity)."""
@@ -57,19 +52,19 @@ def _check_values(body: PredictRequest) -> None:
         for name in ("account_id", "account_manager"):
             value = getattr(account, name)
             if value is not None and UNPRINTABLE.search(value):
-                raise _invalid(
-                    f"accounts[{i}].{name}",
-                    ["accounts", i, name],
+                raise invalid_field(
+                    ("body", "accounts", i, name),
                     "control and text-direction characters are not allowed in ids and names",
                     "string_pattern_mismatch",
                 )
-        numbers = [(f"features.{k}", ["features", k], v) for k, v in account.features.items()]
-        numbers.append(("revenue", ["revenue"], account.revenue))
-        for field, loc, value in numbers:
+        numbers: list[tuple[tuple[str, ...], object]] = [
+            (("features", k), v) for k, v in account.features.items()
+        ]
+        numbers.append((("revenue",), account.revenue))
+        for loc, value in numbers:
             if isinstance(value, float) and abs(value) > MAX_MAGNITUDE:
-                raise _invalid(
-                    f"accounts[{i}].{field}",
-                    ["accounts", i, *loc],
+                raise invalid_field(
+                    ("body", "accounts", i, *loc),
                     f"beyond any plausible value (the magnitude is at most {MAX_MAGNITUDE:.0e})",
                     "less_than_equal",
                 )
