@@ -257,16 +257,22 @@ def _read_json(folder: Path, name: str) -> Any:
         raise BundleIntegrityError(f"model bundle {folder}: cannot read {name}: {exc}") from exc
 
 
-def verify_bundle(folder: str | Path) -> None:
-    """Refuse a missing folder, a bundle holding a pickle, failing its sha256 manifest or with
-    a ``model.txt`` that is not a whole LightGBM model - all before LightGBM reads anything."""
-    from churn.bundle_checks import check_model_text, refuse_pickles
-
+def _bundle_folder(folder: str | Path) -> Path:
+    """``folder`` as a Path; a BundleIntegrityError when it is not a folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise BundleIntegrityError(
             f"no model bundle at {folder}", hint="train one with `make train`"
         )
+    return folder
+
+
+def verify_bundle(folder: str | Path) -> None:
+    """Refuse a missing folder, a bundle holding a pickle, failing its sha256 manifest or with
+    a ``model.txt`` that is not a whole LightGBM model - all before LightGBM reads anything."""
+    from churn.bundle_checks import check_model_text, refuse_pickles
+
+    folder = _bundle_folder(folder)
     refuse_pickles(folder)
     verify_manifest(folder)
     check_model_text(folder / MODEL_FILE)  # LightGBM crashes on some broken files
@@ -277,13 +283,9 @@ def load_bundle(folder: str | Path, verify: bool = True) -> Bundle:
     :func:`verify_bundle` runs first."""
     import lightgbm as lgb
 
-    folder = Path(folder)
+    folder = _bundle_folder(folder)
     if verify:
         verify_bundle(folder)
-    elif not folder.is_dir():
-        raise BundleIntegrityError(
-            f"no model bundle at {folder}", hint="train one with `make train`"
-        )
     metadata = _read_json(folder, METADATA_FILE)
     try:
         calibration = Calibration.from_dict(_read_json(folder, CALIBRATION_FILE))

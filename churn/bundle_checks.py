@@ -90,9 +90,7 @@ def check_model_text(path: Path) -> None:
     first = data.find(b"\nTree=")
     if not data.startswith(b"tree\n") or first < 0:
         raise _broken(path, "no header or no trees")
-    header = _check_header(path, data[5 : first + 1])
-    n_features = int(header["max_feature_idx"]) + 1
-    sizes = [int(v) for v in header["tree_sizes"].split(b" ")]
+    n_features, sizes = _check_header(path, data[5 : first + 1])
     if data.count(b"\nTree=") != len(sizes):
         raise _broken(path, f"tree_sizes announces {len(sizes)} trees, the file holds others")
     offset = first + 1
@@ -131,8 +129,9 @@ def _header_int(path: Path, header: dict[str, bytes], key: str, low: int, high: 
     return int(value)
 
 
-def _check_header(path: Path, block: bytes) -> dict[str, bytes]:
-    """Every header line is one of LightGBM's keys, once, with a value in bounds; returns them.
+def _check_header(path: Path, block: bytes) -> tuple[int, list[int]]:
+    """Every header line is one of LightGBM's keys, once, with a value in bounds; returns the
+    number of features and the tree sizes.
 
     A binary model has one class and one tree per iteration; names, infos and sizes are
     lists of the announced lengths in LightGBM's formats; ``tree_sizes`` is bounded (its
@@ -184,12 +183,13 @@ def _check_header(path: Path, block: bytes) -> dict[str, bytes]:
             raise _broken(path, "a feature info is not 'none', '[min:max]' or categories a:b:c")
         if info.startswith(b"[") and not all(_NUMBER.match(v) for v in info[1:-1].split(b":")):
             raise _broken(path, "a feature info's range does not hold numbers")
-    sizes = header["tree_sizes"].split(b" ")
-    if not 1 <= len(sizes) <= MAX_TREES or not all(_SIZE.match(v) for v in sizes):
+    listed = header["tree_sizes"].split(b" ")
+    if not 1 <= len(listed) <= MAX_TREES or not all(_SIZE.match(v) for v in listed):
         raise _broken(path, f"tree_sizes is not a list of 1 to {MAX_TREES:,} sizes")
-    if min(int(v) for v in sizes) <= 0:
+    sizes = [int(v) for v in listed]
+    if min(sizes) <= 0:
         raise _broken(path, "feature names, feature infos or tree sizes do not add up")
-    return header
+    return n_features, sizes
 
 
 def _check_tail(path: Path, tail: bytes) -> None:

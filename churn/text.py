@@ -84,7 +84,7 @@ def csv_cell(value: Any) -> Any:
     text that is a plain negative number) are written as they are; missing values are empty."""
     if value is None:
         return ""
-    if isinstance(value, bool | int | float) and not isinstance(value, str):
+    if isinstance(value, bool | int | float):
         return "" if isinstance(value, float) and math.isnan(value) else value
     if not isinstance(value, str):
         import pandas as pd  # only for pandas' missing values (NA, NaT); kept out of --help

@@ -35,7 +35,7 @@ typed, an unparsable date is written as an empty required date.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -240,28 +240,13 @@ def generate_demo(
     Deterministic for (seed, accounts, years, end, chunk_size): the same bytes every time,
     whatever today's date. Existing table files in ``out`` (either format) are replaced.
     """
-    if fmt not in FORMATS:
-        raise ChurnError(f"unknown demo data format {fmt!r}", hint="use csv or parquet")
-    if accounts < 1:
-        raise ChurnError(f"--accounts {accounts} must be at least 1", hint="e.g. --accounts 1500")
-    if not 1 <= years <= 50:
-        raise ChurnError(f"--years {years} must be between 1 and 50", hint="e.g. --years 4")
-    if chunk_size < 1:
-        raise ChurnError(f"chunk_size {chunk_size} must be at least 1", hint="e.g. 500")
+    check_options(fmt, accounts, ("years", years, 1, 50), chunk_size, examples=(1500, 4))
     from churn.console import track
 
     window = _Window.ending(end, years)
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ChurnError(
-            f"cannot create the demo data folder {out}: {exc.strerror or exc}",
-            hint="choose a writable --out folder",
-        ) from exc
+    out = make_out_folder(out)
     n_chunks = -(-accounts // chunk_size)
-    seeds = np.random.SeedSequence(seed).spawn(n_chunks)
-    id_width = max(5, len(str(accounts)))
+    id_width = account_id_width(accounts)
     summary = DemoSummary(
         out=out,
         fmt=fmt,
@@ -275,10 +260,8 @@ def generate_demo(
     )
     writers = {name: _Writer(out, TABLES[name], fmt) for name in TABLE_NAMES}
     try:
-        for i in track(range(n_chunks), "generating demo data (chunks)", total=n_chunks):
-            first = i * chunk_size
-            size = min(chunk_size, accounts - first)
-            rng = np.random.default_rng(seeds[i])
+        chunks = chunk_plan(accounts, seed, chunk_size)
+        for first, size, rng in track(chunks, "generating demo data (chunks)", total=n_chunks):
             firm = _Firm(rng, window, first, size, id_width, accounts)
             frames = firm.tables()
             summary.churned += int(firm.churned.sum())
@@ -294,6 +277,60 @@ def generate_demo(
         for writer in writers.values():
             writer.close()
     return summary
+
+
+def check_options(
+    fmt: str,
+    accounts: int,
+    history: tuple[str, int, int, int],
+    chunk_size: int,
+    examples: tuple[int, int],
+) -> None:
+    """The options every demo generator checks, in this order: the format, ``accounts``, the
+    length of ``history`` (option name, value, lowest, highest) and ``chunk_size``;
+    ``examples`` are the accounts and history the hints suggest."""
+    name, length, low, high = history
+    if fmt not in FORMATS:
+        raise ChurnError(f"unknown demo data format {fmt!r}", hint="use csv or parquet")
+    if accounts < 1:
+        raise ChurnError(
+            f"--accounts {accounts} must be at least 1", hint=f"e.g. --accounts {examples[0]}"
+        )
+    if not low <= length <= high:
+        raise ChurnError(
+            f"--{name} {length} must be between {low} and {high}",
+            hint=f"e.g. --{name} {examples[1]}",
+        )
+    if chunk_size < 1:
+        raise ChurnError(f"chunk_size {chunk_size} must be at least 1", hint="e.g. 500")
+
+
+def make_out_folder(out: Path) -> Path:
+    """``out`` as a Path, created with its parents (a ChurnError when that fails)."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ChurnError(
+            f"cannot create the demo data folder {out}: {exc.strerror or exc}",
+            hint="choose a writable --out folder",
+        ) from exc
+    return out
+
+
+def chunk_plan(
+    accounts: int, seed: int, chunk_size: int
+) -> Iterator[tuple[int, int, np.random.Generator]]:
+    """Per chunk of ``chunk_size`` accounts: its first account's index, its size and its RNG,
+    the chunk number's child of ``SeedSequence(seed)`` (made when the chunk's turn comes)."""
+    for i, child in enumerate(np.random.SeedSequence(seed).spawn(-(-accounts // chunk_size))):
+        first = i * chunk_size
+        yield first, min(chunk_size, accounts - first), np.random.default_rng(child)
+
+
+def account_id_width(accounts: int) -> int:
+    """Digits of an account number in its id: five, more when ``accounts`` needs them."""
+    return max(5, len(str(accounts)))
 
 
 # --- time window -----------------------------------------------------------------------------

@@ -72,7 +72,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from churn.errors import ChurnError
 from features.contract import TABLE_NAMES, TABLES, Table
 from features.demo import (
     ACCOUNT_MANAGERS,
@@ -84,8 +83,12 @@ from features.demo import (
     _typed,
     _Window,
     _Writer,
+    account_id_width,
+    check_options,
+    chunk_plan,
     client_names,
     make_ids,
+    make_out_folder,
 )
 
 if TYPE_CHECKING:
@@ -227,14 +230,7 @@ def generate_purchase_demo(
     from churn.console import track
 
     window = _window(end, months)
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise ChurnError(
-            f"cannot create the demo data folder {out}: {exc.strerror or exc}",
-            hint="choose a writable --out folder",
-        ) from exc
+    out = make_out_folder(out)
     for name in TABLE_NAMES:
         if name not in WRITTEN:
             for other in FORMATS:
@@ -300,16 +296,8 @@ def simulate_purchases(
 
 
 def _check(accounts: int, months: int, fmt: str, chunk_size: int) -> None:
-    if fmt not in FORMATS:
-        raise ChurnError(f"unknown demo data format {fmt!r}", hint="use csv or parquet")
-    if accounts < 1:
-        raise ChurnError(f"--accounts {accounts} must be at least 1", hint="e.g. --accounts 8000")
-    if not 3 <= months <= MAX_MONTHS:
-        raise ChurnError(
-            f"--months {months} must be between 3 and {MAX_MONTHS}", hint="e.g. --months 18"
-        )
-    if chunk_size < 1:
-        raise ChurnError(f"chunk_size {chunk_size} must be at least 1", hint="e.g. 500")
+    history = ("months", months, 3, MAX_MONTHS)
+    check_options(fmt, accounts, history, chunk_size, examples=(DEFAULT_ACCOUNTS, DEFAULT_MONTHS))
 
 
 def _window(end: date, months: int) -> _Window:
@@ -328,13 +316,9 @@ def _written(name: str) -> Table:
 
 
 def _chunks(accounts: int, seed: int, window: _Window, chunk_size: int) -> Iterator[_Buyers]:
-    n_chunks = -(-accounts // chunk_size)
-    seeds = np.random.SeedSequence(seed).spawn(n_chunks)
-    id_width = max(5, len(str(accounts)))
-    for i in range(n_chunks):
-        first = i * chunk_size
-        size = min(chunk_size, accounts - first)
-        yield _Buyers(np.random.default_rng(seeds[i]), window, first, size, id_width)
+    id_width = account_id_width(accounts)
+    for first, size, rng in chunk_plan(accounts, seed, chunk_size):
+        yield _Buyers(rng, window, first, size, id_width)
 
 
 # --- the simulation of one chunk of clients --------------------------------------------------
