@@ -23,6 +23,12 @@ Family = Literal[
     "behavioural", "relationship", "financial", "satisfaction", "lifecycle", "purchase"
 ]
 FeatureKind = Literal["number", "flag", "category"]
+# What a feature measures: a level ("3 meetings in the last 90 days", "sentiment +0.12") or a
+# change against the account's own baseline ("meetings 60 % below this client's usual pace"):
+# the recent window against the same account's trailing year, so a client's normal level of
+# contact, tone, discounting or billing is not mistaken for a risk.
+Basis = Literal["level", "baseline"]
+BASES: tuple[str, ...] = ("level", "baseline")
 Direction = Literal["higher", "lower"]
 Bounds = tuple[float | None, float | None]
 
@@ -75,6 +81,9 @@ class Feature:
     value signals more churn risk ("higher" / "lower"), where that is known. ``model`` is True
     for the numeric model inputs; the two categories are descriptive only.
 
+    ``basis`` says whether it is a level or a change against the account's own baseline
+    (:data:`Basis`).
+
     ``bounds`` is the valid range (lowest, highest; None: open), by default the unit's
     (:data:`UNIT_BOUNDS`); a unit without a default (a score, a level) must declare it. The API
     refuses a value outside it, and snapshots built from valid data never leave it.
@@ -93,6 +102,7 @@ class Feature:
     tables: tuple[str, ...] = ()
     labels: tuple[str, ...] = ()
     bounds: Bounds | None = None
+    basis: Basis = "level"
 
     def __post_init__(self) -> None:
         if self.bounds is None and self.kind == "category":
@@ -917,6 +927,13 @@ def family_features(family: str) -> list[Feature]:
     if family not in FAMILIES:
         raise KeyError(f"unknown family {family!r}; known: {list(FAMILIES)}")
     return [f for f in CATALOG if f.family == family]
+
+
+def basis_features(basis: str) -> list[Feature]:
+    """The features of one basis (``level`` or ``baseline``), in catalogue order."""
+    if basis not in BASES:
+        raise KeyError(f"unknown basis {basis!r}; known: {list(BASES)}")
+    return [f for f in CATALOG if f.basis == basis]
 
 
 def catalog_records() -> list[dict[str, object]]:
