@@ -7,14 +7,16 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import Result, machine
+from bench.common import Result, SuiteOutput, machine
 
-# Each module exposes run(workdir: Path) -> list[Result]; order = cheapest first.
-SUITES = ("features", "training", "purchase", "scoring", "api", "scaling")
+# Each module exposes run(workdir: Path) -> list[Result] (or a SuiteOutput: rows and tables);
+# order = cheapest first, except that scoring and api use the training suite's model.
+SUITES = ("features", "training", "quality", "purchase", "scoring", "api", "scaling")
 OUT = Path(__file__).resolve().parent / "results.json"
 
 
@@ -28,20 +30,27 @@ def main(argv: list[str]) -> int:
     workdir = Path("data/bench")
     workdir.mkdir(parents=True, exist_ok=True)
     results: list[Result] = []
+    tables: dict[str, dict[str, list[dict[str, Any]]]] = {}
     failures: dict[str, str] = {}
     started = time.perf_counter()
     for name in names:
         console.rule(f"bench: {name}")
         module = importlib.import_module(f"bench.{name}")
         try:
-            results.extend(module.run(workdir))
+            output = module.run(workdir)
+            if isinstance(output, SuiteOutput):
+                results.extend(output.results)
+                tables[name] = output.tables
+            else:
+                results.extend(output)
         except Exception as exc:  # one broken suite must not hide the others' figures
             failures[name] = f"{type(exc).__name__}: {exc}"
             console.print(f"[red]{name} failed: {failures[name]}")
-    report = {
+    report: dict[str, Any] = {
         "machine": machine(),
         "seconds": round(time.perf_counter() - started, 1),
         "results": [r.to_dict() for r in results],
+        "tables": tables,
         "failures": failures,
     }
     OUT.write_text(json.dumps(report, indent=2) + "\n")

@@ -46,6 +46,15 @@ class Result:
         return data
 
 
+@dataclass
+class SuiteOutput:
+    """What a suite returns when it has tables beside its rows: the rows (in the runner's
+    table) and named tables (lists of records) that go to the results file as they are."""
+
+    results: list[Result]
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+
 def margin_target(reference: float, margin: float) -> float:
     """The target ratio of a figure required to be at least ``margin`` above ``reference``:
     (reference + margin) / reference, rounded up to three decimals so that a figure short of

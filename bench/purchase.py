@@ -9,11 +9,10 @@ run's baseline). The split the trainer chose for the short history is in each ro
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from bench.common import Result, margin_target
-from bench.data import bench_settings, train_in_bench_store
+from bench.data import bench_settings, fresh_store, train_in_bench_store
 
 ROC_AUC_MARGIN = 0.01
 BASELINES = {"recency": "days since the last purchase", "bgnbd": "BG/NBD P(no purchase)"}
@@ -42,9 +41,7 @@ def run(workdir: Path) -> list[Result]:
     folder = Path(workdir) / "purchase-demo"
     if not (folder / "invoices.csv").exists():
         generate_purchase_demo(folder)
-    root = (Path(workdir) / "purchase-model").resolve()
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+    root = fresh_store(Path(workdir) / "purchase-model")
     result = train_in_bench_store(
         folder, bench_settings(workdir, root), label_mode="inactivity", horizon_days=90
     )

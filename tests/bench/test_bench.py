@@ -1,11 +1,14 @@
 """`make bench` stays runnable: the runner writes its results file and table (and survives a
 broken suite), the feature suite runs for real on a tiny demo source, the scoring suite on a
-tiny bundle, the API payloads pass the API's own request schema, and the vectorised impact
-text used by batch scoring reads exactly like the per-reason text. No timing is asserted.
+tiny bundle, the API payloads pass the API's own request schema, the vectorised impact
+text used by batch scoring reads exactly like the per-reason text, and the quality suite's
+pieces (ablation and importance tables on the tiny demo, headline rows with their intervals on
+synthetic test rows) hold together. No timing is asserted.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -20,9 +23,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bench.__main__ as runner
-from bench import api, features, purchase, scoring, training
-from bench.common import Result
-from bench.data import DemoSpec, bench_settings, demo_tables
+from bench import api, features, purchase, quality, scoring, training
+from bench.common import Result, SuiteOutput
+from bench.data import DemoSpec, bench_settings, demo_source, demo_tables
 from serving.explain import format_pts, format_pts_array
 
 TINY = DemoSpec(accounts=120, years=2, seed=7)
@@ -197,3 +200,204 @@ def test_vectorised_impact_text_reads_exactly_like_format_pts(values):
     edges += [float(np.nextafter(v, d)) for v in edges for d in (-1.0, 1.0)]
     pts = np.array(values + edges, dtype=float)
     assert format_pts_array(pts).tolist() == [format_pts(v) for v in pts.tolist()]
+
+
+# ---------------------------------------------------------------------------- quality suite
+
+
+def test_runner_stores_a_suites_tables_beside_its_rows(tmp_path, monkeypatch):
+    def with_tables(workdir: Path) -> SuiteOutput:
+        row = Result("auc", "ROC AUC", 0.9, 0.8, "today", target=1.0)
+        return SuiteOutput([row], {"ablation": [{"set": "all features", "roc_auc": 0.9}]})
+
+    _suite(monkeypatch, "fake_tables", with_tables)
+    monkeypatch.setattr(runner, "SUITES", ("fake_tables",))
+    monkeypatch.setattr(runner, "OUT", tmp_path / "results.json")
+    monkeypatch.chdir(tmp_path)
+
+    assert runner.main([]) == 0
+    report = json.loads((tmp_path / "results.json").read_text())
+    assert [r["name"] for r in report["results"]] == ["auc"]
+    assert report["tables"] == {
+        "fake_tables": {"ablation": [{"set": "all features", "roc_auc": 0.9}]}
+    }
+
+
+def _relabel(monkeypatch: pytest.MonkeyPatch, names: list[str], basis: str) -> None:
+    from features import catalog
+
+    for name in names:
+        monkeypatch.setitem(
+            catalog.FEATURES, name, dataclasses.replace(catalog.FEATURES[name], basis=basis)
+        )
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory):
+    """The plan and split labeled frame of the tiny demo, built once for the quality tests."""
+    from features.catalog import MODEL_FEATURES
+    from training.progress import SILENT
+
+    workdir = tmp_path_factory.mktemp("quality")
+    folder = demo_source(workdir, TINY)
+    return quality.labeled_split(folder, bench_settings(workdir), MODEL_FEATURES, SILENT)
+
+
+@pytest.mark.parametrize("baseline", ["none", "some"])
+def test_ablation_has_a_row_per_family_and_basis_and_the_importance_shares_add_to_one(
+    tiny_split, monkeypatch, baseline
+):
+    """With no baseline feature the baseline-only row says so; with some, it is fitted."""
+    from features.catalog import BASES, FAMILIES, FEATURES, MODEL_FEATURES
+    from training.progress import SILENT
+
+    plan, parts = tiny_split
+    if baseline == "none":
+        _relabel(monkeypatch, [f for f in MODEL_FEATURES if FEATURES[f].basis != "level"], "level")
+    else:  # the relationship family, relabeled as changes against the account's baseline
+        _relabel(
+            monkeypatch,
+            [f for f in MODEL_FEATURES if FEATURES[f].family == "relationship"],
+            "baseline",
+        )
+    tables = quality.ablation_and_importance(parts, plan, workers=2, progress=SILENT)
+
+    rows = {r["set"]: r for r in tables["ablation"]}
+    expected = ["all features", *(f"minus {f}" for f in FAMILIES), *(f"{b} only" for b in BASES)]
+    assert list(rows) == expected
+    assert [r["kind"] for r in tables["ablation"]] == ["all"] + ["family"] * 6 + ["basis"] * 2
+    n = len(parts.features)
+    for family in FAMILIES:
+        in_family = sum(FEATURES[f].family == family for f in parts.features)
+        assert rows[f"minus {family}"]["features"] == n - in_family
+    assert rows["all features"]["roc_auc_gain"] is None
+    by_basis = {b: sum(FEATURES[f].basis == b for f in parts.features) for b in BASES}
+    assert by_basis["baseline"] == (0 if baseline == "none" else rows["baseline only"]["features"])
+    for name, row in rows.items():
+        if row["features"] == 0:
+            assert row["roc_auc"] is None and "no baseline features" in row["note"]
+            continue
+        assert 0.0 <= row["roc_auc"] <= 1.0 and 0.0 <= row["pr_auc"] <= 1.0
+        if name != "all features":
+            for metric in ("roc_auc", "pr_auc"):
+                point, low, high = row[f"{metric}_gain"]
+                assert low <= high and math.isclose(
+                    point, row[metric] - rows["all features"][metric], abs_tol=1e-12
+                )
+    if baseline == "some":
+        assert rows["baseline only"]["roc_auc"] is not None and not rows["baseline only"]["note"]
+
+    for key, column in (("importance_by_family", "family"), ("importance_by_basis", "basis")):
+        shares = tables[key]
+        assert [r[column] for r in shares] == list(FAMILIES if column == "family" else BASES)
+        assert math.isclose(sum(r["share"] for r in shares), 1.0)
+        assert all(r["share"] >= 0 for r in shares)
+    basis_share = {r["basis"]: r["share"] for r in tables["importance_by_basis"]}
+    if baseline == "none":
+        assert basis_share["baseline"] == 0.0
+    top = tables["importance_top_features"]
+    assert 0 < len(top) <= quality.TOP_FEATURES
+    assert [r["share"] for r in top] == sorted((r["share"] for r in top), reverse=True)
+    rendered = quality.render_tables(tables)
+    assert len(rendered) == 4 and rendered[0].row_count == len(expected)
+
+
+def test_ablation_fits_are_the_same_on_one_or_two_workers(tiny_split):
+    from training.progress import SILENT
+
+    plan, parts = tiny_split
+    names = list(parts.features)
+    sets = {"all features": names, "first half": names[: len(names) // 2], "none": []}
+    one = quality.fit_sets(parts, plan, sets, workers=1, progress=SILENT)
+    two = quality.fit_sets(parts, plan, sets, workers=2, progress=SILENT)
+    assert set(one) == set(two) == {"all features", "first half"}  # an empty set is not fitted
+    for name in one:
+        assert np.array_equal(one[name].scores, two[name].scores)
+        assert one[name].features == sets[name]
+
+
+def _paired_rows(n_accounts: int = 300, months: int = 4, seed: int = 5) -> pd.DataFrame:
+    """Test rows of two runs: ``p_all`` ranks the churners better than ``p_today``."""
+    rng = np.random.default_rng(seed)
+    accounts = np.repeat([f"A{i}" for i in range(n_accounts)], months)
+    risk = np.repeat(rng.normal(size=n_accounts), months)
+    y = (rng.random(len(accounts)) < 1 / (1 + np.exp(2.5 - 1.5 * risk))).astype(float)
+    signal = risk + rng.normal(scale=0.5, size=len(y))
+    p_all = 1 / (1 + np.exp(2.5 - 1.5 * signal))
+    p_today = 1 / (1 + np.exp(2.5 - 1.5 * (signal + rng.normal(scale=1.5, size=len(y)))))
+    return pd.DataFrame(
+        {
+            "account_id": accounts,
+            "as_of": np.tile(pd.date_range("2026-01-01", periods=months, freq="MS"), n_accounts),
+            "churned": y,
+            "revenue": rng.uniform(1e4, 1e5, len(y)),
+            "p_today": p_today,
+            "p_all": p_all,
+        }
+    )
+
+
+def test_headline_rows_carry_each_figures_interval_and_the_paired_gain():
+    from training.evaluate import evaluate
+
+    rows = _paired_rows()
+    y, revenue = rows["churned"].to_numpy(), rows["revenue"].to_numpy()
+    today = evaluate(y, rows["p_today"].to_numpy(), revenue)
+    every = evaluate(y, rows["p_all"].to_numpy(), revenue)
+    draws = quality.Bootstrap(samples=60, level=0.95, seed=3, bins=10)
+    results = quality.headline_results(rows, today, every, draws, "synthetic")
+
+    assert [r.unit for r in results] == ["ROC AUC", "PR AUC", "lift", "ECE"]
+    for result, metric in zip(results, quality.HEADLINE_METRICS, strict=True):
+        extra = result.extra
+        assert extra["all"] == every[metric] and extra["today"] == today[metric]
+        for key in ("interval_all", "interval_today", "gain_interval"):
+            low, high = extra[key]
+            assert math.isfinite(low) and low <= high, (metric, key)
+        assert math.isclose(extra["gain"], every[metric] - today[metric], abs_tol=1e-9)
+        assert extra["test_accounts"] == 300 and extra["bootstrap_samples"] == 60
+        low, high = extra["gain_interval"]
+        assert f"interval {low:+.3f} to {high:+.3f}" in result.name
+    roc = results[0]
+    assert roc.extra["gain_interval"][0] > 0  # the better score's gain is clear of zero
+    assert roc.ratio == every["roc_auc"] / today["roc_auc"]  # the ratio to today's features
+
+
+def test_headline_targets_follow_the_issue():
+    rows, draws = _paired_rows(n_accounts=60), quality.Bootstrap(20, 0.95, 0, 10)
+
+    def figures(roc: float, pr: float, lift: float, ece: float) -> dict[str, float]:
+        return {"roc_auc": roc, "pr_auc": pr, "lift_top_decile": lift, "ece": ece}
+
+    today = figures(0.84, 0.30, 3.0, 0.004)
+    ok = quality.headline_results(rows, today, figures(0.86, 0.301, 3.01, 0.01), draws, "x")
+    short = quality.headline_results(rows, today, figures(0.8599, 0.30, 3.0, 0.0101), draws, "x")
+    assert [r.meets_target for r in ok] == [True, True, True, True]
+    assert [r.meets_target for r in short] == [False, False, False, False]
+
+
+def test_paired_test_rows_match_rows_by_account_and_date_and_refuse_other_rows():
+    columns = ["account_id", "as_of", "churned", "churn_probability", "revenue_365d"]
+    today = pd.DataFrame(
+        [["A", "2026-01-01", 1.0, 0.2, 10.0], ["B", "2026-01-01", 0.0, 0.1, 20.0]],
+        columns=columns,
+    )
+    every = today.iloc[::-1].assign(churn_probability=[0.3, 0.6]).reset_index(drop=True)
+    both = quality.paired_test_rows(today, every)
+    assert both.set_index("account_id")["p_all"].to_dict() == {"A": 0.6, "B": 0.3}
+    assert both.set_index("account_id")["p_today"].to_dict() == {"A": 0.2, "B": 0.1}
+    with pytest.raises(ValueError, match="different rows"):
+        quality.paired_test_rows(today, every.iloc[:1])
+    with pytest.raises(ValueError, match="different labels"):
+        quality.paired_test_rows(today, every.assign(churned=[0.0, 0.0]))
+
+
+def test_feature_sets_leave_out_each_family_and_keep_each_basis():
+    from features.catalog import FEATURES, MODEL_FEATURES
+
+    sets = quality.feature_sets(MODEL_FEATURES)
+    for name, names in sets.items():
+        assert names == [f for f in MODEL_FEATURES if f in set(names)], name  # order kept
+    assert quality.today_features(MODEL_FEATURES) == sets["level only"]
+    assert all(FEATURES[f].family != "financial" for f in sets["minus financial"])
+    assert sorted(sets["level only"] + sets["baseline only"]) == sorted(MODEL_FEATURES)
