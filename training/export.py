@@ -270,6 +270,8 @@ def export_bundle(
             search_trials=plan.trials,
             ece_bins=cfg.evaluation.ece_bins,
             health_backtest=health_backtest,
+            intervals=report.intervals,
+            interval_note=report.interval_note.to_dict() if report.interval_note else None,
         )
     )
     test_frame = report.test_frame
