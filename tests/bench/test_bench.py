@@ -302,18 +302,21 @@ def test_ablation_has_a_row_per_family_and_basis_and_the_importance_shares_add_t
     assert len(rendered) == 4 and rendered[0].row_count == len(expected)
 
 
-def test_ablation_fits_are_the_same_on_one_or_two_workers(tiny_split):
+def test_ablation_fits_are_the_same_on_one_or_two_workers_and_once_per_feature_list(tiny_split):
     from training.progress import SILENT
 
     plan, parts = tiny_split
     names = list(parts.features)
-    sets = {"all features": names, "first half": names[: len(names) // 2], "none": []}
+    half = names[: len(names) // 2]
+    sets = {"all features": names, "first half": half, "none": [], "half again": list(half)}
     one = quality.fit_sets(parts, plan, sets, workers=1, progress=SILENT)
     two = quality.fit_sets(parts, plan, sets, workers=2, progress=SILENT)
-    assert set(one) == set(two) == {"all features", "first half"}  # an empty set is not fitted
+    assert set(one) == set(two) == {"all features", "first half", "half again"}  # not "none"
     for name in one:
         assert np.array_equal(one[name].scores, two[name].scores)
         assert one[name].features == sets[name]
+    assert two["half again"] is two["first half"]  # the same features are fitted once
+    assert not np.array_equal(two["first half"].scores, two["all features"].scores)
 
 
 def _paired_rows(n_accounts: int = 300, months: int = 4, seed: int = 5) -> pd.DataFrame:
