@@ -46,8 +46,12 @@ UNIT_BOUNDS: dict[str, Bounds] = {
     "share": (0.0, 1.0),
     "flag": (0.0, 1.0),
     "ratio": (-1.0, None),
+    "points": (-1.0, 1.0),
     "category": (None, None),
 }
+# Units whose sentences show the value scaled: a difference of two shares ("points") reads in
+# percentage points ("Discounts 4 percentage points above this client's usual share").
+UNIT_SCALE: dict[str, float] = {"points": 100.0}
 
 FAMILIES: tuple[str, ...] = (
     "behavioural",
@@ -167,12 +171,18 @@ class Feature:
         label = f"level {shown:g}"
         if self.labels and float(shown).is_integer() and 0 <= shown < len(self.labels):
             label = self.labels[int(shown)]
-        text = _render(template, shown, label, self._exact_values())
+        scale = UNIT_SCALE.get(self.unit, 1.0)
+        text = _render(template, shown * scale, label, self._exact_values())
         return text + self._typical_clause(number, typical, impact)
 
     def _exact_values(self) -> tuple[float, ...]:
-        """Values a rounded number may only show when it is exactly one of them."""
-        return _exact_values(self.valid_range)
+        """Values a rounded number may only show when it is exactly one of them (as shown,
+        scaled like the value)."""
+        scale = UNIT_SCALE.get(self.unit, 1.0)
+        low, high = self.valid_range
+        return _exact_values(
+            (None if low is None else low * scale, None if high is None else high * scale)
+        )
 
     def _typical_clause(self, number: float, typical: float | None, impact: float) -> str:
         if (
@@ -195,8 +205,9 @@ class Feature:
         spec = _value_spec(self.template) or "g"
         if self.template_negative is not None and "+" not in spec:
             spec = "+" + spec  # a signed measure: show the typical value's sign
-        mine = _honest(number, spec, self._exact_values())
-        theirs = _honest(typical, spec, self._exact_values())
+        scale = UNIT_SCALE.get(self.unit, 1.0)
+        mine = _honest(number * scale, spec, self._exact_values())
+        theirs = _honest(typical * scale, spec, self._exact_values())
         if mine == theirs:
             return ""
         return f", {'below' if below else 'above'} the {theirs} typical of your clients"
@@ -458,6 +469,70 @@ CATALOG: tuple[Feature, ...] = (
         direction="higher",
         template_zero="No late projects",
     ),
+    # behavioural, against the account's own baseline -------------------------------------
+    _f(
+        "interactions_vs_usual",
+        "behavioural",
+        "Held interactions in the last 90 days against the client's usual pace (the 365 days "
+        "before, scaled to 90 days; a usual of at least 1)",
+        "ratio",
+        "Interactions {value:.0%} above this client's usual pace",
+        _I,
+        direction="lower",
+        template_negative="Interactions {value:.0%} below this client's usual pace",
+        template_zero="Interactions at this client's usual pace",
+        basis="baseline",
+    ),
+    _f(
+        "meetings_vs_usual",
+        "behavioural",
+        "Held meetings and business reviews in the last 90 days against the client's usual "
+        "pace (the 365 days before, scaled to 90 days; a usual of at least 1)",
+        "ratio",
+        "Meetings {value:.0%} above this client's usual pace",
+        _I,
+        direction="lower",
+        template_negative="Meetings {value:.0%} below this client's usual pace",
+        template_zero="Meetings at this client's usual pace",
+        basis="baseline",
+    ),
+    _f(
+        "response_hours_vs_usual",
+        "behavioural",
+        "Mean response time in the last 90 days minus the client's usual (the 365 days before)",
+        "hours",
+        "Responses {value:.0f} hour{s} slower than usual for this client",
+        _I,
+        direction="higher",
+        template_negative="Responses {value:.0f} hour{s} faster than usual for this client",
+        template_zero="Response times as usual for this client",
+        bounds=(None, None),
+        basis="baseline",
+    ),
+    _f(
+        "client_initiated_share_90d",
+        "behavioural",
+        "Share of held interactions in the last 90 days that the client initiated",
+        "share",
+        "{value:.0%} of interactions in the last 90 days initiated by the client",
+        _I,
+        direction="lower",
+        template_zero="No interaction in the last 90 days initiated by the client",
+    ),
+    _f(
+        "client_initiated_vs_usual",
+        "behavioural",
+        "Share of held interactions the client initiated, last 90 days minus the client's "
+        "usual (the 365 days before), in percentage points",
+        "points",
+        "The client initiates {value:.0f} percentage point{s} more of the interactions than usual",
+        _I,
+        direction="lower",
+        template_negative="The client initiates {value:.0f} percentage point{s} fewer of the "
+        "interactions than usual",
+        template_zero="The client initiates its usual share of the interactions",
+        basis="baseline",
+    ),
     # relationship --------------------------------------------------------------------------
     _f(
         "client_contacts_active",
@@ -566,6 +641,71 @@ CATALOG: tuple[Feature, ...] = (
         _I,
         direction="lower",
         template_zero="No interaction with senior client people in the last 90 days",
+    ),
+    # relationship, against the account's own baseline ------------------------------------
+    _f(
+        "client_contacts_left_365d",
+        "relationship",
+        "Client contacts who left in the last 365 days",
+        "count",
+        "{value:.0f} client contact{s} left in the last year",
+        _C,
+        direction="higher",
+        template_zero="No client contact left in the last year",
+    ),
+    _f(
+        "client_contacts_vs_year_ago",
+        "relationship",
+        "Change in active client contacts against a year ago (a year-ago count of at least 1)",
+        "ratio",
+        "Client contacts up {value:.0%} on a year ago",
+        _C,
+        direction="lower",
+        template_negative="Client contacts down {value:.0%} on a year ago",
+        template_zero="As many client contacts as a year ago",
+        basis="baseline",
+    ),
+    _f(
+        "firm_contacts_vs_year_ago",
+        "relationship",
+        "Change in the firm's people the client deals with against a year ago (a year-ago "
+        "count of at least 1)",
+        "ratio",
+        "The client deals with {value:.0%} more people at the firm than a year ago",
+        _C,
+        direction="lower",
+        template_negative="The client deals with {value:.0%} fewer people at the firm than a "
+        "year ago",
+        template_zero="The client deals with as many people at the firm as a year ago",
+        basis="baseline",
+    ),
+    _f(
+        "sentiment_vs_usual",
+        "relationship",
+        "Mean sentiment in the last 90 days minus the client's usual tone (the 365 days before)",
+        "score",
+        "Sentiment {value:.2f} above this client's usual tone",
+        _I,
+        direction="lower",
+        template_negative="Sentiment {value:.2f} below this client's usual tone",
+        template_zero="Sentiment at this client's usual tone",
+        bounds=(-2.0, 2.0),
+        basis="baseline",
+    ),
+    _f(
+        "sentiment_30d_vs_usual",
+        "relationship",
+        "Mean sentiment in the last 30 days minus the client's usual tone (the 365 days before "
+        "the last 90)",
+        "score",
+        "Sentiment in the last 30 days {value:.2f} above this client's usual tone",
+        _I,
+        direction="lower",
+        template_negative="Sentiment in the last 30 days {value:.2f} below this client's usual "
+        "tone",
+        template_zero="Sentiment in the last 30 days at this client's usual tone",
+        bounds=(-2.0, 2.0),
+        basis="baseline",
     ),
     # financial -----------------------------------------------------------------------------
     _f(
@@ -680,6 +820,70 @@ CATALOG: tuple[Feature, ...] = (
         direction="higher",
         template_zero="No renewal within 90 days with flat or falling spend",
     ),
+    # financial, against the account's own baseline ---------------------------------------
+    _f(
+        "spend_vs_usual",
+        "financial",
+        "Revenue invoiced in the last 90 days against the client's usual quarter (the 365 days "
+        "before, scaled to 90 days)",
+        "ratio",
+        "Spend {value:.0%} above this client's usual quarter",
+        _INV,
+        direction="lower",
+        template_negative="Spend {value:.0%} below this client's usual quarter",
+        template_zero="Spend at this client's usual quarter",
+        basis="baseline",
+    ),
+    _f(
+        "invoice_amount_vs_usual",
+        "financial",
+        "Mean invoice amount in the last 90 days against the client's usual (the 365 days before)",
+        "ratio",
+        "Invoices {value:.0%} larger than usual for this client",
+        _INV,
+        direction="lower",
+        template_negative="Invoices {value:.0%} smaller than usual for this client",
+        template_zero="Invoices the usual size for this client",
+        basis="baseline",
+    ),
+    _f(
+        "discount_share_90d",
+        "financial",
+        "Discounts as a share of billed value in the last 90 days",
+        "share",
+        "Discounts {value:.0%} of billed value in the last 90 days",
+        _INV,
+        direction="higher",
+        template_zero="No discounts in the last 90 days",
+    ),
+    _f(
+        "discount_share_vs_usual",
+        "financial",
+        "Discount share of billed value, last 90 days minus the client's usual (the 365 days "
+        "before), in percentage points",
+        "points",
+        "Discounts {value:.0f} percentage point{s} above this client's usual share of billed value",
+        _INV,
+        direction="higher",
+        template_negative="Discounts {value:.0f} percentage point{s} below this client's usual "
+        "share of billed value",
+        template_zero="Discounts at this client's usual share of billed value",
+        basis="baseline",
+    ),
+    _f(
+        "days_late_vs_usual",
+        "financial",
+        "Mean days late of invoices paid in the last 90 days minus the client's usual (those "
+        "paid in the 365 days before)",
+        "days",
+        "Invoices paid {value:.0f} day{s} later than usual for this client",
+        _INV,
+        direction="higher",
+        template_negative="Invoices paid {value:.0f} day{s} sooner than usual for this client",
+        template_zero="Invoices paid as promptly as usual for this client",
+        bounds=(None, None),
+        basis="baseline",
+    ),
     # satisfaction --------------------------------------------------------------------------
     _f(
         "last_survey_score",
@@ -751,6 +955,47 @@ CATALOG: tuple[Feature, ...] = (
         _T,
         direction="higher",
         template_zero="No open high-severity tickets",
+    ),
+    # satisfaction, against the account's own baseline -------------------------------------
+    _f(
+        "survey_score_vs_usual",
+        "satisfaction",
+        "Last survey score minus the client's usual: the mean of its answers in the three years "
+        "before the last",
+        "score",
+        "Last survey score {value:.1f} above this client's usual",
+        _S,
+        direction="lower",
+        template_negative="Last survey score {value:.1f} below this client's usual",
+        template_zero="Last survey score at this client's usual",
+        bounds=(-10.0, 10.0),
+        basis="baseline",
+    ),
+    _f(
+        "tickets_vs_usual",
+        "satisfaction",
+        "Tickets opened in the last 90 days against the client's usual pace (the 365 days "
+        "before, scaled to 90 days; a usual of at least 1)",
+        "ratio",
+        "Tickets {value:.0%} above this client's usual pace",
+        _T,
+        direction="higher",
+        template_negative="Tickets {value:.0%} below this client's usual pace",
+        template_zero="Tickets at this client's usual pace",
+        basis="baseline",
+    ),
+    _f(
+        "complaints_vs_usual",
+        "satisfaction",
+        "Complaints in the last 90 days against the client's usual pace (the 365 days before, "
+        "scaled to 90 days; a usual of at least 1)",
+        "ratio",
+        "Complaints {value:.0%} above this client's usual pace",
+        _T,
+        direction="higher",
+        template_negative="Complaints {value:.0%} below this client's usual pace",
+        template_zero="Complaints at this client's usual pace",
+        basis="baseline",
     ),
     # lifecycle -----------------------------------------------------------------------------
     _f(

@@ -16,12 +16,15 @@ from features.signals.timeline import (
     NAT,
     Grid,
     Timeline,
+    baseline_days,
+    baseline_window,
     column,
     day_of,
     flag,
     floats,
     mask,
     not_before,
+    pace_change,
     ratio,
     recorded,
     seconds,
@@ -62,6 +65,8 @@ def _interactions(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
             "review": held & mask(channel == "business_review"),
             "missed": mask(status.isin(MISSED)),
             "response": floats(column(frame, "response_hours")),
+            "client_led": held & mask(column(frame, "initiated_by", "string") == "client"),
+            "led_known": held & mask(column(frame, "initiated_by", "string").notna()),
         },
     )
     a, t = grid.acc, grid.t
@@ -85,6 +90,37 @@ def _interactions(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
     out["response_hours_90d"] = recent
     out["response_time_trend"] = recent - events.mean("response", a, grid.ago(180), grid.ago(90))
     out["business_review_6m"] = flag(events.total("review", a, grid.ago(182), t) > 0)
+    out |= _against_usual(events, grid, recorded(tables, "interactions", "initiated_by"))
+    return out
+
+
+def _against_usual(events: Timeline, grid: Grid, initiated: bool) -> dict[str, np.ndarray]:
+    """The last 90 days against the account's own year before them (baseline-relative)."""
+    a, t, quarter = grid.acc, grid.t, grid.ago(90)
+    start, end = baseline_window(grid)
+    days = baseline_days(grid)
+    out: dict[str, np.ndarray] = {
+        "interactions_vs_usual": pace_change(
+            events.total("held", a, quarter, t), events.total("held", a, start, end), 90, days
+        ),
+        "meetings_vs_usual": pace_change(
+            events.total("meeting", a, quarter, t),
+            events.total("meeting", a, start, end),
+            90,
+            days,
+        ),
+        "response_hours_vs_usual": events.mean("response", a, quarter, t)
+        - events.mean("response", a, start, end),
+    }
+    if initiated:
+        recent = ratio(
+            events.total("client_led", a, quarter, t), events.total("led_known", a, quarter, t)
+        )
+        usual = ratio(
+            events.total("client_led", a, start, end), events.total("led_known", a, start, end)
+        )
+        out["client_initiated_share_90d"] = recent
+        out["client_initiated_vs_usual"] = recent - usual
     return out
 
 

@@ -16,10 +16,13 @@ import pandas as pd
 from features.contract import Tables
 from features.signals.timeline import (
     DAY,
+    MIN_BASELINE_DAYS,
     NAT,
     NEVER,
     Grid,
     Timeline,
+    baseline_days,
+    baseline_window,
     column,
     day_of,
     first_reaching,
@@ -117,11 +120,51 @@ def _invoices(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
     out["_revenue_previous_90d"] = previous
     out["avg_days_late_365d"] = _mean_days_late(acc, due, settled, grid)
     out |= _overdue(acc, due, settled, amount, grid)
+    out |= _against_usual(billed, acc, due, paid, settled, grid)
+
+    def discount_share(start: np.ndarray, end: np.ndarray) -> np.ndarray:
+        given = billed.total("discount", a, start, end)
+        return ratio(given, billed.total("amount", a, start, end) + given)
+
     if recorded(tables, "invoices", "discount"):
-        year = grid.ago(365)
-        given = billed.total("discount", a, year, t)
-        out["discount_share_365d"] = ratio(given, billed.total("amount", a, year, t) + given)
+        out["discount_share_365d"] = discount_share(grid.ago(365), t)
+        out["discount_share_90d"] = discount_share(grid.ago(90), t)
+        out["discount_share_vs_usual"] = out["discount_share_90d"] - discount_share(
+            *baseline_window(grid)
+        )
     return out
+
+
+def _against_usual(
+    billed: Timeline,
+    acc: np.ndarray,
+    due: np.ndarray,
+    paid: np.ndarray,
+    settled: np.ndarray,
+    grid: Grid,
+) -> dict[str, np.ndarray]:
+    """Spend, invoice size and payment delay of the last 90 days against the account's own
+    year before them. A payment's delay (days from due date to payment, 0 when on time) is
+    known once it is paid, so delays are stamped at the payment."""
+    a, t, quarter = grid.acc, grid.t, grid.ago(90)
+    start, end = baseline_window(grid)
+    days = baseline_days(grid)
+    enough = days >= MIN_BASELINE_DAYS
+    usual_spend = billed.total("amount", a, start, end) * 90 / np.where(enough, days, np.nan)
+    recent_spend = billed.total("amount", a, quarter, t)
+    on_paid = (paid != NAT) & (due != NAT)
+    delays = Timeline(
+        acc[on_paid], settled[on_paid], {"late": (settled[on_paid] - due[on_paid]) / DAY}
+    )
+    return {
+        "spend_vs_usual": ratio(recent_spend - usual_spend, usual_spend),
+        "invoice_amount_vs_usual": ratio(
+            billed.mean("amount", a, quarter, t), billed.mean("amount", a, start, end)
+        )
+        - 1.0,
+        "days_late_vs_usual": delays.mean("late", a, quarter, t)
+        - delays.mean("late", a, start, end),
+    }
 
 
 def _mean_days_late(

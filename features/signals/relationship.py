@@ -16,11 +16,13 @@ from features.signals.timeline import (
     NAT,
     Grid,
     Timeline,
+    baseline_window,
     column,
     flag,
     floats,
     mask,
     not_before,
+    pace_change,
     ratio,
     recorded,
     seconds,
@@ -77,14 +79,26 @@ def _contacts(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
     )
     a, t = grid.acc, grid.t
 
-    def active(what: str) -> np.ndarray:
-        # joined before as_of minus left before as_of (an end is never before its start)
-        return cast(np.ndarray, joins.total(what, a, None, t) - leaves.total(what, a, None, t))
+    def active(what: str, when: np.ndarray = t) -> np.ndarray:
+        # joined before `when` minus left before it (an end is never before its start); a
+        # year ago reads as known now: the ends recorded since then count
+        return cast(
+            np.ndarray, joins.total(what, a, None, when) - leaves.total(what, a, None, when)
+        )
 
+    year_ago = grid.ago(365)
     out: dict[str, np.ndarray] = {
         "client_contacts_active": active("client"),
         "firm_contacts_active": active("firm"),
+        "client_contacts_left_365d": leaves.total("client", a, year_ago, t),
     }
+    # against a year ago only for clients that were clients then
+    began = seconds(grid.account_values("started_at").astype("datetime64[ns]"))
+    year = np.where((began == NAT) | (began <= year_ago), 365.0, 0.0)
+    for side in ("client", "firm"):
+        out[f"{side}_contacts_vs_year_ago"] = pace_change(
+            out[f"{side}_contacts_active"], active(side, year_ago), 365.0, year
+        )
     level = np.full(len(grid), np.nan)
     for i in range(len(SENIORITY_LEVELS)):  # four levels, each a whole-array step
         level = np.where(active(f"level{i}") > 0, float(i), level)
@@ -120,6 +134,10 @@ def _interactions(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
             events.total("held_senior", a, quarter, t), events.total("held_known", a, quarter, t)
         ),
     }
+    start, end = baseline_window(grid)
+    usual = events.mean("sentiment", a, start, end)
+    out["sentiment_vs_usual"] = recent - usual
+    out["sentiment_30d_vs_usual"] = events.mean("sentiment", a, grid.ago(30), t) - usual
     if recorded(tables, "interactions", "competitor_mentioned"):
         out["competitor_mentions_90d"] = events.total("competitor", a, quarter, t)
     return out

@@ -11,19 +11,25 @@ import numpy as np
 
 from features.contract import Tables
 from features.signals.timeline import (
+    DAY,
     NAT,
     Grid,
     Timeline,
+    baseline_days,
+    baseline_window,
     column,
     day_of,
     floats,
     mask,
     not_before,
+    pace_change,
     recorded,
     seconds,
 )
 
 HIGH_SEVERITY = ("high", "critical")
+# A client's usual survey score: the mean of its answers in the three years before the last.
+USUAL_SURVEY_DAYS = 1095
 
 
 def compute(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
@@ -47,10 +53,15 @@ def _surveys(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
     last = answers.last(grid.acc, grid.t)
     before = answers.previous(last, grid.acc)
     last_score = answers.value_at("score", last)
+    answered = answers.when_at(last)
+    # the earlier answers: from three years before the last one up to (not including) its day
+    until = np.where(answered == NAT, grid.t, answered)
+    usual = answers.mean("score", grid.acc, until - USUAL_SURVEY_DAYS * DAY, until)
     return {
         "last_survey_score": last_score,
         "survey_score_change": last_score - answers.value_at("score", before),
-        "days_since_last_survey": day_of(grid.t) - day_of(answers.when_at(last)),
+        "days_since_last_survey": day_of(grid.t) - day_of(answered),
+        "survey_score_vs_usual": last_score - usual,
     }
 
 
@@ -73,6 +84,12 @@ def _tickets(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
         "open_high_severity_tickets": opens.total("high", a, None, t)
         - closes.total("high", a, None, t),
     }
+    start, end = baseline_window(grid)
+    days = baseline_days(grid)
+    out["tickets_vs_usual"] = pace_change(out["tickets_90d"], opens.count(a, start, end), 90, days)
     if recorded(tables, "tickets", "is_complaint"):
         out["complaints_90d"] = opens.total("complaint", a, grid.ago(90), t)
+        out["complaints_vs_usual"] = pace_change(
+            out["complaints_90d"], opens.total("complaint", a, start, end), 90, days
+        )
     return out

@@ -76,6 +76,52 @@ def ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return cast(np.ndarray, np.divide(num, den, out=np.full(num.shape, np.nan), where=ok))
 
 
+RECENT_DAYS = 90
+"""The recent window of a baseline-relative feature: the last 90 days."""
+BASELINE_DAYS = 365
+"""The account's own baseline: the 365 days before the recent window."""
+MIN_BASELINE_DAYS = 30
+"""A pace needs at least this many days of the account's baseline window (after its start)."""
+
+
+def baseline_window(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's baseline window ``[as_of - 455 days, as_of - 90 days)``: the account's own
+    trailing year before the recent 90 days."""
+    return grid.ago(RECENT_DAYS + BASELINE_DAYS), grid.ago(RECENT_DAYS)
+
+
+def baseline_days(grid: Grid) -> np.ndarray:
+    """Days of each row's baseline window the account existed in (from ``started_at``; the
+    whole window when the start is unknown): a client won six months ago has a usual pace
+    over those months, not over a year it was not a client."""
+    start, end = baseline_window(grid)
+    began = seconds(grid.account_values("started_at").astype("datetime64[ns]"))
+    began = np.where(began == NAT, start, np.maximum(began, start))
+    days: np.ndarray = np.clip(end - began, 0, None) / DAY
+    return days
+
+
+def pace_change(
+    recent: np.ndarray,
+    earlier: np.ndarray,
+    recent_days: float = RECENT_DAYS,
+    earlier_days: float | np.ndarray = BASELINE_DAYS,
+    floor: float = 1.0,
+) -> np.ndarray:
+    """A count of the recent window against the account's usual pace:
+    ``(recent - usual) / max(usual, floor)`` with ``usual = earlier * recent_days /
+    earlier_days`` (the earlier window's count scaled to the recent window's length); NaN where
+    the earlier window is shorter than :data:`MIN_BASELINE_DAYS`. The floor keeps a sparse
+    account's change finite and modest: one event against a usual of none is +100 %, not
+    infinite."""
+    days = np.broadcast_to(np.asarray(earlier_days, dtype=np.float64), np.shape(earlier))
+    enough = days >= MIN_BASELINE_DAYS
+    usual = np.asarray(earlier, dtype=np.float64) * recent_days / np.where(enough, days, 1.0)
+    change = (np.asarray(recent, dtype=np.float64) - usual) / np.maximum(usual, floor)
+    out: np.ndarray = np.where(enough, change, np.nan)
+    return out
+
+
 def flag(condition: np.ndarray) -> np.ndarray:
     """A boolean array as 1.0 / 0.0 floats."""
     return np.asarray(condition, dtype=np.float64)

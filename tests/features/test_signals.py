@@ -352,7 +352,86 @@ def reference_row(tb: Tables, acc: str, t: pd.Timestamp) -> dict[str, float]:
     o["open_tickets"] = len(still_open)
     o["open_high_severity_tickets"] = int(still_open.severity.isin(["high", "critical"]).sum())
     o["tenure_months"] = (t - account.started_at).days / 30.4375
+    o |= baseline_reference(tb, acc, t, o)
     return o
+
+
+def baseline_reference(tb: Tables, acc: str, t: pd.Timestamp, o: dict) -> dict[str, float]:
+    """The baseline-relative features read literally: the last 90 days against the account's
+    own 365 days before them ([t - 455 days, t - 90 days))."""
+    r: dict[str, float] = {}
+    started = tb.accounts.set_index("account_id").loc[acc].started_at
+    lo, hi = t - 455 * D, t - 90 * D
+    days = 365.0 if pd.isna(started) else max((hi - max(started, lo)).total_seconds(), 0) / 86400
+
+    def pace(recent: float, earlier: float) -> float:
+        if days < 30:
+            return np.nan
+        usual = earlier * 90 / days
+        return (recent - usual) / max(usual, 1.0)
+
+    def share(frame: pd.DataFrame) -> float:
+        known = frame[frame.initiated_by.notna()]
+        return (known.initiated_by == "client").mean() if len(known) else np.nan
+
+    inter = tb.interactions[(tb.interactions.account_id == acc) & (tb.interactions.occurred_at < t)]
+    recent, base = _window(inter, "occurred_at", t, 90), _window(inter, "occurred_at", t, 455, 90)
+    held, held_base = recent[recent.status == "held"], base[base.status == "held"]
+    meeting = ["meeting", "business_review"]
+    r["interactions_vs_usual"] = pace(len(held), len(held_base))
+    r["meetings_vs_usual"] = pace(
+        held.channel.isin(meeting).sum(), held_base.channel.isin(meeting).sum()
+    )
+    r["response_hours_vs_usual"] = recent.response_hours.mean() - base.response_hours.mean()
+    r["client_initiated_share_90d"] = share(held)
+    r["client_initiated_vs_usual"] = share(held) - share(held_base)
+    r["sentiment_vs_usual"] = recent.sentiment.mean() - base.sentiment.mean()
+    last30 = _window(inter, "occurred_at", t, 30)
+    r["sentiment_30d_vs_usual"] = last30.sentiment.mean() - base.sentiment.mean()
+    co = tb.contacts[(tb.contacts.account_id == acc) & (tb.contacts.started_at < t)]
+    year_ago = t - 365 * D
+    r["client_contacts_left_365d"] = int(
+        ((co.side == "client") & (co.ended_at >= year_ago) & (co.ended_at < t)).sum()
+    )
+    then = co[(co.started_at < year_ago) & ~(co.ended_at < year_ago)]
+    for side in ("client", "firm"):
+        now = o[f"{side}_contacts_active"]
+        count = int((then.side == side).sum())
+        was_client = pd.isna(started) or started <= year_ago
+        r[f"{side}_contacts_vs_year_ago"] = (now - count) / max(count, 1) if was_client else np.nan
+    inv = tb.invoices[(tb.invoices.account_id == acc) & (tb.invoices.issued_at < t)]
+    recent, base = _window(inv, "issued_at", t, 90), _window(inv, "issued_at", t, 455, 90)
+    usual = base.amount.sum() * 90 / days if days >= 30 else np.nan
+    r["spend_vs_usual"] = (recent.amount.sum() - usual) / usual if usual else np.nan
+    before = base.amount.mean()
+    r["invoice_amount_vs_usual"] = recent.amount.mean() / before - 1 if before else np.nan
+
+    def discount_share(frame: pd.DataFrame) -> float:
+        billed = (frame.amount + frame.discount.fillna(0)).sum()
+        return frame.discount.fillna(0).sum() / billed if billed else np.nan
+
+    r["discount_share_90d"] = discount_share(recent)
+    r["discount_share_vs_usual"] = discount_share(recent) - discount_share(base)
+    due = inv.due_at.where(inv.due_at >= inv.issued_at, inv.issued_at)
+    paid = inv.paid_at.where(inv.paid_at >= inv.issued_at, inv.issued_at)
+    settled = paid.where(paid >= due, due)
+    delays = pd.DataFrame({"at": settled, "late": (settled - due).dt.days})[inv.paid_at.notna()]
+    r["days_late_vs_usual"] = (
+        _window(delays, "at", t, 90).late.mean() - _window(delays, "at", t, 455, 90).late.mean()
+    )
+    su = tb.surveys[(tb.surveys.account_id == acc) & (tb.surveys.answered_at < t)]
+    su = su.sort_values(["answered_at", "score"])
+    if len(su):
+        when = su.answered_at.iloc[-1]
+        earlier = su[(su.answered_at < when) & (su.answered_at >= when - 1095 * D)]
+        r["survey_score_vs_usual"] = su.score.iloc[-1] - earlier.score.mean()
+    else:
+        r["survey_score_vs_usual"] = np.nan
+    ti = tb.tickets[(tb.tickets.account_id == acc) & (tb.tickets.opened_at < t)]
+    base = _window(ti, "opened_at", t, 455, 90)
+    r["tickets_vs_usual"] = pace(o["tickets_90d"], len(base))
+    r["complaints_vs_usual"] = pace(o["complaints_90d"], int(base.is_complaint.fillna(False).sum()))
+    return r
 
 
 def test_engine_matches_a_literal_reading_of_every_definition():
