@@ -445,7 +445,13 @@ def ablation_and_importance(
     fits = fit_sets(parts, plan, sets, workers, progress)
     tables = {"ablation": ablation_table(parts, sets, fits, Bootstrap.of(plan), progress)}
     tables |= importance_tables(fits[ALL].booster, fits[ALL].features)
-    tables["ablation_split"] = [{"split": parts.split.description, "test_rows": len(parts.test.y)}]
+    tables["ablation_split"] = [
+        {
+            "split": parts.split.description,
+            "test_rows": len(parts.test.y),
+            "fits": len({id(fit) for fit in fits.values()}),
+        }
+    ]
     return tables
 
 
