@@ -118,23 +118,49 @@ class Bootstrap:
         samples = evaluation.bootstrap_samples or 200  # the bench always shows intervals
         return cls(samples, evaluation.interval_level, plan.seed, evaluation.ece_bins)
 
-    def gain(
-        self, y: np.ndarray, base: np.ndarray, new: np.ndarray, accounts: np.ndarray, metric: str
-    ) -> tuple[float, float, float]:
-        """(new - base, low, high) of ``metric`` on the same rows and draws."""
-        from training.bootstrap import paired_gain_interval
+    def resample(
+        self,
+        y: np.ndarray,
+        scores: Mapping[str, np.ndarray],
+        accounts: np.ndarray,
+        revenue: np.ndarray | None = None,
+    ) -> Resampled:
+        """Every metric of every scorer on the same resamples of the accounts."""
+        from training.bootstrap import bootstrap_metrics
+        from training.evaluate import evaluate
 
-        point, low, high = paired_gain_interval(
-            y,
-            base,
-            new,
-            accounts,
-            metric=metric,
-            samples=self.samples,
-            level=self.level,
-            seed=self.seed,
-            bins=self.bins,
+        boot = bootstrap_metrics(
+            y, dict(scores), accounts, revenue, samples=self.samples, seed=self.seed, bins=self.bins
         )
+        points = {name: evaluate(y, s, revenue, bins=self.bins) for name, s in scores.items()}
+        return Resampled(self.level, points, boot.values, boot.accounts)
+
+
+@dataclass(frozen=True)
+class Resampled:
+    """Scorers measured on the same resamples: each figure's interval, and the paired
+    interval of the difference of two scorers. One resampling for many scorers gives exactly
+    what ``training.bootstrap.account_bootstrap`` and ``paired_gain_interval`` give for each
+    (the draws depend only on the accounts and the seed), without resampling again for every
+    pair."""
+
+    level: float
+    points: dict[str, dict[str, float]]
+    values: dict[str, dict[str, np.ndarray]]
+    accounts: int
+
+    def interval(self, scorer: str, metric: str) -> tuple[float, float]:
+        from training.bootstrap import percentile_interval
+
+        return percentile_interval(self.values[scorer][metric], self.level)
+
+    def gain(self, base: str, new: str, metric: str) -> tuple[float, float, float]:
+        """(new - base, low, high) of ``metric``."""
+        from training.bootstrap import percentile_interval
+
+        point = self.points[new][metric] - self.points[base][metric]
+        diff = self.values[new][metric] - self.values[base][metric]
+        low, high = percentile_interval(diff, self.level)
         return float(point), float(low), float(high)
 
 
@@ -172,23 +198,12 @@ def headline_results(
     """The headline rows from the paired test rows (:func:`paired_test_rows`) and each run's
     test metrics of the model (``TrainResult.metrics["model"]``): each figure with its
     interval and the paired interval of the gain."""
-    from training.bootstrap import account_bootstrap
-
     y = rows["churned"].to_numpy(float)
     accounts = rows["account_id"].to_numpy()
     scores = {"today": rows["p_today"].to_numpy(float), "all": rows["p_all"].to_numpy(float)}
-    intervals = account_bootstrap(
-        y,
-        scores,
-        accounts,
-        rows["revenue"].to_numpy(float),
-        samples=draws.samples,
-        level=draws.level,
-        seed=draws.seed,
-        bins=draws.bins,
-    )
-    base, new = scores["today"], scores["all"]
-    gains = {m: draws.gain(y, base, new, accounts, m) for m in HEADLINE_METRICS}
+    boot = draws.resample(y, scores, accounts, rows["revenue"].to_numpy(float))
+    intervals = {k: {m: boot.interval(k, m) for m in HEADLINE_METRICS} for k in scores}
+    gains = {m: boot.gain("today", "all", m) for m in HEADLINE_METRICS}
     pct = f"{100 * draws.level:g} %"
 
     def facts(metric: str) -> dict[str, Any]:
@@ -203,7 +218,7 @@ def headline_results(
             "level": draws.level,
             "bootstrap_samples": draws.samples,
             "test_rows": len(rows),
-            "test_accounts": int(pd.unique(accounts).size),
+            "test_accounts": boot.accounts,
         }
 
     def name(metric: str, title: str) -> str:
@@ -340,38 +355,39 @@ def ablation_table(
 ) -> list[dict[str, Any]]:
     """One record per feature set: its size, early-stopping round, test ROC AUC and PR AUC and
     the paired gain of each against all features (point, low, high; None for all features and
-    for an empty set, whose ``note`` says why)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
+    for an empty set, whose ``note`` says why). Every set is measured on the same resamples."""
     y, accounts = parts.test.y, parts.test.frame["account_id"].to_numpy()
-    base = fits[ALL].scores
+    scored = {name: fit for name, fit in fits.items()}
+    distinct = {id(fit): name for name, fit in reversed(scored.items())}  # first name per fit
+    with progress.step(f"ablation: bootstrap intervals ({draws.samples} resamples)"):
+        boot = draws.resample(
+            y, {name: scored[name].scores for name in distinct.values()}, accounts
+        )
     records = []
-    with progress.bar("ablation: bootstrap intervals of the gains", len(sets)) as advance:
-        for name, names in sets.items():
-            record: dict[str, Any] = {
-                "set": name,
-                "kind": _set_kind(name),
-                "features": len(names),
-                "best_iteration": None,
-                "note": "",
-            }
-            fit = fits.get(name)
-            if fit is None:
-                basis = name.removesuffix(" only")
-                record["note"] = f"no {basis} features in the catalogue yet"
-                record |= {m: None for m in ABLATION_METRICS}
-                record |= {f"{m}_gain": None for m in ABLATION_METRICS}
-            else:
-                record["best_iteration"] = int(fit.booster.best_iteration)
-                record["roc_auc"] = float(roc_auc_score(y, fit.scores))
-                record["pr_auc"] = float(average_precision_score(y, fit.scores))
-                for metric in ABLATION_METRICS:
-                    gain = (
-                        None if name == ALL else draws.gain(y, base, fit.scores, accounts, metric)
-                    )
-                    record[f"{metric}_gain"] = None if gain is None else list(gain)
-            records.append(record)
-            advance()
+    for name, names in sets.items():
+        record: dict[str, Any] = {
+            "set": name,
+            "kind": _set_kind(name),
+            "features": len(names),
+            "best_iteration": None,
+            "note": "",
+        }
+        fit = fits.get(name)
+        if fit is None:
+            basis = name.removesuffix(" only")
+            record["note"] = f"no {basis} features in the catalogue yet"
+            record |= {m: None for m in ABLATION_METRICS}
+            record |= {f"{m}_gain": None for m in ABLATION_METRICS}
+        else:
+            same = distinct[id(fit)]  # the name its scores were resampled under
+            record["best_iteration"] = int(fit.booster.best_iteration)
+            for metric in ABLATION_METRICS:
+                record[metric] = boot.points[same][metric]
+                gain = None if name == ALL else boot.gain(distinct[id(fits[ALL])], same, metric)
+                record[f"{metric}_gain"] = None if gain is None else list(gain)
+            if same != name:
+                record["note"] = f"same features as {same}"
+        records.append(record)
     return records
 
 

@@ -366,6 +366,43 @@ def test_headline_rows_carry_each_figures_interval_and_the_paired_gain():
     assert roc.ratio == every["roc_auc"] / today["roc_auc"]  # the ratio to today's features
 
 
+def test_one_resampling_gives_what_the_interval_functions_give_pair_by_pair():
+    """The suite resamples many scorers at once; each figure and each gain is what
+    account_bootstrap and paired_gain_interval give on their own."""
+    from training.bootstrap import account_bootstrap, paired_gain_interval
+
+    rows = _paired_rows(n_accounts=120)
+    y, accounts = rows["churned"].to_numpy(), rows["account_id"].to_numpy()
+    rng = np.random.default_rng(9)
+    scores = {
+        "today": rows["p_today"].to_numpy(),
+        "all": rows["p_all"].to_numpy(),
+        "noise": rng.random(len(rows)),
+    }
+    draws = quality.Bootstrap(samples=40, level=0.9, seed=11, bins=10)
+    boot = draws.resample(y, scores, accounts, rows["revenue"].to_numpy())
+    alone = account_bootstrap(
+        y, scores, accounts, rows["revenue"].to_numpy(), samples=40, level=0.9, seed=11, bins=10
+    )
+    for name in scores:
+        for metric in quality.HEADLINE_METRICS:
+            assert boot.interval(name, metric) == pytest.approx(alone[name][metric], abs=1e-12)
+    for base, new in (("today", "all"), ("all", "noise")):
+        for metric in quality.HEADLINE_METRICS:
+            pair = paired_gain_interval(
+                y,
+                scores[base],
+                scores[new],
+                accounts,
+                metric=metric,
+                samples=40,
+                level=0.9,
+                seed=11,
+                bins=10,
+            )
+            assert boot.gain(base, new, metric) == pytest.approx(pair, abs=1e-12), metric
+
+
 def test_headline_targets_follow_the_issue():
     rows, draws = _paired_rows(n_accounts=60), quality.Bootstrap(20, 0.95, 0, 10)
 
