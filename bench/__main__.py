@@ -22,6 +22,8 @@ OUT = Path(__file__).resolve().parent / "results.json"
 
 def main(argv: list[str]) -> int:
     console = Console()
+    if not console.is_terminal:  # a log file: wide enough for the rows' names
+        console = Console(width=160)
     names = argv or list(SUITES)
     unknown = sorted(set(names) - set(SUITES))
     if unknown:
