@@ -88,7 +88,8 @@ class PruneConfig(_Strict):
     ``group_correlation`` or more) is permuted on the validation rows ``repeats`` times; its
     importance is the mean rise of the validation log loss. A group is kept when its
     importance minus ``standard_errors`` times its standard error (clustered by account) is
-    above ``min_gain``; the rest are dropped and the model is refitted on the kept ones."""
+    above ``min_gain``; the rest are dropped and the model is refitted on the kept ones (kept
+    only if its validation log loss is not higher, else every feature stays)."""
 
     enabled: bool = False
     repeats: int = Field(5, ge=1, le=100)

@@ -273,7 +273,7 @@ def export_bundle(
             search_trials=plan.trials,
             ece_bins=cfg.evaluation.ece_bins,
             health_backtest=health_backtest,
-            extra_limitations=[selection.card_line()] if selection else [],
+            extra_limitations=selection.card_lines() if selection else [],
         )
     )
     test_frame = report.test_frame

@@ -14,8 +14,10 @@ over the repeats. A group is kept when its importance minus ``standard_errors`` 
 standard error (rows clustered by account: an account's monthly rows are not independent) is
 above ``min_gain``; the others are dropped and the model is refitted on the kept features
 with the same parameters and the same early stopping, through ``training.fit.fit_model`` (so
-on the run's engine, Dask included). Only the fitted model and the validation rows are read:
-the test period plays no part in the choice, so its metrics stay an unbiased estimate.
+on the run's engine, Dask included). The refit is kept only if its validation log loss is not
+higher than the first model's; else every feature stays. Only the fitted models and the
+validation rows are read: the test period plays no part in the choice, so its metrics stay an
+unbiased estimate.
 
 The importance is computed here rather than with ``sklearn.inspection.permutation_importance``
 (scikit-learn 1.9): that function permutes one column at a time, with no way to move a group's
@@ -267,6 +269,11 @@ class Selection:
             "note": self.note,
         }
 
+    def card_lines(self) -> list[str]:
+        """The model card's line on the features (:meth:`card_line`) when the config excluded
+        some or pruning ran; else none."""
+        return [self.card_line()] if self.excluded or self.enabled else []
+
     def card_line(self) -> str:
         """One line for the model card: the feature count, exclusions and pruning."""
         total = len(self.kept) + len(self.pruned) + len(self.excluded)
@@ -377,8 +384,11 @@ def prune_and_refit(
 ) -> tuple[FittedModel, SplitParts, Selection]:
     """The pipeline's selection step, after ``fit_model``: with ``features.prune`` enabled,
     prune on the validation period (:func:`prune_features`) and refit on the kept features
-    (same parameters, same early stopping, on ``engine``); returns the model and split parts
-    the rest of the run uses (only the kept features) and the record of the selection."""
+    (same parameters, same early stopping, on ``engine``). The refit replaces the first model
+    only if its validation log loss is not higher (dropping many small contributions at once
+    can cost more than each shows alone); else every feature stays, with a note. Returns the
+    model and split parts the rest of the run uses (only the kept features) and the record of
+    the selection."""
     from training.fit import fit_model
 
     cfg = plan.config.features
@@ -397,16 +407,30 @@ def prune_and_refit(
         "rows": len(parts.validation.y),
         "positives": int(parts.validation.y.sum()),
         "accounts": len(np.unique(_accounts(parts.validation.frame, len(parts.validation.y)))),
-        "log_loss_before": log_loss,
-        "best_iteration_before": model.best_iteration,
+        "log_loss": log_loss,
+        "best_iteration": model.best_iteration,
     }
     if pruned:
-        parts = keep_features(parts, kept)
-        refit = fit_model(engine, snapshots, parts, plan, progress, params=model.params)
-        model = replace(refit, search_score=model.search_score)
-    after = model.booster.predict(parts.validation.x, num_threads=1)
-    validation["log_loss_after"] = float(row_log_loss(parts.validation.y, after).mean())
-    validation["best_iteration_after"] = model.best_iteration
+        kept_parts = keep_features(parts, kept)
+        refit = fit_model(engine, snapshots, kept_parts, plan, progress, params=model.params)
+        after = row_log_loss(
+            kept_parts.validation.y, refit.booster.predict(kept_parts.validation.x, num_threads=1)
+        ).mean()
+        validation["refit_log_loss"] = float(after)
+        validation["refit_best_iteration"] = refit.best_iteration
+        if after <= log_loss:
+            model = replace(refit, search_score=model.search_score)
+            parts = kept_parts
+        else:
+            # Many small contributions can add up to more than each one shows alone.
+            note = (
+                f"the refit on the {len(kept)} kept features had a higher validation log loss "
+                f"({after:.5f} > {log_loss:.5f}), so the run keeps all {len(parts.features)}"
+            )
+            _log.warning("feature pruning undone: %s", note)
+            validation["refit_dropped"] = list(pruned)
+            kept, pruned = tuple(parts.features), ()
+            importances = tuple(replace(i, kept=True) for i in importances)
     settings = {
         "method": "permutation",
         "metric": "log_loss",
