@@ -412,3 +412,37 @@ def test_a_run_that_neither_excludes_nor_prunes_adds_no_card_line():
     (line,) = pruned.card_lines()
     assert line.startswith("The model uses 1 of the catalogue's 2 model inputs; pruned on the")
     assert ": b. Early stopping, calibration and this selection all used the validation" in line
+
+
+@pytest.mark.slow
+def test_pruning_on_the_dask_engine_refits_on_the_cluster_with_the_kept_features(
+    demo_source, tmp_path
+):
+    from churn.engine import DaskEngine, dask_client
+    from training.fit import fit_model
+    from training.frame import build_training_frame, load_source
+
+    settings = isolated_settings(tmp_path)
+    plan = plan_run(settings)
+    config = plan.config.model_copy(
+        update={
+            "features": TrainConfig.model_validate(
+                {"features": {"prune": {"enabled": True, "standard_errors": 0}}}
+            ).features
+        }
+    )
+    plan = dataclasses.replace(plan, config=config)
+    with dask_client(n_workers=2, threads_per_worker=1) as client:
+        engine = DaskEngine(client)
+        data = build_training_frame(load_source(str(demo_source), settings, plan), plan, engine)
+        parts = split_by_time(
+            data.frame, plan.config.split, plan.snapshots.horizon_days, plan.features
+        )
+        first = fit_model(engine, data.snapshots, parts, plan)
+        model, kept_parts, selection = prune_and_refit(
+            engine, data.snapshots, parts, plan, first, SILENT
+        )
+    assert selection.pruned and kept_parts.features == selection.kept
+    assert model.booster.feature_name() == list(selection.kept)
+    assert model.model_text != first.model_text
+    assert model.booster.predict(kept_parts.test.x).shape == (len(parts.test.y),)
