@@ -115,7 +115,8 @@ class FeaturesConfig(_Strict):
         try:
             resolve_features(value)
         except ConfigError as exc:
-            raise ValueError(str(exc)) from exc
+            # The file's error names the key already.
+            raise ValueError(str(exc).removeprefix("features.exclude: ")) from exc
         return value
 
 
