@@ -53,12 +53,48 @@ def comparison_table(metrics: dict[str, dict[str, float]]) -> Table:
     return table
 
 
+#: The metrics the report prints with their intervals (the table has them all without).
+INTERVAL_METRICS: tuple[tuple[str, str], ...] = (
+    ("roc_auc", "ROC AUC"),
+    ("pr_auc", "PR AUC"),
+    ("lift_top_decile", "top-decile lift"),
+    ("ece", "ECE"),
+)
+
+
+def interval_lines(result: TrainResult) -> list[str]:
+    """Each scorer's main metrics with their intervals, ``ROC AUC 0.803 [0.781-0.824]``,
+    under a line saying how they were made; nothing when the run made none."""
+    import math
+
+    from training.evaluate import ALL_SCORERS
+
+    note = result.interval_note
+    if note is None or not result.intervals:
+        return []
+    lines = [f"{note.describe()}:"]
+    for scorer in (s for s in ALL_SCORERS if s in result.intervals):
+        parts = []
+        for metric, label in INTERVAL_METRICS:
+            value = result.metrics[scorer].get(metric, math.nan)
+            low, high = result.intervals[scorer].get(metric, (math.nan, math.nan))
+            if all(v is not None and math.isfinite(v) for v in (value, low, high)):
+                parts.append(f"{label} {value:.3f} [{low:.3f}-{high:.3f}]")
+        if parts:
+            lines.append(f"  {scorer}: " + ", ".join(parts))
+    return lines
+
+
 def _report(result: TrainResult, out: Any) -> None:
+    from rich.markup import escape
+
     from churn.bundle import CHAMPION_DIR
 
     periods = result.split.periods
     out.print(f"split: {result.split.description}")
     out.print(comparison_table(result.metrics))
+    for line in interval_lines(result):
+        out.print(escape(line))  # the brackets are text, not markup
     test = periods["test"]
     out.print(
         f"test period {test.start.date()} to {test.end.date()}: {test.rows} account-dates, "

@@ -80,6 +80,10 @@ class CalibrationConfig(_Strict):
 
 class EvaluationConfig(_Strict):
     ece_bins: int = Field(10, ge=2, le=100)
+    # Intervals of the test metrics: resamples of the test accounts (0 = no intervals) and
+    # the share of the resampled values each interval holds (training.bootstrap).
+    bootstrap_samples: int = Field(200, ge=0, le=10_000)
+    interval_level: float = Field(0.95, gt=0, lt=1)
 
 
 class PruneConfig(_Strict):

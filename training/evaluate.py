@@ -25,12 +25,15 @@ two purchase baselines join them (:data:`PURCHASE_SCORERS`, :mod:`training.btyd`
 ``recency`` (days since the last invoice) and ``bgnbd`` (the BG/NBD probability of no
 purchase in the row's label window); recency is a ranking in days, so its Brier score and
 calibration error are NaN.
+
+Every metric of every scorer also gets a bootstrap interval by account on the same rows
+(:func:`metric_intervals`, :mod:`training.bootstrap`; docs/metrics.md#intervals).
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -42,6 +45,7 @@ from churn.bundle import OperatingPoints
 from churn.model_terms import annual_revenue
 
 if TYPE_CHECKING:
+    from training.bootstrap import IntervalNote
     from training.calibrate import CalibrationFit
     from training.config import OperatingPointsConfig, RunPlan, TrainConfig
     from training.fit import FittedModel
@@ -340,7 +344,9 @@ class Evaluation:
     model's SHAP contributions on the test rows (last column: the bias), the rows' revenue
     weights, the test frame (identity, model features, label, health score,
     ``churn_probability``) and the operating points chosen on the validation period with
-    their figures on validation and test."""
+    their figures on validation and test; ``intervals`` holds each scorer's metric intervals
+    (``{scorer: {metric: (low, high)}}``, :mod:`training.bootstrap`; empty when
+    ``evaluation.bootstrap_samples`` is 0) and ``interval_note`` how they were made."""
 
     calibration: CalibrationFit
     scores: dict[str, np.ndarray]
@@ -349,6 +355,8 @@ class Evaluation:
     revenue: np.ndarray
     test_frame: pd.DataFrame
     operating_points: OperatingPoints
+    intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    interval_note: IntervalNote | None = None
 
 
 def calibrate_and_evaluate(
@@ -394,6 +402,7 @@ def calibrate_and_evaluate(
     metrics = {name: evaluate(test.y, s, revenue, bins=bins) for name, s in scores.items()}
     for name in NOT_PROBABILITIES & set(metrics):
         metrics[name] |= {"brier": float("nan"), "ece": float("nan")}
+    intervals, note = metric_intervals(test.y, scores, test.frame, revenue, cfg, seed)
     contributions = np.asarray(booster.predict(test.x, pred_contrib=True), dtype=float)
     test_frame = test.frame[
         [c for c in ("account_id", "as_of", "account_manager") if c in test.frame]
@@ -409,7 +418,46 @@ def calibrate_and_evaluate(
         revenue=revenue,
         test_frame=test_frame,
         operating_points=points,
+        intervals=intervals,
+        interval_note=note,
     )
+
+
+def metric_intervals(
+    y: np.ndarray,
+    scores: dict[str, np.ndarray],
+    frame: pd.DataFrame,
+    revenue: np.ndarray,
+    cfg: TrainConfig,
+    seed: int,
+) -> tuple[dict[str, dict[str, tuple[float, float]]], IntervalNote | None]:
+    """Each scorer's metric intervals on the test rows, resampling the accounts of
+    ``frame`` (``cfg.evaluation``: resamples, level; seeded by the run's ``seed``), and how
+    they were made; nothing when ``bootstrap_samples`` is 0 or the rows have no account."""
+    import logging
+
+    from training.bootstrap import IntervalNote, bootstrap_metrics
+
+    ev = cfg.evaluation
+    if ev.bootstrap_samples == 0 or "account_id" not in frame:
+        return {}, None
+    boot = bootstrap_metrics(
+        y,
+        scores,
+        frame["account_id"].to_numpy(),
+        revenue,
+        samples=ev.bootstrap_samples,
+        seed=seed,
+        bins=ev.ece_bins,
+    )
+    note = IntervalNote(ev.bootstrap_samples, ev.interval_level, boot.accounts, boot.skipped)
+    if boot.skipped:
+        logging.getLogger(__name__).warning(
+            "%d of %d bootstrap resamples held one class only and were left out",
+            boot.skipped,
+            boot.samples,
+        )
+    return boot.intervals(ev.interval_level), note
 
 
 class RunOutputs(NamedTuple):

@@ -274,6 +274,8 @@ def export_bundle(
             ece_bins=cfg.evaluation.ece_bins,
             health_backtest=health_backtest,
             extra_limitations=selection.card_lines() if selection else [],
+            intervals=report.intervals,
+            interval_note=report.interval_note.to_dict() if report.interval_note else None,
         )
     )
     test_frame = report.test_frame

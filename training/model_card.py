@@ -48,6 +48,10 @@ class CardInputs:
     extra_limitations: list[str] = field(default_factory=list)
     # ``Backtest.summary()`` of the health rules on the same split (training.health_backtest)
     health_backtest: dict[str, Any] | None = None
+    # Each scorer's metric intervals, {scorer: {metric: (low, high)}}, and how they were made
+    # (``IntervalNote.to_dict()``: samples, level, accounts, skipped); None: no intervals.
+    intervals: dict[str, dict[str, tuple[float, float]]] | None = None
+    interval_note: dict[str, Any] | None = None
 
 
 def mean_abs_drivers(
@@ -130,17 +134,50 @@ def _operating_points(points: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _metrics_table(metrics: dict[str, dict[str, float]]) -> list[str]:
+def _cell(value: float | None, bounds: tuple[float, float] | None) -> str:
+    """A metric with its interval, ``0.803 [0.781-0.824]`` (the value alone without one)."""
+    text = _fmt(value)
+    if text == "n/a" or bounds is None or not all(np.isfinite(b) for b in bounds):
+        return text
+    return f"{text} [{_fmt(bounds[0])}-{_fmt(bounds[1])}]"
+
+
+def _metrics_table(
+    metrics: dict[str, dict[str, float]],
+    intervals: dict[str, dict[str, tuple[float, float]]] | None = None,
+) -> list[str]:
     scorers = [s for s in ALL_SCORERS if s in metrics]
+    intervals = intervals or {}
     lines = [
         "| metric | " + " | ".join(_SCORER_NAMES[s] for s in scorers) + " |",
         "|---|" + "---:|" * len(scorers),
     ]
     for m in METRICS:
         arrow = "higher is better" if HIGHER_IS_BETTER[m] else "lower is better"
-        cells = [_fmt(metrics[s].get(m)) for s in scorers]
+        cells = [_cell(metrics[s].get(m), intervals.get(s, {}).get(m)) for s in scorers]
         lines.append(f"| {METRIC_LABELS[m]} ({arrow}) | " + " | ".join(cells) + " |")
     return lines
+
+
+def _intervals_note(note: dict[str, Any] | None) -> list[str]:
+    """What the bracketed intervals of the metrics table are."""
+    if not note:
+        return []
+    level = f"{100 * note['level']:g} %"
+    skipped = (
+        f" ({note['skipped']} resamples holding one class only were left out)"
+        if note.get("skipped")
+        else ""
+    )
+    return [
+        "",
+        f"In brackets: {level} bootstrap intervals by account, from {note['samples']} "
+        f"resamples of the {note['accounts']:,} test accounts{skipped}. Each resample draws "
+        "the accounts with replacement and takes every row of a drawn account with it (rows "
+        "of one account are correlated, so resampling rows would make the intervals too "
+        f"narrow); every column is measured on the same resamples; an interval holds the "
+        f"central {level} of the resampled values (docs/metrics.md#intervals).",
+    ]
 
 
 def _purchase_baselines_note(metrics: dict[str, dict[str, float]]) -> list[str]:
@@ -302,7 +339,8 @@ def render_model_card(card: CardInputs) -> str:
         "",
         "## Test-period metrics against the baselines (same rows)",
         "",
-        *_metrics_table(card.metrics),
+        *_metrics_table(card.metrics, card.intervals),
+        *_intervals_note(card.interval_note if card.intervals else None),
         "",
         "The health score baseline ranks by 100 minus the rule-based health score; its "
         "probability-scale metrics (Brier, calibration error) are shown for completeness, "
@@ -353,7 +391,13 @@ def render_model_card(card: CardInputs) -> str:
         "priced or recorded after the training period can shift its probabilities; watch the "
         "calibration on new periods and retrain.",
         "- Rows are monthly snapshots of the same accounts, so the test rows are not independent; "
-        "metric differences of a few thousandths are noise.",
+        "metric differences of a few thousandths are noise"
+        + (
+            ", and the intervals above resample accounts, not rows. They are of each figure "
+            "alone, not of the difference between two columns."
+            if card.intervals
+            else "."
+        ),
         "- Churn reasons are not predicted; the drivers are associations, not causes: use them to "
         "start a conversation, not as a diagnosis.",
     ]

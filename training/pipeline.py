@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from churn.bundle import OperatingPoints
     from churn.engine import Engine
     from churn.settings import Settings
+    from training.bootstrap import IntervalNote
     from training.config import RunPlan
     from training.health_backtest import Backtest
     from training.progress import Progress
@@ -63,14 +64,23 @@ class TrainResult:
     operating_points: OperatingPoints | None = None
     # Features dropped by pruning on the validation period (training.select; empty when off).
     pruned: list[str] = field(default_factory=list)
+    # Each scorer's metric intervals, {scorer: {metric: (low, high)}}, and how they were made
+    # (training.bootstrap; empty and None when evaluation.bootstrap_samples is 0).
+    intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+    interval_note: IntervalNote | None = None
 
     def summary(self) -> dict[str, Any]:
-        """The ``--json`` object: per-scorer metrics, the promotion, and the run's facts."""
+        """The ``--json`` object: per-scorer metrics, their intervals
+        (``{scorer: {metric: [low, high]}}``), the promotion, and the run's facts."""
         from training.export import json_safe
 
         return json_safe(
             {
                 **self.metrics,
+                "intervals": {
+                    scorer: {m: list(bounds) for m, bounds in values.items()}
+                    for scorer, values in self.intervals.items()
+                },
                 "promotion": self.promotion.to_dict(),
                 "run": {
                     "model_version": self.model_version,
@@ -86,6 +96,7 @@ class TrainResult:
                     "periods": self.split.to_dict(),
                     "snapshot_hash": self.snapshot_hash,
                     "seconds": round(self.seconds, 1),
+                    "intervals": self.interval_note.to_dict() if self.interval_note else None,
                 },
             }
         )
@@ -200,6 +211,8 @@ def run(
         health_backtest=backtest_summary,
         operating_points=report.operating_points,
         pruned=list(selection.pruned),
+        intervals=report.intervals,
+        interval_note=report.interval_note,
     )
 
 

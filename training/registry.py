@@ -15,6 +15,7 @@ metrics logged on a different test period.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import tempfile
 import warnings
@@ -497,6 +498,8 @@ def log_run(run: RunOutputs, health_backtest: Backtest | None = None) -> str:
             "search_trials": plan.trials,
             "calibration_method": report.calibration.method,
             "ece_bins": cfg.evaluation.ece_bins,
+            "bootstrap_samples": cfg.evaluation.bootstrap_samples,
+            "interval_level": cfg.evaluation.interval_level,
             "train_config_version": cfg.version,
             "health_config_version": plan.health.version,
             **_flat_params("split.", cfg.split.model_dump()),
@@ -526,6 +529,7 @@ def log_run(run: RunOutputs, health_backtest: Backtest | None = None) -> str:
         for metric, value in values.items()
         if np.isfinite(value)
     }
+    flat_metrics |= _interval_metrics(report.intervals)
     points = report.operating_points
     flat_metrics.update(
         {
@@ -588,6 +592,18 @@ def log_feature_selection(selection: Selection) -> None:
         }
     )
     mlflow.log_dict(json_safe(selection.to_dict()), "feature_selection.json")
+
+
+def _interval_metrics(intervals: dict[str, dict[str, tuple[float, float]]]) -> dict[str, float]:
+    """The metric intervals as MLflow metrics beside their point figures:
+    ``<scorer>.<metric>_low`` and ``<scorer>.<metric>_high`` (undefined bounds left out)."""
+    return {
+        f"{scorer}.{metric}_{side}": float(bound)
+        for scorer, values in intervals.items()
+        for metric, bounds in values.items()
+        for side, bound in zip(("low", "high"), bounds, strict=True)
+        if math.isfinite(bound)
+    }
 
 
 def _plots(

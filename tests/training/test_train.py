@@ -127,6 +127,34 @@ def test_mlflow_run_holds_params_lineage_metrics_plots_and_the_registered_model(
     assert Path(settings.mlflow_artifacts_dir, "churn").is_dir()
 
 
+def test_every_test_metric_has_an_interval_in_the_summary_mlflow_and_the_card(first_run):
+    from mlflow import MlflowClient
+
+    result, settings, _ = first_run
+    note = result.summary()["run"]["intervals"]
+    assert note["samples"] == 200 and note["level"] == 0.95
+    assert note["accounts"] == result.test_frame["account_id"].nunique()
+    intervals = result.summary()["intervals"]
+    assert set(intervals) == set(result.metrics) == {"model", "health_score", "logistic"}
+    for scorer, metrics in intervals.items():
+        assert set(metrics) == set(METRICS), scorer
+        for metric, (low, high) in metrics.items():
+            # A percentile interval of a metric's resampled values; it holds a typical value,
+            # though not always the whole period's (the ECE's resampled values run higher).
+            assert low < high, (scorer, metric)
+            if metric in ("roc_auc", "pr_auc", "recall_top_decile", "lift_top_decile"):
+                assert low <= result.metrics[scorer][metric] <= high, (scorer, metric)
+    logged = MlflowClient(settings.tracking_uri()).get_run(result.run_id).data
+    assert logged.metrics["model.roc_auc_low"] == pytest.approx(intervals["model"]["roc_auc"][0])
+    assert logged.metrics["logistic.ece_high"] == pytest.approx(intervals["logistic"]["ece"][1])
+    assert logged.params["bootstrap_samples"] == "200"
+    card = (result.bundle_path / "model_card.md").read_text()
+    low, high = intervals["model"]["pr_auc"]
+    assert f"| {result.metrics['model']['pr_auc']:.3f} [{low:.3f}-{high:.3f}] |" in card
+    accounts = f"{note['accounts']:,}"
+    assert f"95 % bootstrap intervals by account, from 200 resamples of the {accounts} test" in card
+
+
 def test_the_run_logs_the_health_rules_backtest_and_its_card_reports_it(first_run):
     from mlflow import MlflowClient
 
@@ -161,8 +189,13 @@ def test_second_run_on_the_same_data_gives_the_same_metrics(first_run, demo_sour
         assert summary[scorer] == json.loads(json.dumps(result.metrics[scorer])), scorer
     assert summary["promotion"]["promoted"] is True
     assert summary["run"]["snapshot_hash"] == result.snapshot_hash
-    # The human report went to stderr: the comparison table and the decision.
+    # The intervals are seeded by the run's seed: the same run, the same intervals.
+    assert summary["intervals"] == json.loads(json.dumps(result.intervals))
+    # The human report went to stderr: the comparison table, the intervals and the decision.
     assert "PR AUC" in done.stderr and "promoted to champion" in done.stderr
+    low, high = result.intervals["model"]["roc_auc"]
+    point = result.metrics["model"]["roc_auc"]
+    assert f"model: ROC AUC {point:.3f} [{low:.3f}-{high:.3f}]" in done.stderr
 
 
 def test_promotion_refuses_a_worse_model_and_force_overrides(first_run, demo_source, tmp_path):
