@@ -115,3 +115,13 @@ def test_the_report_table_shows_only_the_scorers_a_run_has():
     console.print(comparison_table(metrics))
     plain = console.export_text()
     assert "recency baseline" in plain and "BG/NBD baseline" in plain and "n/a" in plain
+
+
+def test_the_report_table_gives_every_figure_its_interval():
+    metrics = {s: dict.fromkeys(METRICS, 0.5) for s in SCORERS}
+    intervals = {s: dict.fromkeys(METRICS, (0.25, 0.75)) for s in SCORERS}
+    intervals["logistic"]["brier"] = (float("nan"), float("nan"))  # undefined: no interval
+    console = Console(record=True, width=200)
+    console.print(comparison_table(metrics, intervals))
+    plain = console.export_text()
+    assert plain.count("[0.250-0.750]") == len(METRICS) * len(SCORERS) - 1
