@@ -1205,7 +1205,11 @@ def catalog_markdown() -> str:
         "Generated from `features/catalog.py` by `python -m features.catalog`; do not edit.",
         "",
         f"{len(CATALOG)} features ({len(MODEL_FEATURES)} model inputs) in {len(FAMILIES)} "
-        "families: " + ", ".join(f"{fam} {n}" for fam, n in counts.items()) + ".",
+        "families: "
+        + ", ".join(f"{fam} {n}" for fam, n in counts.items())
+        + "; "
+        + ", ".join(f"{len(basis_features(b))} {b}" for b in BASES)
+        + ".",
         "",
         "Every feature of a snapshot is computed only from records stamped strictly before its",
         '`as_of` date. Windows "last N days" are `[as_of - N days, as_of)`. A feature whose',
@@ -1217,21 +1221,23 @@ def catalog_markdown() -> str:
         "Numbers are rounded honestly: a value that is not exactly 0 or a bound of its range is",
         'never printed as one ("Discounts 0.5%", not "0%"). *Valid range* is what the API',
         "accepts (a value outside is a 422 naming the field and the range) and what snapshots",
-        "built from valid data stay within.",
+        "built from valid data stay within. *Basis* says whether the feature is a level or a",
+        "change against the client's own baseline: the last 90 days against the 365 days",
+        'before them (docs/domain.md, "Against the client\'s own normal").',
         "",
     ]
     for fam in FAMILIES:
         lines += [f"## {fam}", "", FAMILY_DESCRIPTIONS[fam], ""]
         lines += [
-            "| feature | unit | kind | model input | risk | valid range | tables | description "
-            "| sentence |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| feature | basis | unit | kind | model input | risk | valid range | tables | "
+            "description | sentence |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for f in family_features(fam):
             templates = (f.template, f.template_negative, f.template_zero)
             sentence = "<br>".join(f"`{_cell(t)}`" for t in templates if t)
             lines.append(
-                f"| `{f.name}` | {f.unit} | {f.kind} | {'yes' if f.model else 'no'} | "
+                f"| `{f.name}` | {f.basis} | {f.unit} | {f.kind} | {'yes' if f.model else 'no'} | "
                 f"{f.direction or ''} | {'' if f.kind == 'category' else f.range_text()} | "
                 f"{', '.join(f.tables)} | {_cell(f.description)} | "
                 f"{sentence} |"
