@@ -91,7 +91,7 @@ def resolve_features(
     kept = tuple(f.name for f in features if f.name not in dropped)
     if not kept:
         raise ConfigError(
-            f"features.exclude {list(exclude)} leaves the model no feature; an entry is a model "
+            f"features.exclude: {list(exclude)} leaves the model no feature; an entry is a model "
             f"feature's name, a family ({', '.join(FAMILIES)}) or a basis ({', '.join(BASES)})",
             hint="exclude fewer features in the training config's features.exclude",
         )

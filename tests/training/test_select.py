@@ -123,6 +123,11 @@ def test_the_config_file_refuses_a_bad_entry_and_plan_run_applies_good_ones(tmp_
     with pytest.raises(ConfigError, match=r"features\.exclude.*'no_such_thing'") as caught:
         load_train_config(bad)
     assert str(bad) in str(caught.value)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("features:\n  exclude: [level, baseline]\n")
+    with pytest.raises(ConfigError, match="leaves the model no feature") as caught:
+        load_train_config(empty)
+    assert str(caught.value).count("features.exclude") == 1, caught.value
     good = tmp_path / "good.yaml"
     good.write_text(f"features:\n  exclude: [financial, {MODEL_FEATURES[0]}]\n")
     plan = plan_run(isolated_settings(tmp_path / "store"), config_path=good)
