@@ -18,10 +18,16 @@ if TYPE_CHECKING:
     from training.pipeline import TrainResult
 
 
-def comparison_table(metrics: dict[str, dict[str, float]]) -> Table:
-    """Rows: metrics; columns: the model and both baselines; the best of each row in bold."""
+def comparison_table(
+    metrics: dict[str, dict[str, float]],
+    intervals: dict[str, dict[str, tuple[float, float]]] | None = None,
+) -> Table:
+    """Rows: metrics; columns: the model and the baselines; the best of each row in bold.
+    With ``intervals`` (``{scorer: {metric: (low, high)}}``) each figure has its interval on
+    a second line, ``[0.775-0.867]``."""
     import math
 
+    from rich.markup import escape
     from rich.table import Table
 
     from training.evaluate import ALL_SCORERS, HIGHER_IS_BETTER, METRIC_LABELS, METRICS
@@ -33,6 +39,10 @@ def comparison_table(metrics: dict[str, dict[str, float]]) -> Table:
         "recency": "recency baseline",
         "bgnbd": "BG/NBD baseline",
     }
+
+    def finite(v: float | None) -> bool:
+        return v is not None and math.isfinite(v)
+
     scorers = [s for s in ALL_SCORERS if s in metrics]
     table = Table(title="Test period: model against the baselines (same rows)")
     table.add_column("metric")
@@ -40,61 +50,31 @@ def comparison_table(metrics: dict[str, dict[str, float]]) -> Table:
         table.add_column(names[scorer], justify="right")
     for metric in METRICS:
         values = [metrics[s].get(metric, math.nan) for s in scorers]
-        finite = [v for v in values if v is not None and math.isfinite(v)]
-        best = (max if HIGHER_IS_BETTER[metric] else min)(finite) if finite else None
+        known = [v for v in values if finite(v)]
+        best = (max if HIGHER_IS_BETTER[metric] else min)(known) if known else None
         cells = []
-        for v in values:
-            if v is None or not math.isfinite(v):
+        for scorer, v in zip(scorers, values, strict=True):
+            if not finite(v):
                 cells.append("n/a")
-            else:
-                cells.append(f"[bold]{v:.3f}[/]" if v == best else f"{v:.3f}")
+                continue
+            cell = f"[bold]{v:.3f}[/]" if v == best else f"{v:.3f}"
+            low, high = (intervals or {}).get(scorer, {}).get(metric, (math.nan, math.nan))
+            if finite(low) and finite(high):
+                cell += "\n" + escape(f"[{low:.3f}-{high:.3f}]")  # brackets as text
+            cells.append(cell)
         arrow = "↑" if HIGHER_IS_BETTER[metric] else "↓"
         table.add_row(f"{METRIC_LABELS[metric]} {arrow}", *cells)
     return table
 
 
-#: The metrics the report prints with their intervals (the table has them all without).
-INTERVAL_METRICS: tuple[tuple[str, str], ...] = (
-    ("roc_auc", "ROC AUC"),
-    ("pr_auc", "PR AUC"),
-    ("lift_top_decile", "top-decile lift"),
-    ("ece", "ECE"),
-)
-
-
-def interval_lines(result: TrainResult) -> list[str]:
-    """Each scorer's main metrics with their intervals, ``ROC AUC 0.803 [0.781-0.824]``,
-    under a line saying how they were made; nothing when the run made none."""
-    import math
-
-    from training.evaluate import ALL_SCORERS
-
-    note = result.interval_note
-    if note is None or not result.intervals:
-        return []
-    lines = [f"{note.describe()}:"]
-    for scorer in (s for s in ALL_SCORERS if s in result.intervals):
-        parts = []
-        for metric, label in INTERVAL_METRICS:
-            value = result.metrics[scorer].get(metric, math.nan)
-            low, high = result.intervals[scorer].get(metric, (math.nan, math.nan))
-            if all(v is not None and math.isfinite(v) for v in (value, low, high)):
-                parts.append(f"{label} {value:.3f} [{low:.3f}-{high:.3f}]")
-        if parts:
-            lines.append(f"  {scorer}: " + ", ".join(parts))
-    return lines
-
-
 def _report(result: TrainResult, out: Any) -> None:
-    from rich.markup import escape
-
     from churn.bundle import CHAMPION_DIR
 
     periods = result.split.periods
     out.print(f"split: {result.split.description}")
-    out.print(comparison_table(result.metrics))
-    for line in interval_lines(result):
-        out.print(escape(line))  # the brackets are text, not markup
+    out.print(comparison_table(result.metrics, result.intervals))
+    if result.interval_note is not None and result.intervals:
+        out.print(f"Second line of each figure: {result.interval_note.describe()}.")
     test = periods["test"]
     out.print(
         f"test period {test.start.date()} to {test.end.date()}: {test.rows} account-dates, "

@@ -46,12 +46,13 @@ UNIT_BOUNDS: dict[str, Bounds] = {
     "share": (0.0, 1.0),
     "flag": (0.0, 1.0),
     "ratio": (-1.0, None),
-    "points": (-1.0, 1.0),
+    "share_change": (-1.0, 1.0),
     "category": (None, None),
 }
-# Units whose sentences show the value scaled: a difference of two shares ("points") reads in
-# percentage points ("Discounts 4 percentage points above this client's usual share").
-UNIT_SCALE: dict[str, float] = {"points": 100.0}
+# Units whose sentences show the value scaled: a difference of two shares ("share_change",
+# stored as a fraction, 0.04) reads in percentage points ("Discounts 4 percentage points above
+# this client's usual share").
+UNIT_SCALE: dict[str, float] = {"share_change": 100.0}
 
 FAMILIES: tuple[str, ...] = (
     "behavioural",
@@ -523,8 +524,8 @@ CATALOG: tuple[Feature, ...] = (
         "client_initiated_vs_usual",
         "behavioural",
         "Share of held interactions the client initiated, last 90 days minus the client's "
-        "usual (the 365 days before), in percentage points",
-        "points",
+        "usual (the 365 days before), as a fraction (0.04 is 4 percentage points)",
+        "share_change",
         "The client initiates {value:.0f} percentage point{s} more of the interactions than usual",
         _I,
         direction="lower",
@@ -860,8 +861,8 @@ CATALOG: tuple[Feature, ...] = (
         "discount_share_vs_usual",
         "financial",
         "Discount share of billed value, last 90 days minus the client's usual (the 365 days "
-        "before), in percentage points",
-        "points",
+        "before), as a fraction (0.04 is 4 percentage points)",
+        "share_change",
         "Discounts {value:.0f} percentage point{s} above this client's usual share of billed value",
         _INV,
         direction="higher",
@@ -1205,7 +1206,11 @@ def catalog_markdown() -> str:
         "Generated from `features/catalog.py` by `python -m features.catalog`; do not edit.",
         "",
         f"{len(CATALOG)} features ({len(MODEL_FEATURES)} model inputs) in {len(FAMILIES)} "
-        "families: " + ", ".join(f"{fam} {n}" for fam, n in counts.items()) + ".",
+        "families: "
+        + ", ".join(f"{fam} {n}" for fam, n in counts.items())
+        + "; "
+        + ", ".join(f"{len(basis_features(b))} {b}" for b in BASES)
+        + ".",
         "",
         "Every feature of a snapshot is computed only from records stamped strictly before its",
         '`as_of` date. Windows "last N days" are `[as_of - N days, as_of)`. A feature whose',
@@ -1217,21 +1222,25 @@ def catalog_markdown() -> str:
         "Numbers are rounded honestly: a value that is not exactly 0 or a bound of its range is",
         'never printed as one ("Discounts 0.5%", not "0%"). *Valid range* is what the API',
         "accepts (a value outside is a 422 naming the field and the range) and what snapshots",
-        "built from valid data stay within.",
+        "built from valid data stay within. A `share_change` (a difference of two shares) is",
+        "stored and sent as a fraction (0.04) and shown in sentences in percentage points",
+        '("4 percentage points"). *Basis* says whether the feature is a level or a',
+        "change against the client's own baseline: the last 90 days against the 365 days",
+        'before them (docs/domain.md, "Against the client\'s own normal").',
         "",
     ]
     for fam in FAMILIES:
         lines += [f"## {fam}", "", FAMILY_DESCRIPTIONS[fam], ""]
         lines += [
-            "| feature | unit | kind | model input | risk | valid range | tables | description "
-            "| sentence |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "| feature | basis | unit | kind | model input | risk | valid range | tables | "
+            "description | sentence |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for f in family_features(fam):
             templates = (f.template, f.template_negative, f.template_zero)
             sentence = "<br>".join(f"`{_cell(t)}`" for t in templates if t)
             lines.append(
-                f"| `{f.name}` | {f.unit} | {f.kind} | {'yes' if f.model else 'no'} | "
+                f"| `{f.name}` | {f.basis} | {f.unit} | {f.kind} | {'yes' if f.model else 'no'} | "
                 f"{f.direction or ''} | {'' if f.kind == 'category' else f.range_text()} | "
                 f"{', '.join(f.tables)} | {_cell(f.description)} | "
                 f"{sentence} |"

@@ -21,6 +21,7 @@ left out of every interval and counted (:attr:`Bootstrap.skipped`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,6 +32,8 @@ from training.evaluate import METRICS, NOT_PROBABILITIES, TOP_FRACTION, evaluate
 
 #: Bound on the cells of one block of resamples x distinct scores (memory, ~8 bytes each).
 _BLOCK_CELLS = 2_000_000
+#: Resamples drawn at a time (the draws of a seed do not depend on the data's size).
+_DRAW_BLOCK = 100
 
 
 @dataclass(frozen=True)
@@ -103,17 +106,30 @@ def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]
     return (float(low), float(high))
 
 
-def draw_accounts(accounts: np.ndarray, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's account index and ``samples`` draws of the accounts with replacement, as
-    counts (resamples x accounts). Accounts are indexed in sorted order, so the draws depend
-    on the accounts and the seed, not on the order of the rows."""
+def account_codes(accounts: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each row's account index, accounts numbered in sorted order (so the draws depend on
+    the accounts and the seed, not on the order of the rows), and the number of accounts."""
     codes, uniques = pd.factorize(pd.Series(np.asarray(accounts)), sort=True)
     if (codes < 0).any():
         raise ValueError("every row needs an account (no missing account ids)")
-    n_accounts = len(uniques)
+    return codes.astype(np.intp), len(uniques)
+
+
+def draw_blocks(n_accounts: int, samples: int, seed: int) -> Iterator[np.ndarray]:
+    """``samples`` draws of ``n_accounts`` accounts with replacement, as counts per account
+    (resamples x accounts), in blocks of at most :data:`_DRAW_BLOCK` resamples from one
+    seeded generator (memory stays bounded however many resamples are asked for)."""
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n_accounts, np.full(n_accounts, 1.0 / n_accounts), size=samples)
-    return codes.astype(np.intp), counts
+    uniform = np.full(n_accounts, 1.0 / n_accounts)
+    for start in range(0, samples, _DRAW_BLOCK):
+        yield rng.multinomial(n_accounts, uniform, size=min(_DRAW_BLOCK, samples - start))
+
+
+def draw_accounts(accounts: np.ndarray, samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's account index and all the draws of :func:`bootstrap_metrics` for these
+    accounts and ``seed``, as counts (resamples x accounts)."""
+    codes, n_accounts = account_codes(accounts)
+    return codes, np.vstack(list(draw_blocks(n_accounts, samples, seed)))
 
 
 def bootstrap_metrics(
@@ -138,27 +154,34 @@ def bootstrap_metrics(
         raise ValueError(f"{len(accounts)} account ids for {n} rows")
     if samples < 1:
         raise ValueError("samples must be at least 1")
-    account_of, counts = draw_accounts(accounts, samples, seed)
-    n_accounts = counts.shape[1]
+    account_of, n_accounts = account_codes(accounts)
     rev = (
         np.zeros(n)
         if revenue is None
         else np.nan_to_num(np.asarray(revenue, dtype=float), nan=0.0).clip(min=0)
     )
-    # Totals of each resample: rows, churners, revenue of the churners.
-    per_account = np.zeros((n_accounts, 3))
-    np.add.at(per_account, account_of, np.column_stack([np.ones(n), y, rev * y]))
-    totals = counts @ per_account
-    rows, positives, at_risk = totals[:, 0], totals[:, 1], totals[:, 2]
-    usable = (positives > 0) & (positives < rows)
-    values: dict[str, dict[str, np.ndarray]] = {}
+    prepared = {}
     for name, score in scores.items():
         p = np.asarray(score, dtype=float)
         if p.shape != y.shape:
             raise ValueError(f"scores of {name!r} {p.shape} and labels {y.shape} differ")
         if np.isnan(p).any():
             raise ValueError(f"scores of {name!r} must not contain NaN")
-        out = _scorer_metrics(y, p, rev, account_of, counts, rows, positives, at_risk, bins)
+        prepared[name] = _Sorted.of(y, p, rev, account_of, n_accounts)
+    # Totals of each resample: rows, churners, revenue of the churners.
+    per_account = np.zeros((n_accounts, 3))
+    np.add.at(per_account, account_of, np.column_stack([np.ones(n), y, rev * y]))
+    values = {name: {m: np.full(samples, np.nan) for m in METRICS} for name in scores}
+    usable = np.zeros(samples, dtype=bool)
+    start = 0
+    for counts in draw_blocks(n_accounts, samples, seed):
+        block = slice(start, start + len(counts))
+        start += len(counts)
+        rows, positives, at_risk = (counts @ per_account).T
+        usable[block] = (positives > 0) & (positives < rows)
+        for name, sorted_scores in prepared.items():
+            sorted_scores.measure(counts, rows, positives, at_risk, bins, values[name], block)
+    for name, out in values.items():
         if revenue is None:
             out["revenue_captured_top_decile"][:] = np.nan
         if name in NOT_PROBABILITIES:
@@ -166,7 +189,6 @@ def bootstrap_metrics(
             out["ece"][:] = np.nan
         for metric in METRICS:
             out[metric][~usable] = np.nan
-        values[name] = out
     return Bootstrap(
         values=values,
         samples=samples,
@@ -223,78 +245,89 @@ def paired_gain_interval(
 # ----------------------------------------------------------------------- weighted metrics
 
 
-def _scorer_metrics(
-    y: np.ndarray,
-    p: np.ndarray,
-    rev: np.ndarray,
-    account_of: np.ndarray,
-    counts: np.ndarray,
-    rows: np.ndarray,
-    positives: np.ndarray,
-    at_risk: np.ndarray,
-    bins: int,
-) -> dict[str, np.ndarray]:
-    """One scorer's metrics on every resample (rows of ``counts``). Sums by distinct score
-    are laid out (distinct scores, resamples), so the cumulative sums run over contiguous
-    rows."""
-    order = np.argsort(p, kind="stable")
-    ps = p[order]
-    first = np.r_[True, ps[1:] != ps[:-1]]
-    group = np.empty(len(p), dtype=np.intp)
-    group[order] = np.cumsum(first) - 1
-    values = ps[first]  # distinct scores, ascending
-    n_groups = len(values)
-    n_accounts = counts.shape[1]
-    # (quantity, distinct score) x account sums of rows, churners, scores and churners'
-    # revenue: a resample's sums by distinct score are these times its draw counts.
-    quantities = (np.ones(len(p)), y, p, y * rev)
-    by_group = sparse.csr_matrix(
-        (
-            np.concatenate(quantities),
-            (
-                np.concatenate([group + k * n_groups for k in range(len(quantities))]),
-                np.tile(account_of, len(quantities)),
-            ),
-        ),
-        shape=(len(quantities) * n_groups, n_accounts),
-    )
-    squared = np.zeros(n_accounts)
-    np.add.at(squared, account_of, (np.clip(p, 0, 1) - y) ** 2)
+@dataclass(frozen=True)
+class _Sorted:
+    """One scorer's rows grouped by distinct score (ascending), as (quantity, distinct score)
+    x account sums of rows, churners, scores and churners' revenue: a resample's sums by
+    distinct score are these times its draw counts."""
 
-    samples = counts.shape[0]
-    out = {m: np.full(samples, np.nan) for m in METRICS}
-    step = max(1, _BLOCK_CELLS // max(4 * n_groups, 1))
-    q = np.linspace(0, 1, bins + 1)[1:-1]
-    for start in range(0, samples, step):
-        block = slice(start, min(start + step, samples))
-        c = np.ascontiguousarray(counts[block].T, dtype=float)  # accounts x resamples
-        sums = np.asarray(by_group @ c).reshape(4, n_groups, -1)
-        cums = np.cumsum(sums, axis=1)
-        w, pos, _, rpos = sums
-        cum_w, cum_pos, cum_p, cum_rpos = cums
-        total, tp, risk = rows[block], positives[block], at_risk[block]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            # ROC AUC: each churner counts the retained rows scored below it, ties 1/2.
-            neg = w - pos
-            neg_below = (cum_w - cum_pos) - neg
-            pairs = (pos * (neg_below + 0.5 * neg)).sum(axis=0)
-            out["roc_auc"][block] = pairs / (tp * (total - tp))
-            # Average precision: the precision at each distinct score from the top, weighted
-            # by the churners recalled there.
-            pos_at_or_above = tp - cum_pos + pos
-            rows_at_or_above = total - cum_w + w
-            precision = np.where(rows_at_or_above > 0, pos_at_or_above / rows_at_or_above, 0.0)
-            out["pr_auc"][block] = (pos * precision).sum(axis=0) / tp
-            out["brier"][block] = (squared @ c) / total
-            out["ece"][block] = _ece(values, cum_w, cum_pos - cum_p, total, q)
-            captured, captured_revenue = _top_decile(cum_w, pos, rpos, cum_pos, cum_rpos, total)
-            k = TOP_FRACTION * total
-            out["lift_top_decile"][block] = captured / k / (tp / total)
-            out["recall_top_decile"][block] = captured / tp
-            out["revenue_captured_top_decile"][block] = np.where(
-                risk > 0, captured_revenue / risk, np.nan
-            )
-    return out
+    values: np.ndarray
+    by_group: sparse.csr_matrix
+    squared: np.ndarray  # each account's sum of (clip(p) - y)^2
+
+    @classmethod
+    def of(
+        cls, y: np.ndarray, p: np.ndarray, rev: np.ndarray, account_of: np.ndarray, accounts: int
+    ) -> _Sorted:
+        order = np.argsort(p, kind="stable")
+        ps = p[order]
+        first = np.r_[True, ps[1:] != ps[:-1]]
+        group = np.empty(len(p), dtype=np.intp)
+        group[order] = np.cumsum(first) - 1
+        values = ps[first]
+        n_groups = len(values)
+        quantities = (np.ones(len(p)), y, p, y * rev)
+        by_group = sparse.csr_matrix(
+            (
+                np.concatenate(quantities),
+                (
+                    np.concatenate([group + k * n_groups for k in range(len(quantities))]),
+                    np.tile(account_of, len(quantities)),
+                ),
+            ),
+            shape=(len(quantities) * n_groups, accounts),
+        )
+        squared = np.zeros(accounts)
+        np.add.at(squared, account_of, (np.clip(p, 0, 1) - y) ** 2)
+        return cls(values, by_group, squared)
+
+    def measure(
+        self,
+        counts: np.ndarray,
+        rows: np.ndarray,
+        positives: np.ndarray,
+        at_risk: np.ndarray,
+        bins: int,
+        out: dict[str, np.ndarray],
+        into: slice,
+    ) -> None:
+        """Every metric on the resamples ``counts`` (resamples x accounts, with their totals
+        of rows, churners and churners' revenue), written to ``out[metric][into]``. The sums
+        by distinct score are laid out (distinct scores, resamples), so the cumulative sums
+        run over contiguous rows."""
+        n_groups = len(self.values)
+        step = max(1, _BLOCK_CELLS // max(4 * n_groups, 1))
+        q = np.linspace(0, 1, bins + 1)[1:-1]
+        for start in range(0, len(counts), step):
+            part = slice(start, min(start + step, len(counts)))
+            target = slice(into.start + part.start, into.start + part.stop)
+            c = np.ascontiguousarray(counts[part].T, dtype=float)  # accounts x resamples
+            sums = np.asarray(self.by_group @ c).reshape(4, n_groups, -1)
+            cums = np.cumsum(sums, axis=1)
+            w, pos, _, rpos = sums
+            cum_w, cum_pos, cum_p, cum_rpos = cums
+            total, tp, risk = rows[part], positives[part], at_risk[part]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                # ROC AUC: each churner counts the retained rows scored below it, ties 1/2.
+                neg = w - pos
+                neg_below = (cum_w - cum_pos) - neg
+                pairs = (pos * (neg_below + 0.5 * neg)).sum(axis=0)
+                out["roc_auc"][target] = pairs / (tp * (total - tp))
+                # Average precision: the precision at each distinct score from the top,
+                # weighted by the churners recalled there.
+                pos_at_or_above = tp - cum_pos + pos
+                rows_at_or_above = total - cum_w + w
+                precision = np.where(rows_at_or_above > 0, pos_at_or_above / rows_at_or_above, 0.0)
+                out["pr_auc"][target] = (pos * precision).sum(axis=0) / tp
+                out["brier"][target] = (self.squared @ c) / total
+                out["ece"][target] = _ece(self.values, cum_w, cum_pos - cum_p, total, q)
+                captured, revenue = _top_decile(cum_w, pos, rpos, cum_pos, cum_rpos, total)
+                k = TOP_FRACTION * total
+                out["lift_top_decile"][target] = captured / k / (tp / total)
+                out["recall_top_decile"][target] = captured / tp
+                out["revenue_captured_top_decile"][target] = np.where(
+                    risk > 0, revenue / risk, np.nan
+                )
 
 
 def _ece(

@@ -1,5 +1,5 @@
 """The training configuration (``configs/train.yaml``): split, LightGBM, search, calibration,
-evaluation, operating points and promotion settings, validated on load."""
+evaluation, operating points, features and promotion settings, validated on load."""
 
 from __future__ import annotations
 
@@ -82,8 +82,46 @@ class EvaluationConfig(_Strict):
     ece_bins: int = Field(10, ge=2, le=100)
     # Intervals of the test metrics: resamples of the test accounts (0 = no intervals) and
     # the share of the resampled values each interval holds (training.bootstrap).
-    bootstrap_samples: int = Field(200, ge=0, le=100_000)
+    bootstrap_samples: int = Field(200, ge=0, le=10_000)
     interval_level: float = Field(0.95, gt=0, lt=1)
+
+
+class PruneConfig(_Strict):
+    """Optional pruning decided on the validation period only (docs/feature-selection.md):
+    after the first fit, each feature (or group of features correlated at
+    ``group_correlation`` or more) is permuted on the validation rows ``repeats`` times; its
+    importance is the mean rise of the validation log loss. A group is kept when its
+    importance minus ``standard_errors`` times its standard error (clustered by account) is
+    above ``min_gain``; the rest are dropped and the model is refitted on the kept ones (kept
+    only if its validation log loss is not higher, else every feature stays)."""
+
+    enabled: bool = False
+    repeats: int = Field(5, ge=1, le=100)
+    min_gain: float = Field(0.0, ge=0, le=1, description="log loss a kept group must add")
+    standard_errors: float = Field(2.0, ge=0, le=10, description="0: the mean alone decides")
+    group_correlation: float | None = Field(
+        0.9, gt=0, le=1, description="|Spearman| joining features into one group; None = none"
+    )
+
+
+class FeaturesConfig(_Strict):
+    """The model's features: the catalogue's model inputs minus ``exclude`` (feature names,
+    families or bases), optionally pruned on the validation period."""
+
+    exclude: list[str] = Field(default_factory=list)
+    prune: PruneConfig = Field(default_factory=PruneConfig)
+
+    @field_validator("exclude")
+    @classmethod
+    def _known_and_leaves_features(cls, value: list[str]) -> list[str]:
+        from training.select import resolve_features
+
+        try:
+            resolve_features(value)
+        except ConfigError as exc:
+            # The file's error names the key already.
+            raise ValueError(str(exc).removeprefix("features.exclude: ")) from exc
+        return value
 
 
 class OperatingPointsConfig(_Strict):
@@ -123,6 +161,7 @@ class TrainConfig(_Strict):
     calibration: CalibrationConfig = Field(default_factory=CalibrationConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     operating_points: OperatingPointsConfig = Field(default_factory=OperatingPointsConfig)
+    features: FeaturesConfig = Field(default_factory=FeaturesConfig)
     promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
 
@@ -183,8 +222,8 @@ def plan_run(
     """The plan of a run: ``settings`` with the command's overrides (``label_mode`` and
     ``horizon_days`` over ``settings.snapshots``, ``trials`` over the config's search budget,
     ``seed`` over ``settings.seed``); a bad value is a ConfigError."""
-    from features.catalog import MODEL_FEATURES
     from features.health import load_health_config
+    from training.select import resolve_features
 
     config = load_train_config(config_path or settings.train_config)
     snapshots = _snapshot_settings(settings, label_mode, horizon_days)
@@ -196,7 +235,7 @@ def plan_run(
         snapshots=snapshots,
         seed=settings.seed if seed is None else int(seed),
         trials=n_trials,
-        features=tuple(MODEL_FEATURES),
+        features=resolve_features(config.features.exclude),
         health=load_health_config(settings.health_config),
     )
 

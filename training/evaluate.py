@@ -25,6 +25,9 @@ two purchase baselines join them (:data:`PURCHASE_SCORERS`, :mod:`training.btyd`
 ``recency`` (days since the last invoice) and ``bgnbd`` (the BG/NBD probability of no
 purchase in the row's label window); recency is a ranking in days, so its Brier score and
 calibration error are NaN.
+
+Every metric of every scorer also gets a bootstrap interval by account on the same rows
+(:func:`metric_intervals`, :mod:`training.bootstrap`; docs/metrics.md#intervals).
 """
 
 from __future__ import annotations

@@ -40,6 +40,7 @@ from churn.errors import BundleIntegrityError
 if TYPE_CHECKING:
     from training.evaluate import Evaluation, RunOutputs
     from training.registry import Candidate
+    from training.select import Selection
 
 PREDICTION_COLUMNS = ("account_id", "as_of", "label", "churn_probability", "health_score")
 
@@ -193,11 +194,13 @@ def export_bundle(
     candidate: Candidate,
     run: RunOutputs,
     health_backtest: dict[str, Any] | None = None,
+    selection: Selection | None = None,
 ) -> Path:
     """Write the candidate's serving bundle (model, calibration, metadata, catalogue, metrics,
     model card, test predictions) to ``models_dir/<name>-v<N>``, verified to load and to
     reproduce its test predictions; returns the folder. Needs no tracking store.
-    ``health_backtest`` (``Backtest.summary()``) adds its section to the model card."""
+    ``health_backtest`` (``Backtest.summary()``) adds its section to the model card;
+    ``selection`` (:mod:`training.select`) adds the features' line to it."""
     from features.catalog import catalog_records
     from training.model_card import CardInputs, mean_abs_drivers, render_model_card
 
@@ -270,6 +273,7 @@ def export_bundle(
             search_trials=plan.trials,
             ece_bins=cfg.evaluation.ece_bins,
             health_backtest=health_backtest,
+            extra_limitations=selection.card_lines() if selection else [],
             intervals=report.intervals,
             interval_note=report.interval_note.to_dict() if report.interval_note else None,
         )

@@ -49,17 +49,21 @@ def fit_model(
     parts: SplitParts,
     plan: RunPlan,
     progress: Progress = SILENT,
+    *,
+    params: dict[str, Any] | None = None,
 ) -> FittedModel:
     """Search the parameters (with ``plan.trials`` > 0) and fit the booster on the training
-    period on ``engine``, early stopping on the validation period."""
+    period on ``engine``, early stopping on the validation period. ``params`` (a fitted
+    model's, as in a refit on fewer features) are used as they are, with no search."""
     import lightgbm as lgb
 
-    params = plan.config.lgb_params(plan.seed)
     search_score = None
-    if plan.trials > 0:
-        params, search_score = search_params(
-            params, parts, plan.config, plan.trials, plan.seed, progress
-        )
+    if params is None:
+        params = plan.config.lgb_params(plan.seed)
+        if plan.trials > 0:
+            params, search_score = search_params(
+                params, parts, plan.config, plan.trials, plan.seed, progress
+            )
     fitted = _fit_on_engine(engine, snapshots, parts, params, plan.config.lightgbm, progress)
     best_iteration = int(fitted.best_iteration or fitted.current_iteration())
     model_text = fitted.model_to_string(num_iteration=best_iteration)

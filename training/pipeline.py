@@ -2,6 +2,7 @@
 
 source -> labeled snapshots (:mod:`training.frame`) -> time split (:mod:`training.split`) ->
 LightGBM with early stopping, optionally after an Optuna search (:mod:`training.fit`) ->
+optional feature pruning on the validation period and a refit (:mod:`training.select`) ->
 calibration on the validation period and test metrics against the two baselines
 (:mod:`training.evaluate`) -> MLflow run, registered version and promotion gate
 (:mod:`training.registry`) -> serving bundle under ``models/`` (:mod:`training.export`).
@@ -61,6 +62,8 @@ class TrainResult:
     health_backtest: dict[str, Any] = field(default_factory=dict)
     # The priorities' thresholds chosen on validation, with their figures (as in the bundle).
     operating_points: OperatingPoints | None = None
+    # Features dropped by pruning on the validation period (training.select; empty when off).
+    pruned: list[str] = field(default_factory=list)
     # Each scorer's metric intervals, {scorer: {metric: (low, high)}}, and how they were made
     # (training.bootstrap; empty and None when evaluation.bootstrap_samples is 0).
     intervals: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
@@ -88,6 +91,8 @@ class TrainResult:
                     "absent_families": self.absent_families,
                     "calibration": self.calibration_note,
                     "best_iteration": self.best_iteration,
+                    "features": len(self.feature_names),
+                    "pruned": self.pruned,
                     "periods": self.split.to_dict(),
                     "snapshot_hash": self.snapshot_hash,
                     "seconds": round(self.seconds, 1),
@@ -146,6 +151,7 @@ def run(
     from training.fit import fit_model
     from training.frame import build_training_frame, data_lineage, load_source
     from training.progress import SILENT
+    from training.select import prune_and_refit
     from training.split import split_by_time
 
     started = time.perf_counter()
@@ -162,6 +168,8 @@ def run(
         backtest = _backtest_health(data.frame, parts.split, plan)
         backtest_summary = backtest.summary() if backtest else {}
     model = fit_model(engine, data.snapshots, parts, plan, ui)
+    # Pruning reads the validation period only; the parts after it hold only the kept features.
+    model, parts, selection = prune_and_refit(engine, data.snapshots, parts, plan, model, ui)
     with ui.step("calibrating and evaluating against the baselines"):
         # Inactivity mode adds the purchase baselines, scored from the source's invoices.
         purchases = loaded.tables.invoices if plan.snapshots.label_mode == "inactivity" else None
@@ -172,12 +180,14 @@ def run(
     ):
         outputs = RunOutputs(plan, data, lineage, parts, model, report)
         model_id = registry.log_run(outputs, health_backtest=backtest)
+        registry.log_feature_selection(selection)
         candidate = registry.register(tracked, model_id, settings, plan, parts, report, force=force)
         bundle = export.export_bundle(
             Path(settings.models_dir),
             candidate,
             outputs,
             health_backtest=backtest_summary or None,
+            selection=selection,
         )
         champion = registry.promote(tracked, candidate, bundle)
     return TrainResult(
@@ -200,6 +210,7 @@ def run(
         lineage=lineage,
         health_backtest=backtest_summary,
         operating_points=report.operating_points,
+        pruned=list(selection.pruned),
         intervals=report.intervals,
         interval_note=report.interval_note,
     )

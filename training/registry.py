@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from training.evaluate import Evaluation, RunOutputs
     from training.fit import FittedModel
     from training.health_backtest import Backtest
+    from training.select import Selection
     from training.split import SplitParts
 
 log = logging.getLogger(__name__)
@@ -569,6 +570,28 @@ def log_run(run: RunOutputs, health_backtest: Backtest | None = None) -> str:
         pip_requirements=mlflow.lightgbm.get_default_pip_requirements(),
     )
     return str(info.model_id)
+
+
+def log_feature_selection(selection: Selection) -> None:
+    """Log the run's feature selection (:mod:`training.select`): parameters with the feature
+    counts (``features.count``, ``features.excluded``, ``features.pruned``) and whether
+    pruning ran, and ``feature_selection.json`` (kept, pruned and excluded features, each
+    feature's validation importance with its spread)."""
+    import mlflow
+
+    from training.export import json_safe
+
+    mlflow.log_params(
+        {
+            "features.count": len(selection.kept),
+            "features.excluded": len(selection.excluded),
+            # Entries, not the features they name (those are in the JSON); capped for MLflow.
+            "features.exclude": (",".join(selection.exclude_entries) or "none")[:500],
+            "features.prune": selection.enabled,
+            "features.pruned": len(selection.pruned),
+        }
+    )
+    mlflow.log_dict(json_safe(selection.to_dict()), "feature_selection.json")
 
 
 def _interval_metrics(intervals: dict[str, dict[str, tuple[float, float]]]) -> dict[str, float]:

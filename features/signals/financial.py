@@ -120,7 +120,7 @@ def _invoices(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
     out["_revenue_previous_90d"] = previous
     out["avg_days_late_365d"] = _mean_days_late(acc, due, settled, grid)
     out |= _overdue(acc, due, settled, amount, grid)
-    out |= _against_usual(billed, acc, due, paid, settled, grid)
+    out |= _against_usual(billed, acc, due, not_before(paid, issued), settled, grid)
 
     def discount_share(start: np.ndarray, end: np.ndarray) -> np.ndarray:
         given = billed.total("discount", a, start, end)
@@ -145,7 +145,8 @@ def _against_usual(
 ) -> dict[str, np.ndarray]:
     """Spend, invoice size and payment delay of the last 90 days against the account's own
     year before them. A payment's delay (days from due date to payment, 0 when on time) is
-    known once it is paid, so delays are stamped at the payment."""
+    known once it is paid, so delays are stamped at the payment (``paid``, never before the
+    invoice's issue)."""
     a, t, quarter = grid.acc, grid.t, grid.ago(90)
     start, end = baseline_window(grid)
     days = baseline_days(grid)
@@ -154,7 +155,9 @@ def _against_usual(
     recent_spend = billed.total("amount", a, quarter, t)
     on_paid = (paid != NAT) & (due != NAT)
     delays = Timeline(
-        acc[on_paid], settled[on_paid], {"late": (settled[on_paid] - due[on_paid]) / DAY}
+        acc[on_paid],
+        paid[on_paid],
+        {"late": (settled[on_paid] - due[on_paid]) / DAY},
     )
     return {
         "spend_vs_usual": ratio(recent_spend - usual_spend, usual_spend),

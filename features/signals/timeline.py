@@ -85,19 +85,21 @@ MIN_BASELINE_DAYS = 30
 
 
 def baseline_window(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's baseline window ``[as_of - 455 days, as_of - 90 days)``: the account's own
-    trailing year before the recent 90 days."""
-    return grid.ago(RECENT_DAYS + BASELINE_DAYS), grid.ago(RECENT_DAYS)
+    """Each row's baseline window: the account's own trailing year before the recent 90 days,
+    ``[as_of - 455 days, as_of - 90 days)``, from its ``started_at`` when that is later (a
+    client won six months ago has a usual over those months, not over a year it was not a
+    client; records from before the start, such as pre-sales contact, are not its usual).
+    Empty (start = end) when the account started after it."""
+    start, end = grid.ago(RECENT_DAYS + BASELINE_DAYS), grid.ago(RECENT_DAYS)
+    began = seconds(grid.account_values("started_at").astype("datetime64[ns]"))
+    start = np.where(began == NAT, start, np.clip(began, start, end))
+    return start, end
 
 
 def baseline_days(grid: Grid) -> np.ndarray:
-    """Days of each row's baseline window the account existed in (from ``started_at``; the
-    whole window when the start is unknown): a client won six months ago has a usual pace
-    over those months, not over a year it was not a client."""
+    """Days of each row's :func:`baseline_window`."""
     start, end = baseline_window(grid)
-    began = seconds(grid.account_values("started_at").astype("datetime64[ns]"))
-    began = np.where(began == NAT, start, np.maximum(began, start))
-    days: np.ndarray = np.clip(end - began, 0, None) / DAY
+    days: np.ndarray = (end - start) / DAY
     return days
 
 

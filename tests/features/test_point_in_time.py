@@ -68,6 +68,7 @@ def record(draw, table: str, accounts: tuple[str, ...], lo: int, hi: int) -> dic
             response_hours=draw(maybe(st.floats(0, 200))),
             sentiment=draw(maybe(st.floats(-1, 1))),
             competitor_mentioned=draw(maybe(st.booleans())),
+            initiated_by=draw(maybe(st.sampled_from(["client", "firm"]))),
         )  # fmt: skip
     if table == "contacts":
         return dict(

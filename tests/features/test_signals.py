@@ -361,8 +361,14 @@ def baseline_reference(tb: Tables, acc: str, t: pd.Timestamp, o: dict) -> dict[s
     own 365 days before them ([t - 455 days, t - 90 days))."""
     r: dict[str, float] = {}
     started = tb.accounts.set_index("account_id").loc[acc].started_at
+    # the baseline: the year before the last 90 days, from the account's start when later
     lo, hi = t - 455 * D, t - 90 * D
-    days = 365.0 if pd.isna(started) else max((hi - max(started, lo)).total_seconds(), 0) / 86400
+    if not pd.isna(started):
+        lo = min(max(started, lo), hi)
+    days = (hi - lo).total_seconds() / 86400
+
+    def baseline(frame: pd.DataFrame, col: str) -> pd.DataFrame:
+        return frame[(frame[col] >= lo) & (frame[col] < hi)]
 
     def pace(recent: float, earlier: float) -> float:
         if days < 30:
@@ -375,7 +381,7 @@ def baseline_reference(tb: Tables, acc: str, t: pd.Timestamp, o: dict) -> dict[s
         return (known.initiated_by == "client").mean() if len(known) else np.nan
 
     inter = tb.interactions[(tb.interactions.account_id == acc) & (tb.interactions.occurred_at < t)]
-    recent, base = _window(inter, "occurred_at", t, 90), _window(inter, "occurred_at", t, 455, 90)
+    recent, base = _window(inter, "occurred_at", t, 90), baseline(inter, "occurred_at")
     held, held_base = recent[recent.status == "held"], base[base.status == "held"]
     meeting = ["meeting", "business_review"]
     r["interactions_vs_usual"] = pace(len(held), len(held_base))
@@ -400,7 +406,7 @@ def baseline_reference(tb: Tables, acc: str, t: pd.Timestamp, o: dict) -> dict[s
         was_client = pd.isna(started) or started <= year_ago
         r[f"{side}_contacts_vs_year_ago"] = (now - count) / max(count, 1) if was_client else np.nan
     inv = tb.invoices[(tb.invoices.account_id == acc) & (tb.invoices.issued_at < t)]
-    recent, base = _window(inv, "issued_at", t, 90), _window(inv, "issued_at", t, 455, 90)
+    recent, base = _window(inv, "issued_at", t, 90), baseline(inv, "issued_at")
     usual = base.amount.sum() * 90 / days if days >= 30 else np.nan
     r["spend_vs_usual"] = (recent.amount.sum() - usual) / usual if usual else np.nan
     before = base.amount.mean()
@@ -415,9 +421,10 @@ def baseline_reference(tb: Tables, acc: str, t: pd.Timestamp, o: dict) -> dict[s
     due = inv.due_at.where(inv.due_at >= inv.issued_at, inv.issued_at)
     paid = inv.paid_at.where(inv.paid_at >= inv.issued_at, inv.issued_at)
     settled = paid.where(paid >= due, due)
-    delays = pd.DataFrame({"at": settled, "late": (settled - due).dt.days})[inv.paid_at.notna()]
+    # a delay is known once paid: stamped at the payment (never before the issue)
+    delays = pd.DataFrame({"at": paid, "late": (settled - due).dt.days})[inv.paid_at.notna()]
     r["days_late_vs_usual"] = (
-        _window(delays, "at", t, 90).late.mean() - _window(delays, "at", t, 455, 90).late.mean()
+        _window(delays, "at", t, 90).late.mean() - baseline(delays, "at").late.mean()
     )
     su = tb.surveys[(tb.surveys.account_id == acc) & (tb.surveys.answered_at < t)]
     su = su.sort_values(["answered_at", "score"])
@@ -428,7 +435,7 @@ def baseline_reference(tb: Tables, acc: str, t: pd.Timestamp, o: dict) -> dict[s
     else:
         r["survey_score_vs_usual"] = np.nan
     ti = tb.tickets[(tb.tickets.account_id == acc) & (tb.tickets.opened_at < t)]
-    base = _window(ti, "opened_at", t, 455, 90)
+    base = baseline(ti, "opened_at")
     r["tickets_vs_usual"] = pace(o["tickets_90d"], len(base))
     r["complaints_vs_usual"] = pace(o["complaints_90d"], int(base.is_complaint.fillna(False).sum()))
     return r

@@ -94,6 +94,42 @@ def test_each_required_driver_maps_to_its_action(playbook, features, action_id, 
 
 
 @pytest.mark.parametrize(
+    ("feature", "action_id"),
+    [
+        ("interactions_vs_usual", "checkin_call"),
+        ("meetings_vs_usual", "checkin_call"),
+        ("response_hours_vs_usual", "checkin_call"),
+        ("client_initiated_share_90d", "checkin_call"),
+        ("client_initiated_vs_usual", "checkin_call"),
+        ("client_contacts_left_365d", "multi_thread"),
+        ("client_contacts_vs_year_ago", "multi_thread"),
+        ("firm_contacts_vs_year_ago", "multi_thread"),
+        ("sentiment_vs_usual", "diagnostic_conversation"),
+        ("sentiment_30d_vs_usual", "diagnostic_conversation"),
+        ("spend_vs_usual", "renewal_strategy"),
+        ("invoice_amount_vs_usual", "value_review"),
+        ("discount_share_90d", "value_review"),
+        ("discount_share_vs_usual", "value_review"),
+        ("days_late_vs_usual", "billing_check"),
+        ("survey_score_vs_usual", "service_recovery"),
+        ("tickets_vs_usual", "service_recovery"),
+        ("complaints_vs_usual", "service_recovery"),
+    ],
+)
+def test_changes_against_the_clients_own_normal_trigger_the_action_of_their_signal(
+    playbook, feature, action_id
+):
+    assert only(playbook, feature).id == action_id
+
+
+def test_every_baseline_relative_feature_has_an_action(playbook):
+    from features.catalog import basis_features
+
+    for feature in basis_features("baseline"):
+        assert only(playbook, feature.name).source == "driver"
+
+
+@pytest.mark.parametrize(
     ("code", "words", "owner"),
     [
         ("esc_health_drop", "account manager reaches out", "account manager"),

@@ -68,6 +68,9 @@ def random_tables(n_accounts: int, seed: int, years: int = 3) -> Tables:
         client_seniority=pd.Series(rng.choice(list(levels_order()), k)).where(rng.random(k) < .8),
         response_hours=pd.Series(rng.exponential(10, k)).where(rng.random(k) < 0.7),
         sentiment=rng.uniform(-1, 1, k), competitor_mentioned=rng.random(k) < 0.05,
+        # its own generator: the other columns and tables keep the draws they always had
+        initiated_by=pd.Series(np.random.default_rng(seed + 1).choice(
+            np.array(["client", "firm", None], dtype=object), k)),
     )  # fmt: skip
     k = n * 6
     started = days(k)

@@ -5,7 +5,10 @@ the same seed gives the same intervals, and a resample with one class only is le
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -252,3 +255,28 @@ def test_the_card_shows_each_figure_with_its_interval_and_says_what_they_are():
     )
     assert "95 % bootstrap intervals by account, from 200 resamples of the 1,234 test" in note
     assert "left out" not in note
+
+
+def test_the_run_config_sets_the_resamples_and_level_and_zero_turns_intervals_off(tmp_path):
+    from churn.errors import ConfigError
+    from training.config import TrainConfig, load_train_config
+    from training.evaluate import metric_intervals
+
+    y, score, account_of = _simulated(9, 80, 3, 1.0, shared=0.5)
+    frame = pd.DataFrame({"account_id": [f"acc-{a}" for a in account_of]})
+    shipped = load_train_config(Path(__file__).resolve().parents[2] / "configs" / "train.yaml")
+    assert shipped.evaluation.bootstrap_samples == 200
+    assert shipped.evaluation.interval_level == 0.95
+    narrow = TrainConfig.model_validate(
+        {"evaluation": {"bootstrap_samples": 150, "interval_level": 0.5}}
+    )
+    intervals, note = metric_intervals(y, {"model": score}, frame, np.zeros(len(y)), narrow, 3)
+    assert note == IntervalNote(150, 0.5, 80, 0)
+    boot = bootstrap_metrics(y, {"model": score}, frame["account_id"], samples=150, seed=3)
+    assert intervals["model"]["roc_auc"] == boot.interval("model", "roc_auc", 0.5)
+    off = TrainConfig.model_validate({"evaluation": {"bootstrap_samples": 0}})
+    assert metric_intervals(y, {"model": score}, frame, np.zeros(len(y)), off, 3) == ({}, None)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("evaluation:\n  interval_level: 1.0\n")
+    with pytest.raises(ConfigError, match="interval_level"):
+        load_train_config(bad)

@@ -89,9 +89,15 @@ def test_mlflow_and_the_model_card_carry_both_purchase_baselines(invoices_only_r
     header = next(line for line in card.splitlines() if line.startswith("| metric |"))
     assert header.endswith("| Recency baseline | BG/NBD baseline |")
     auc_row = next(line for line in card.splitlines() if line.startswith("| ROC AUC"))
-    assert auc_row.endswith(
-        f"| {summary['recency']['roc_auc']:.3f} | {summary['bgnbd']['roc_auc']:.3f} |"
-    )
+    cells = [
+        f"{summary[s]['roc_auc']:.3f} [{low:.3f}-{high:.3f}]"
+        for s in ("recency", "bgnbd")
+        for low, high in [summary["intervals"][s]["roc_auc"]]
+    ]
+    assert auc_row.endswith(f"| {cells[0]} | {cells[1]} |")
+    # Recency is a ranking in days: no Brier score, so no interval of one either.
+    assert summary["intervals"]["recency"]["brier"] == [None, None]
+    assert "recency.brier_low" not in metrics and "recency.roc_auc_low" in metrics
     assert "buy-till-you-die" in card
 
 
@@ -109,3 +115,13 @@ def test_the_report_table_shows_only_the_scorers_a_run_has():
     console.print(comparison_table(metrics))
     plain = console.export_text()
     assert "recency baseline" in plain and "BG/NBD baseline" in plain and "n/a" in plain
+
+
+def test_the_report_table_gives_every_figure_its_interval():
+    metrics = {s: dict.fromkeys(METRICS, 0.5) for s in SCORERS}
+    intervals = {s: dict.fromkeys(METRICS, (0.25, 0.75)) for s in SCORERS}
+    intervals["logistic"]["brier"] = (float("nan"), float("nan"))  # undefined: no interval
+    console = Console(record=True, width=200)
+    console.print(comparison_table(metrics, intervals))
+    plain = console.export_text()
+    assert plain.count("[0.250-0.750]") == len(METRICS) * len(SCORERS) - 1

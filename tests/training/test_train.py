@@ -195,7 +195,8 @@ def test_second_run_on_the_same_data_gives_the_same_metrics(first_run, demo_sour
     assert "PR AUC" in done.stderr and "promoted to champion" in done.stderr
     low, high = result.intervals["model"]["roc_auc"]
     point = result.metrics["model"]["roc_auc"]
-    assert f"model: ROC AUC {point:.3f} [{low:.3f}-{high:.3f}]" in done.stderr
+    assert f"{point:.3f}" in done.stderr and f"[{low:.3f}-{high:.3f}]" in done.stderr
+    assert "Second line of each figure: 95 % bootstrap intervals by account" in done.stderr
 
 
 def test_promotion_refuses_a_worse_model_and_force_overrides(first_run, demo_source, tmp_path):
