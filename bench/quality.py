@@ -7,7 +7,8 @@ metric is larger than its sampling noise. Everything is measured in this run:
 
 * **Headline**: two runs of the real training pipeline (``training.pipeline.run``, each into a
   fresh MLflow store under ``workdir/quality``) on the sample, one with today's features (the
-  catalogue's ``level`` features) and one with all of them (``level`` and ``baseline``). Rows:
+  55 inputs of the model before the baseline-relative features, :func:`today_features`) and
+  one with all of them. Rows:
   test ROC AUC of all features (target: at least 0.86; the ratio column is all / today), PR AUC
   and top-decile lift (target: above today's), and the expected calibration error of all
   features (at most 0.01). Both runs split the same labeled frame, so their test rows are the
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
 
 ROC_AUC_TARGET = 0.86
 ECE_LIMIT = 0.01
+# The suite's wall time is reported against ten minutes for scale; no target is set for it.
 BUDGET_SECONDS = 600.0
 TOP_FEATURES = 15
 ALL = "all features"
@@ -73,11 +75,25 @@ _EPS = 1e-9
 # ------------------------------------------------------------------------------ feature sets
 
 
+#: The three levels added with the baseline-relative features (the share of interactions the
+#: client initiated, client contacts who left in the last year, the discount share of the last
+#: 90 days). Today's feature set is the level features without them: the 55 model inputs of the
+#: model before the baseline-relative features.
+ADDED_LEVELS: frozenset[str] = frozenset(
+    {
+        "client_initiated_share_90d",
+        "client_contacts_left_365d",
+        "discount_share_90d",
+    }
+)
+
+
 def today_features(features: Sequence[str]) -> list[str]:
-    """Today's feature set: the ``level`` features of ``features`` (catalogue order kept)."""
+    """Today's feature set: ``features`` without the baseline-relative ones and the three
+    levels added with them (:data:`ADDED_LEVELS`), catalogue order kept."""
     from features.catalog import FEATURES
 
-    return [f for f in features if FEATURES[f].basis == "level"]
+    return [f for f in features if FEATURES[f].basis == "level" and f not in ADDED_LEVELS]
 
 
 def feature_sets(features: Sequence[str]) -> dict[str, list[str]]:
@@ -583,8 +599,8 @@ def run(
             unit="s",
             ours=seconds,
             reference=BUDGET_SECONDS,
-            reference_name="time budget",
-            target=1.0,
+            reference_name="ten minutes, for scale (no target)",
+            target=None,
             higher_is_better=False,
             extra={
                 "steps_seconds": clock,
