@@ -599,7 +599,7 @@ def run(
             unit="s",
             ours=seconds,
             reference=BUDGET_SECONDS,
-            reference_name="ten minutes, for scale (no target)",
+            reference_name="ten minutes, for scale; no target",
             target=None,
             higher_is_better=False,
             extra={
