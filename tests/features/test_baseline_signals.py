@@ -27,9 +27,10 @@ N = 240
 
 def _simulated(seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     """``N`` clients over 15 months before ``AS_OF``: each with its own normal pace of calls
-    (2 to 40 a month, log-uniform), tone (-0.2 to +0.7) and discount share (0 or 10 %); a random half change
-    in the last 90 days (calls at 40 % of their pace, tone 0.3 lower, discount 8 points higher),
-    the others carry on. Returns the snapshot at ``AS_OF`` and which clients changed."""
+    (2 to 40 a month, log-uniform), tone (-0.2 to +0.7) and discount share (0 or 10 %); a
+    random half change in the last 90 days (calls at 40 % of their pace, tone 0.3 lower,
+    discount 8 points higher), the others carry on. Returns the snapshot at ``AS_OF`` and
+    which clients changed."""
     rng = np.random.default_rng(seed)
     ids = [f"C{i:03d}" for i in range(N)]
     pace = np.exp(rng.uniform(np.log(2), np.log(40), N))  # calls a month
