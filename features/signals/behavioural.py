@@ -28,6 +28,7 @@ from features.signals.timeline import (
     ratio,
     recorded,
     seconds,
+    usual_pace,
 )
 
 WINDOWS = (30, 90, 180)
@@ -56,6 +57,7 @@ def _interactions(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
     acc, when = grid.code(frame["account_id"]), seconds(frame["occurred_at"])
     status, channel = frame["status"], frame["channel"]
     held = mask(status == "held")
+    initiated_by = column(frame, "initiated_by", "string")
     events = Timeline(
         acc,
         when,
@@ -65,8 +67,8 @@ def _interactions(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
             "review": held & mask(channel == "business_review"),
             "missed": mask(status.isin(MISSED)),
             "response": floats(column(frame, "response_hours")),
-            "client_led": held & mask(column(frame, "initiated_by", "string") == "client"),
-            "led_known": held & mask(column(frame, "initiated_by", "string").notna()),
+            "client_led": held & mask(initiated_by == "client"),
+            "led_known": held & mask(initiated_by.notna()),
         },
     )
     a, t = grid.acc, grid.t
@@ -99,16 +101,14 @@ def _against_usual(events: Timeline, grid: Grid, initiated: bool) -> dict[str, n
     a, t, quarter = grid.acc, grid.t, grid.ago(90)
     start, end = baseline_window(grid)
     days = baseline_days(grid)
+
+    def against_usual(what: str) -> np.ndarray:
+        usual = usual_pace(events.total(what, a, start, end), days)
+        return pace_change(events.total(what, a, quarter, t), usual)
+
     out: dict[str, np.ndarray] = {
-        "interactions_vs_usual": pace_change(
-            events.total("held", a, quarter, t), events.total("held", a, start, end), 90, days
-        ),
-        "meetings_vs_usual": pace_change(
-            events.total("meeting", a, quarter, t),
-            events.total("meeting", a, start, end),
-            90,
-            days,
-        ),
+        "interactions_vs_usual": against_usual("held"),
+        "meetings_vs_usual": against_usual("meeting"),
         "response_hours_vs_usual": events.mean("response", a, quarter, t)
         - events.mean("response", a, start, end),
     }

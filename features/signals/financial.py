@@ -16,7 +16,6 @@ import pandas as pd
 from features.contract import Tables
 from features.signals.timeline import (
     DAY,
-    MIN_BASELINE_DAYS,
     NAT,
     NEVER,
     Grid,
@@ -33,6 +32,7 @@ from features.signals.timeline import (
     ratio,
     recorded,
     seconds,
+    usual_pace,
 )
 
 LATENESS_WINDOW_DAYS = 365
@@ -149,9 +149,7 @@ def _against_usual(
     invoice's issue)."""
     a, t, quarter = grid.acc, grid.t, grid.ago(90)
     start, end = baseline_window(grid)
-    days = baseline_days(grid)
-    enough = days >= MIN_BASELINE_DAYS
-    usual_spend = billed.total("amount", a, start, end) * 90 / np.where(enough, days, np.nan)
+    usual_spend = usual_pace(billed.total("amount", a, start, end), baseline_days(grid))
     recent_spend = billed.total("amount", a, quarter, t)
     on_paid = (paid != NAT) & (due != NAT)
     delays = Timeline(

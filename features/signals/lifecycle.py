@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.contract import Tables
-from features.signals.timeline import Grid, day_of, seconds
+from features.signals.timeline import Grid, day_of
 
 DAYS_PER_MONTH = 30.4375
 STAGES = ("new", "established", "long_term")
@@ -21,8 +21,7 @@ STAGE_BOUNDS_MONTHS = (12.0, 36.0)
 
 def compute(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
     """Tenure in months and the lifecycle stage of each grid row's account."""
-    started = seconds(grid.account_values("started_at").astype("datetime64[ns]"))
-    tenure = (day_of(grid.t) - day_of(started)) / DAYS_PER_MONTH
+    tenure = (day_of(grid.t) - day_of(grid.started)) / DAYS_PER_MONTH
     return {"tenure_months": tenure, "lifecycle_stage": lifecycle_stage(tenure)}
 
 

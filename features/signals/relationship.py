@@ -93,12 +93,10 @@ def _contacts(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
         "client_contacts_left_365d": leaves.total("client", a, year_ago, t),
     }
     # against a year ago only for clients that were clients then
-    began = seconds(grid.account_values("started_at").astype("datetime64[ns]"))
-    year = np.where((began == NAT) | (began <= year_ago), 365.0, 0.0)
+    was_client = (grid.started == NAT) | (grid.started <= year_ago)
     for side in ("client", "firm"):
-        out[f"{side}_contacts_vs_year_ago"] = pace_change(
-            out[f"{side}_contacts_active"], active(side, year_ago), 365.0, year
-        )
+        then = np.where(was_client, active(side, year_ago), np.nan)
+        out[f"{side}_contacts_vs_year_ago"] = pace_change(out[f"{side}_contacts_active"], then)
     level = np.full(len(grid), np.nan)
     for i in range(len(SENIORITY_LEVELS)):  # four levels, each a whole-array step
         level = np.where(active(f"level{i}") > 0, float(i), level)

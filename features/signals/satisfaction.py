@@ -25,6 +25,7 @@ from features.signals.timeline import (
     pace_change,
     recorded,
     seconds,
+    usual_pace,
 )
 
 HIGH_SEVERITY = ("high", "critical")
@@ -86,10 +87,12 @@ def _tickets(tables: Tables, grid: Grid) -> dict[str, np.ndarray]:
     }
     start, end = baseline_window(grid)
     days = baseline_days(grid)
-    out["tickets_vs_usual"] = pace_change(out["tickets_90d"], opens.count(a, start, end), 90, days)
+    out["tickets_vs_usual"] = pace_change(
+        out["tickets_90d"], usual_pace(opens.count(a, start, end), days)
+    )
     if recorded(tables, "tickets", "is_complaint"):
         out["complaints_90d"] = opens.total("complaint", a, grid.ago(90), t)
         out["complaints_vs_usual"] = pace_change(
-            out["complaints_90d"], opens.total("complaint", a, start, end), 90, days
+            out["complaints_90d"], usual_pace(opens.total("complaint", a, start, end), days)
         )
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import cast
 
 import numpy as np
@@ -91,8 +92,7 @@ def baseline_window(grid: Grid) -> tuple[np.ndarray, np.ndarray]:
     client; records from before the start, such as pre-sales contact, are not its usual).
     Empty (start = end) when the account started after it."""
     start, end = grid.ago(RECENT_DAYS + BASELINE_DAYS), grid.ago(RECENT_DAYS)
-    began = seconds(grid.account_values("started_at").astype("datetime64[ns]"))
-    start = np.where(began == NAT, start, np.clip(began, start, end))
+    start = np.where(grid.started == NAT, start, np.clip(grid.started, start, end))
     return start, end
 
 
@@ -103,25 +103,26 @@ def baseline_days(grid: Grid) -> np.ndarray:
     return days
 
 
-def pace_change(
-    recent: np.ndarray,
-    earlier: np.ndarray,
-    recent_days: float = RECENT_DAYS,
-    earlier_days: float | np.ndarray = BASELINE_DAYS,
-    floor: float = 1.0,
-) -> np.ndarray:
-    """A count of the recent window against the account's usual pace:
-    ``(recent - usual) / max(usual, floor)`` with ``usual = earlier * recent_days /
-    earlier_days`` (the earlier window's count scaled to the recent window's length); NaN where
-    the earlier window is shorter than :data:`MIN_BASELINE_DAYS`. The floor keeps a sparse
-    account's change finite and modest: one event against a usual of none is +100 %, not
-    infinite."""
-    days = np.broadcast_to(np.asarray(earlier_days, dtype=np.float64), np.shape(earlier))
+def usual_pace(earlier: np.ndarray, days: np.ndarray) -> np.ndarray:
+    """A total of the baseline window (``days`` long) scaled to the recent window's length:
+    the account's usual for 90 days; NaN where the baseline is shorter than
+    :data:`MIN_BASELINE_DAYS`."""
     enough = days >= MIN_BASELINE_DAYS
-    usual = np.asarray(earlier, dtype=np.float64) * recent_days / np.where(enough, days, 1.0)
-    change = (np.asarray(recent, dtype=np.float64) - usual) / np.maximum(usual, floor)
-    out: np.ndarray = np.where(enough, change, np.nan)
-    return out
+    usual: np.ndarray = np.where(
+        enough,
+        np.asarray(earlier, dtype=np.float64) * RECENT_DAYS / np.where(enough, days, 1.0),
+        np.nan,
+    )
+    return usual
+
+
+def pace_change(recent: np.ndarray, usual: np.ndarray, floor: float = 1.0) -> np.ndarray:
+    """A count against its usual: ``(recent - usual) / max(usual, floor)`` (NaN where the usual
+    is unknown). The floor keeps a sparse account's change finite and modest: one event against
+    a usual of none is +100 %, not infinite."""
+    usual = np.asarray(usual, dtype=np.float64)
+    change: np.ndarray = (np.asarray(recent, dtype=np.float64) - usual) / np.maximum(usual, floor)
+    return change
 
 
 def flag(condition: np.ndarray) -> np.ndarray:
@@ -188,6 +189,12 @@ class Grid:
     def ago(self, days: float) -> np.ndarray:
         """The instant ``days`` before each row's as_of."""
         return self.t - np.int64(round(days * DAY))
+
+    @cached_property
+    def started(self) -> np.ndarray:
+        """Each row's account ``started_at`` in int64 seconds (``NAT`` where unknown), read once
+        per grid: tenure, the baseline window and contacts a year ago all need it."""
+        return seconds(self.account_values("started_at").astype("datetime64[ns]"))
 
     def account_values(self, name: str) -> pd.Series:
         """An accounts column, one value per grid row."""
