@@ -373,12 +373,9 @@ def ablation_table(
     the paired gain of each against all features (point, low, high; None for all features and
     for an empty set, whose ``note`` says why). Every set is measured on the same resamples."""
     y, accounts = parts.test.y, parts.test.frame["account_id"].to_numpy()
-    scored = {name: fit for name, fit in fits.items()}
-    distinct = {id(fit): name for name, fit in reversed(scored.items())}  # first name per fit
+    distinct = {id(fit): name for name, fit in reversed(fits.items())}  # first name per fit
     with progress.step(f"ablation: bootstrap intervals ({draws.samples} resamples)"):
-        boot = draws.resample(
-            y, {name: scored[name].scores for name in distinct.values()}, accounts
-        )
+        boot = draws.resample(y, {name: fits[name].scores for name in distinct.values()}, accounts)
     records = []
     for name, names in sets.items():
         record: dict[str, Any] = {

@@ -134,25 +134,16 @@ def feature_groups(x: np.ndarray, threshold: float | None) -> list[list[int]]:
     pairwise-complete rows; a constant column joins no group); each group in column order,
     groups ordered by their first column. ``None``: every column alone."""
     import pandas as pd
+    from scipy.sparse.csgraph import connected_components
 
     n = x.shape[1]
     if threshold is None or n < 2:
         return [[j] for j in range(n)]
     corr = pd.DataFrame(x).corr(method="spearman", min_periods=3).abs().to_numpy()
-    parent = list(range(n))
-
-    def root(j: int) -> int:
-        while parent[j] != j:
-            parent[j] = parent[parent[j]]
-            j = parent[j]
-        return j
-
-    for i, j in zip(*np.nonzero(np.nan_to_num(corr, nan=0.0) >= threshold), strict=True):
-        if i < j:
-            parent[root(int(j))] = root(int(i))
+    _, label = connected_components(np.nan_to_num(corr, nan=0.0) >= threshold, directed=False)
     groups: dict[int, list[int]] = {}
     for j in range(n):
-        groups.setdefault(root(j), []).append(j)
+        groups.setdefault(int(label[j]), []).append(j)
     return sorted(groups.values(), key=lambda g: g[0])
 
 
