@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     import lightgbm as lgb
 
     from churn.settings import Settings
+    from training import bootstrap as training_bootstrap
     from training.config import RunPlan
     from training.pipeline import TrainResult
     from training.progress import Progress
@@ -149,7 +150,7 @@ class Bootstrap:
             y, dict(scores), accounts, revenue, samples=self.samples, seed=self.seed, bins=self.bins
         )
         points = {name: evaluate(y, s, revenue, bins=self.bins) for name, s in scores.items()}
-        return Resampled(self.level, points, boot.values, boot.accounts)
+        return Resampled(self.level, points, boot)
 
 
 @dataclass(frozen=True)
@@ -162,21 +163,19 @@ class Resampled:
 
     level: float
     points: dict[str, dict[str, float]]
-    values: dict[str, dict[str, np.ndarray]]
-    accounts: int
+    boot: training_bootstrap.Bootstrap
+
+    @property
+    def accounts(self) -> int:
+        return self.boot.accounts
 
     def interval(self, scorer: str, metric: str) -> tuple[float, float]:
-        from training.bootstrap import percentile_interval
-
-        return percentile_interval(self.values[scorer][metric], self.level)
+        return self.boot.interval(scorer, metric, self.level)
 
     def gain(self, base: str, new: str, metric: str) -> tuple[float, float, float]:
         """(new - base, low, high) of ``metric``."""
-        from training.bootstrap import percentile_interval
-
         point = self.points[new][metric] - self.points[base][metric]
-        diff = self.values[new][metric] - self.values[base][metric]
-        low, high = percentile_interval(diff, self.level)
+        low, high = self.boot.gain_interval(base, new, metric, self.level)
         return float(point), float(low), float(high)
 
 

@@ -57,6 +57,11 @@ class Bootstrap:
         """The percentile interval of ``scorer``'s ``metric`` at ``level``."""
         return percentile_interval(self.values[scorer][metric], level)
 
+    def gain_interval(self, base: str, new: str, metric: str, level: float) -> tuple[float, float]:
+        """The percentile interval at ``level`` of ``new``'s ``metric`` minus ``base``'s, both
+        measured on each resample (paired)."""
+        return percentile_interval(self.values[new][metric] - self.values[base][metric], level)
+
     def intervals(self, level: float) -> dict[str, dict[str, tuple[float, float]]]:
         """``{scorer: {metric: (low, high)}}`` at ``level``."""
         return {
@@ -238,7 +243,7 @@ def paired_gain_interval(
     boot = bootstrap_metrics(
         y, {"base": base, "new": new}, accounts, samples=samples, seed=seed, bins=bins
     )
-    low, high = percentile_interval(boot.values["new"][metric] - boot.values["base"][metric], level)
+    low, high = boot.gain_interval("base", "new", metric, level)
     return (float(point), low, high)
 
 
