@@ -99,8 +99,8 @@ def _report(bt: Backtest, out: Console) -> None:
             f"[{style}]{label}[/]" if style else label,
             _num(m["roc_auc"]),
             _num(m["pr_auc"]),
-            f"{now.get(key, 0):g}",
-            f"{new.get(key, 0):g}" if key in new else "dropped",
+            f"{now[key]:g}" if key in now else "reserve",
+            f"{new[key]:g}" if key in new else "reserve",
             ""
             if "." not in key
             else f"{_num(unknown['current'][key], True)} -> "

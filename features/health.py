@@ -144,14 +144,16 @@ class SubRule(_Strict):
 
 
 class Component(_Strict):
-    """A health component: its maximum and the sub-rules sharing it."""
+    """A health component: its maximum, the sub-rules sharing it, and reserve sub-rules that
+    award nothing today (the backtest measures them and may give them points)."""
 
     max_points: float
     rules: list[SubRule] = Field(min_length=1)
+    reserve: list[SubRule] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _rules_add_up(self) -> Component:
-        names = [r.name for r in self.rules]
+        names = [r.name for r in self.pool()]
         if len(set(names)) != len(names):
             raise ValueError(f"sub-rule names repeat: {sorted(names)}")
         total = sum(r.points for r in self.rules)
@@ -160,6 +162,10 @@ class Component(_Strict):
                 f"sub-rule points add up to {total:g}, but max_points is {self.max_points:g}"
             )
         return self
+
+    def pool(self) -> list[SubRule]:
+        """The sub-rules, then the reserve."""
+        return [*self.rules, *self.reserve]
 
 
 class Components(_Strict):
@@ -318,13 +324,14 @@ def load_health_config(
     if known_features is not None:
         known = set(known_features)
         for name, component in cfg.components.items():
-            for i, rule in enumerate(component.rules):
-                if rule.feature not in known:
-                    raise ConfigError(
-                        f"{path}: components.{name}.rules.{i}.feature: unknown feature "
-                        f"{rule.feature!r}",
-                        hint="use a feature name from the feature catalogue",
-                    )
+            for kind in ("rules", "reserve"):
+                for i, rule in enumerate(getattr(component, kind)):
+                    if rule.feature not in known:
+                        raise ConfigError(
+                            f"{path}: components.{name}.{kind}.{i}.feature: unknown feature "
+                            f"{rule.feature!r}",
+                            hint="use a feature name from the feature catalogue",
+                        )
     return cfg
 
 

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 # The bootstrap of the test-period gain: resamples of accounts and its seed.
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 20240613
-# Smallest points a suggested sub-rule keeps; below it the sub-rule is dropped.
+# Smallest points a suggested sub-rule keeps; below it the sub-rule goes to the reserve.
 MIN_RULE_POINTS = 0.5
 # Ridge penalty of the constrained fit (per row, on the weights in log-odds).
 _L2 = 1e-4
@@ -72,18 +72,35 @@ def _shape(values: np.ndarray, rule: SubRule, missing_share: float) -> np.ndarra
 
 
 def rule_shapes(frame: pd.DataFrame, cfg: HealthConfig) -> pd.DataFrame:
-    """One column per sub-rule (``component.rule``): the share 0..1 of its points each row
-    earns under ``cfg``, so that ``sum_r points_r * shape_r`` is the (unrounded) score."""
-    expected = expected_cadence(frame, cfg.cadence)
+    """One column per sub-rule and reserve sub-rule (``component.rule``): the share 0..1 of its
+    points each row earns under ``cfg``, so that ``sum_r points_r * shape_r`` over the
+    sub-rules is the (unrounded) score (a reserve sub-rule's column is what it would award)."""
     out: dict[str, np.ndarray] = {}
-    for name, component in cfg.components.items():
-        for rule in component.rules:
-            values = float_column(frame, rule.feature)
-            if rule.relative_to_cadence:
-                values = values / expected
-            share = cfg.missing_share if rule.missing_share is None else rule.missing_share
-            out[rule_key(name, rule.name)] = _shape(values, rule, share)
+    for key, rule, values in _rule_values(frame, cfg):
+        share = cfg.missing_share if rule.missing_share is None else rule.missing_share
+        out[key] = _shape(values, rule, share)
     return pd.DataFrame(out, index=frame.index)
+
+
+def rule_pool(cfg: HealthConfig) -> list[tuple[str, SubRule]]:
+    """``(component.rule, sub-rule)`` for every sub-rule and then every reserve sub-rule of
+    ``cfg``: what the fit chooses points for."""
+    return [
+        (rule_key(name, rule.name), rule)
+        for name, component in cfg.components.items()
+        for rule in component.pool()
+    ]
+
+
+def _rule_values(frame: pd.DataFrame, cfg: HealthConfig) -> list[tuple[str, SubRule, np.ndarray]]:
+    """Each pooled sub-rule with the values it reads (over the segment's cadence where the
+    rule says so)."""
+    expected = expected_cadence(frame, cfg.cadence)
+    out = []
+    for key, rule in rule_pool(cfg):
+        values = float_column(frame, rule.feature)
+        out.append((key, rule, values / expected if rule.relative_to_cadence else values))
+    return out
 
 
 def rule_points(cfg: HealthConfig) -> dict[str, float]:
@@ -96,13 +113,10 @@ def rule_points(cfg: HealthConfig) -> dict[str, float]:
 
 
 def rule_missing_shares(cfg: HealthConfig) -> dict[str, float]:
-    """The share of its points each sub-rule gives an unknown value under ``cfg``."""
+    """The share of its points each sub-rule (and reserve sub-rule) gives an unknown value."""
     return {
-        rule_key(name, rule.name): float(
-            cfg.missing_share if rule.missing_share is None else rule.missing_share
-        )
-        for name, component in cfg.components.items()
-        for rule in component.rules
+        key: float(cfg.missing_share if rule.missing_share is None else rule.missing_share)
+        for key, rule in rule_pool(cfg)
     }
 
 
@@ -497,12 +511,12 @@ class RuleLevels:
 
 
 def rule_levels(cfg: HealthConfig) -> list[RuleLevels]:
+    """The levels of every sub-rule and reserve sub-rule (:func:`rule_pool`)."""
     out = []
-    for name, component in cfg.components.items():
-        for rule in component.rules:
-            awarded = {p / rule.points for _, p in rule.steps} | {rule.below / rule.points}
-            share = cfg.missing_share if rule.missing_share is None else rule.missing_share
-            out.append(RuleLevels(rule_key(name, rule.name), tuple(sorted(awarded)), share))
+    for key, rule in rule_pool(cfg):
+        awarded = {p / rule.points for _, p in rule.steps} | {rule.below / rule.points}
+        share = cfg.missing_share if rule.missing_share is None else rule.missing_share
+        out.append(RuleLevels(key, tuple(sorted(awarded)), share))
     return out
 
 
@@ -550,15 +564,7 @@ def design_matrix(
 
 
 def _known(frame: pd.DataFrame, cfg: HealthConfig) -> dict[str, np.ndarray]:
-    expected = expected_cadence(frame, cfg.cadence)
-    out = {}
-    for name, component in cfg.components.items():
-        for rule in component.rules:
-            values = float_column(frame, rule.feature)
-            if rule.relative_to_cadence:
-                values = values / expected
-            out[rule_key(name, rule.name)] = np.isfinite(values)
-    return out
+    return {key: np.isfinite(values) for key, _, values in _rule_values(frame, cfg)}
 
 
 def fitted_levels(
@@ -617,7 +623,7 @@ def suggested_points(
     scaled = {k: 100.0 * maxima[k] / total for k in keep}
     keep = {k for k in keep if scaled[k] >= MIN_RULE_POINTS}
     for name, component in cfg.components.items():
-        keys = [rule_key(name, r.name) for r in component.rules]
+        keys = [rule_key(name, r.name) for r in component.pool()]
         if not any(k in keep for k in keys):
             keep.add(max(keys, key=lambda k: maxima[k]))
     base = {k: max(maxima[k], 1e-9) for k in keep}
@@ -656,17 +662,20 @@ def suggested_config(
 ) -> HealthConfig:
     """``cfg`` with each kept sub-rule's levels replaced by ``points`` (its new points for each
     original level, lowest first; the highest is its maximum) and its ``missing_share`` by
-    ``missing_shares`` where given, dropped sub-rules removed, component maxima the sums,
-    bands unchanged, version one higher; validated on build."""
+    ``missing_shares`` where given, component maxima the sums, bands unchanged, version one
+    higher; validated on build. A kept reserve sub-rule becomes a sub-rule (after the others);
+    a dropped sub-rule goes to the reserve with its old points, so that a later backtest can
+    bring it back."""
     from features.health import HealthConfig
 
     by_key = {r.key: r for r in rule_levels(cfg)}
     data = cfg.model_dump(mode="python")
     for name, component in data["components"].items():
-        rules = []
-        for rule in component["rules"]:
+        rules, reserve = [], []
+        for rule in [*component["rules"], *component["reserve"]]:
             key = rule_key(name, rule["name"])
             if key not in points:
+                reserve.append(rule)
                 continue
             levels, new = by_key[key].levels, points[key]
             old = float(rule["points"])
@@ -676,7 +685,7 @@ def suggested_config(
             if missing_shares and key in missing_shares:
                 rule["missing_share"] = round(missing_shares[key], 6)
             rules.append(rule)
-        component["rules"] = rules
+        component["rules"], component["reserve"] = rules, reserve
         component["max_points"] = round(sum(r["points"] for r in rules), 6)
     data["version"] = cfg.version + 1
     return HealthConfig.model_validate(data)
@@ -1381,9 +1390,9 @@ def describe_changes(old: HealthConfig, new: HealthConfig) -> list[str]:
             a, b = before.get(key), after.get(key)
             short = key.split(".", 1)[1]
             if a is None:
-                parts.append(f"{short} new {b:g}")
+                parts.append(f"{short} from the reserve {b:g}")
             elif b is None:
-                parts.append(f"{short} {a:g} -> dropped")
+                parts.append(f"{short} {a:g} -> to the reserve")
             elif a != b:
                 parts.append(f"{short} {a:g} -> {b:g}")
             if a is not None and b is not None and was_unknown[key] != now_unknown[key]:

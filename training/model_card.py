@@ -291,8 +291,16 @@ def health_backtest_section(bt: dict[str, Any]) -> list[str]:
         for name, points in bt["weights"].items()
         if "." not in name
     )
-    lines += ["", f"Suggested component maxima: {maxima}.", ""]
-    return lines
+    lines += ["", f"Suggested component maxima: {maxima}."]
+    now, new = bt["current_weights"], bt["weights"]
+    moved = {
+        "From the reserve (points today 0)": [k for k in new if "." in k and k not in now],
+        "To the reserve": [k for k in now if "." in k and k not in new],
+    }
+    for label, keys in moved.items():
+        if keys:
+            lines.append(f"{label}: " + ", ".join(f"`{k}`" for k in keys) + ".")
+    return [*lines, ""]
 
 
 def render_model_card(card: CardInputs) -> str:

@@ -60,6 +60,10 @@ def test_backtest_json_last_line_is_one_object_with_both_rule_sets(backtest_run)
     # the tables and the interval go to stderr with --json
     assert "bootstrap interval" in result.stderr
     assert "share of churners" in result.stderr
+    # the reserve sub-rules are measured too: listed with no points today
+    reserve = [k for k in summary["rules"] if k not in summary["current_weights"]]
+    assert "relationship.sentiment_vs_usual" in reserve
+    assert "reserve" in result.stderr
 
 
 SHIPPED_VERSION = load_health_config(DEFAULT_HEALTH_CONFIG).version
@@ -164,6 +168,26 @@ def test_apply_replaces_the_active_rules_keeps_a_backup_and_says_what_changed(tm
     assert f"version {NEXT} active" in result.stdout
     assert "engagement 30 -> 25 points: interaction_frequency 10 -> 5" in result.stdout
     assert "satisfaction 20 -> 25 points: survey_score 10 -> 15" in result.stdout
+
+
+def test_apply_says_which_sub_rules_come_from_and_go_to_the_reserve(tmp_path, active):
+    """A suggestion that gives a reserve sub-rule the points of a sub-rule it sends to the
+    reserve: apply names both moves."""
+    data = yaml.safe_load(DEFAULT_HEALTH_CONFIG.read_text())
+    data["version"] = NEXT
+    rel = data["components"]["relationship"]
+    strategic = next(r for r in rel["rules"] if r["name"] == "strategic_work")
+    sentiment = next(r for r in rel["reserve"] if r["name"] == "sentiment_vs_usual")
+    rel["rules"] = [r for r in rel["rules"] if r is not strategic] + [sentiment]
+    rel["reserve"] = [r for r in rel["reserve"] if r is not sentiment] + [strategic]
+    file = tmp_path / "suggested.yaml"
+    file.write_text(yaml.safe_dump(data, sort_keys=False))
+    result = run_churn(["health", "apply", str(file)], _env(tmp_path, active), tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (
+        "relationship 25 -> 25 points: strategic_work 4 -> to the reserve; "
+        "sentiment_vs_usual from the reserve 4" in result.stdout
+    )
 
 
 @pytest.mark.parametrize(

@@ -412,3 +412,59 @@ def test_config_error_for_unknown_feature_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("version: 1\ncomponents: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML at line"):
         load_health_config(bad)
+
+
+# ------------------------------------------------------------------------- the reserve
+
+
+def test_the_shipped_reserve_reads_the_clients_own_normal(cfg):
+    """Every component has reserve sub-rules, each on a feature measured against the client's
+    own normal."""
+    from features.catalog import FEATURES
+
+    for name, component in cfg.components.items():
+        assert component.reserve, name
+        for rule in component.reserve:
+            assert FEATURES[rule.feature].basis == "baseline", rule.name
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(
+        st.fixed_dictionaries(
+            {name: feature_value for name in SNAPSHOT_FEATURES} | {"revenue_segment": segment_value}
+        ),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_the_reserve_changes_no_score(cfg, rows):
+    """The same rules without their reserve give every account the same scores, bands,
+    escalations and service score: reserve sub-rules award nothing."""
+    data = cfg.model_dump(mode="python")
+    for component in data["components"].values():
+        component["reserve"] = []
+    bare = HealthConfig.model_validate(data)
+    frame = pd.DataFrame(rows, index=[f"r{i}" for i in range(len(rows))])
+    pd.testing.assert_frame_equal(score_health(frame, cfg), score_health(frame, bare))
+
+
+def test_a_reserve_sub_rule_is_checked_like_a_sub_rule(tmp_path):
+    """A reserve entry is validated as a sub-rule, may not repeat a sub-rule's name, and an
+    unknown feature names its place in the file."""
+    data = shipped()
+    data["components"]["engagement"]["reserve"][0].update(steps=[[0, 1]])
+    with pytest.raises(ConfigError, match="no step awards its 4 points"):
+        load_health_config(write_config(tmp_path, data))
+
+    data = shipped()
+    data["components"]["engagement"]["reserve"][0]["name"] = "recency"
+    with pytest.raises(ConfigError, match="sub-rule names repeat"):
+        load_health_config(write_config(tmp_path, data))
+
+    data = shipped()
+    data["components"]["financial"]["reserve"][1]["feature"] = "spend_vs_usal"
+    with pytest.raises(
+        ConfigError, match=r"components\.financial\.reserve\.1\.feature: unknown feature"
+    ):
+        load_health_config(write_config(tmp_path, data), known_features=MODEL_FEATURES)

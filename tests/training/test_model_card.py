@@ -105,8 +105,16 @@ def test_the_card_reports_the_health_rules_backtest_when_the_run_has_one():
         "version": {"current": 1, "suggested": 2},
         "workload_share": 0.066,
         "bands": {"current": bands, "suggested": bands},
-        "weights": {"engagement": 12.0, "engagement.recency": 12.0},
-        "current_weights": {"engagement": 30.0},
+        "weights": {
+            "engagement": 12.0,
+            "engagement.recency": 9.0,
+            "engagement.interactions_vs_usual": 3.0,
+        },
+        "current_weights": {
+            "engagement": 30.0,
+            "engagement.recency": 20.0,
+            "engagement.meetings": 10.0,
+        },
         "validation_roc_auc": {"current": 0.669, "suggested": 0.676},
         "validation": {
             "current": {**side, "workload_share": 0.071, "recall_at_equal_workload": 0.154},
@@ -129,6 +137,8 @@ def test_the_card_reports_the_health_rules_backtest_when_the_run_has_one():
     assert "| recall at equal workload (6.6 % of rows) | 20.0 % | 30.0 % |" in text
     assert "95 % bootstrap interval +0.030 to +0.110 (1000 resamples" in text
     assert "engagement 30 -> 12" in text
+    assert "From the reserve (points today 0): `engagement.interactions_vs_usual`." in text
+    assert "To the reserve: `engagement.meetings`." in text
     assert "| healthy (60+) | 50.0 % -> 50.0 % | 25.0 % -> 25.0 % | 2.0 % -> 2.0 % |" in text
     assert "below 60: training 8.6 % -> 12.5 %, validation 7.1 % -> 9.2 %" in text
     # chosen without the test period, and the validation period's figures say so
