@@ -103,18 +103,18 @@ feature_value = st.one_of(
     st.none(),
 )
 segment_value = st.sampled_from(["A", "B", "C", "Z", None])
+# One to six accounts with any values of every snapshot feature.
+account_rows = st.lists(
+    st.fixed_dictionaries(
+        {name: feature_value for name in SNAPSHOT_FEATURES} | {"revenue_segment": segment_value}
+    ),
+    min_size=1,
+    max_size=6,
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    rows=st.lists(
-        st.fixed_dictionaries(
-            {name: feature_value for name in SNAPSHOT_FEATURES} | {"revenue_segment": segment_value}
-        ),
-        min_size=1,
-        max_size=6,
-    )
-)
+@given(rows=account_rows)
 def test_scores_stay_in_bounds_and_add_up_for_any_feature_values(cfg, rows):
     frame = pd.DataFrame(rows, index=[f"r{i}" for i in range(len(rows))])
     out = score_health(frame, cfg)
@@ -429,15 +429,7 @@ def test_the_shipped_reserve_reads_the_clients_own_normal(cfg):
 
 
 @settings(max_examples=40, deadline=None)
-@given(
-    rows=st.lists(
-        st.fixed_dictionaries(
-            {name: feature_value for name in SNAPSHOT_FEATURES} | {"revenue_segment": segment_value}
-        ),
-        min_size=1,
-        max_size=6,
-    )
-)
+@given(rows=account_rows)
 def test_the_reserve_changes_no_score(cfg, rows):
     """The same rules without their reserve give every account the same scores, bands,
     escalations and service score: reserve sub-rules award nothing."""
