@@ -217,8 +217,9 @@ def run(
 
 
 def _backtest_health(frame: pd.DataFrame, split: TimeSplit, plan: RunPlan) -> Backtest | None:
-    """The health rules' backtest and suggested points on the run's split (a second or two);
-    None, with a warning, when the periods cannot rank the rules."""
+    """The health rules' backtest and suggested points on the run's split (about fifteen
+    seconds on the default demo); None, with a warning, when the periods cannot rank the
+    rules."""
     import logging
 
     from training.health_backtest import run_backtest

@@ -15,6 +15,7 @@ and filters it. Screenshots go to test-output/screenshots/.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,16 +94,26 @@ def browser() -> Iterator[Browser]:
         chromium.close()
 
 
-@pytest.fixture
-def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1440, "height": 1000})
+@contextmanager
+def _open_page(browser: Browser, width: int, height: int) -> Iterator[Page]:
+    """A page in a fresh context of the given viewport; its console errors and page errors
+    collect in ``page.console_errors``."""
+    context = browser.new_context(viewport={"width": width, "height": height})
     page = context.new_page()
     errors: list[str] = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.console_errors = errors  # type: ignore[attr-defined]
-    yield page
-    context.close()
+    try:
+        yield page
+    finally:
+        context.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    with _open_page(browser, 1440, 1000) as page:
+        yield page
 
 
 def _login(page: Page, site: Site, key: str) -> None:
@@ -295,10 +306,8 @@ CLIPPED_LABELS = """() => {
 
 @pytest.fixture(params=WIDTHS, ids=lambda w: f"{w}px")
 def sized_page(request, browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": request.param, "height": 900})
-    page = context.new_page()
-    yield page
-    context.close()
+    with _open_page(browser, request.param, 900) as page:
+        yield page
 
 
 def _assert_fits(page: Page, name: str) -> None:
@@ -338,6 +347,7 @@ def test_the_queue_starts_with_the_most_urgent_account_and_shows_it_on_a_phone(
     page = sized_page
     _login(page, site, site.admin_key)
     expected = _queue_order(site.store.portfolio())
+    assert expected["priority"].iloc[0] == "act_now"  # the site has an account to act on now
     ids = _row_ids(page)
     assert ids[0] == expected["account_id"].iloc[0]
     assert ids == expected["account_id"].head(25).tolist()
@@ -352,7 +362,10 @@ def test_the_queue_starts_with_the_most_urgent_account_and_shows_it_on_a_phone(
     assert header is not None and header["width"] <= width
 
 
-def test_a_header_click_sorts_and_the_csv_export_holds_the_filtered_rows(page: Page, site: Site):
+def test_a_header_click_sorts_and_the_csv_export_holds_the_filtered_rows(
+    sized_page: Page, site: Site
+):
+    page = sized_page
     _login(page, site, site.admin_key)
     page.select_option("select[name=segment]", "B")
     page.click("form.filters button[type=submit]")

@@ -150,3 +150,29 @@ def _bundle(folder: Path) -> Bundle:
 @functools.cache
 def _playbook() -> Playbook:
     return load_playbook(None, known_features=FEATURES)
+
+
+def test_on_the_demo_every_displayed_drop_of_15_has_its_escalation(
+    demo_source, tiny_bundle, service_settings, tmp_path
+):
+    """Monthly scorings of the demo written to a store: on each date the accounts the portfolio
+    shows with a drop of 15+ points are exactly those with the drop escalation."""
+    from features.health import load_health_config
+    from serving.batch import history_dates, score_batches
+    from serving.store import Store
+
+    tables = read_demo(demo_source).tables
+    dates = history_dates(default_as_of(tables), 4)
+    store = Store(str(tmp_path / "drops.duckdb"))
+    store.write_batches(score_batches(tables, dates, load_bundle(tiny_bundle), service_settings))
+    threshold = load_health_config().escalations.esc_health_drop.threshold
+    seen = 0
+    for day in dates[1:]:
+        shown = store.portfolio(day)
+        drop = -np.round(shown["health_change"].to_numpy(dtype=float), 6)
+        displayed = set(shown.loc[drop >= threshold, "account_id"])
+        escalations = store.escalations(day)
+        fired = set(escalations.loc[escalations["code"] == "esc_health_drop", "account_id"])
+        assert fired == displayed, day
+        seen += len(displayed)
+    assert seen > 0  # the demo has drops to check

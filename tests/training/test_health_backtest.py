@@ -400,6 +400,21 @@ def test_the_backtest_reports_both_rule_sets_and_an_interval_around_the_gain(dem
     y = test["churned"].to_numpy(float)
     below = score_health(test, cfg)["health_score"].to_numpy() < cfg.bands.healthy
     assert bt.current.recall_at_equal_workload == pytest.approx(y[below].sum() / y.sum())
+    # the lift below each cut-off: the churn rate there over the period's churn rate
+    for side, rules in (("current", cfg), ("suggested", bt.config)):
+        score = score_health(test, rules)["health_score"].to_numpy()
+        for name, cut in (("below_60", 60), ("below_40", 40)):
+            got = summary["lift"][side][name]
+            if (score < cut).any():
+                assert got == pytest.approx(y[score < cut].mean() / y.mean()), (side, name)
+    # every component, sub-rule and reserve sub-rule ranks the test period on its own
+    shapes = hb.rule_shapes(test, cfg)
+    assert set(summary["rules"]) == set(shapes.columns) | set(cfg.components.maxima())
+    for key in shapes.columns:
+        assert summary["rules"][key]["roc_auc"] == pytest.approx(
+            roc_auc_score(y, -shapes[key]) if shapes[key].nunique() > 1 else 0.5
+        ), key
+        assert 0 <= summary["rules"][key]["pr_auc"] <= 1
 
 
 # ------------------------------------------------------------------------- the default demo
