@@ -103,7 +103,7 @@ def _report(bt: Backtest, out: Console) -> None:
             f"{new[key]:g}" if key in new else "reserve",
             ""
             if "." not in key
-            else f"{_num(unknown['current'][key], True)} -> "
+            else f"{_num(unknown['current'][key], True) if key in now else '-'} -> "
             + (_num(unknown["suggested"][key], True) if key in new else "-"),
         )
     out.print(rules)

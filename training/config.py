@@ -222,6 +222,7 @@ def plan_run(
     """The plan of a run: ``settings`` with the command's overrides (``label_mode`` and
     ``horizon_days`` over ``settings.snapshots``, ``trials`` over the config's search budget,
     ``seed`` over ``settings.seed``); a bad value is a ConfigError."""
+    from features.catalog import FEATURES
     from features.health import load_health_config
     from training.select import resolve_features
 
@@ -236,7 +237,7 @@ def plan_run(
         seed=settings.seed if seed is None else int(seed),
         trials=n_trials,
         features=resolve_features(config.features.exclude),
-        health=load_health_config(settings.health_config),
+        health=load_health_config(settings.health_config, known_features=FEATURES),
     )
 
 

@@ -1252,6 +1252,7 @@ def backtest_source(
     """Build the labeled snapshots of ``source`` as ``churn train`` does (same settings, same
     time split) and backtest the health rules on them."""
     from churn.engine import open_engine
+    from features.catalog import FEATURES
     from features.health import load_health_config
     from training.config import plan_run
     from training.frame import build_training_frame, load_source
@@ -1264,7 +1265,11 @@ def backtest_source(
         loaded = load_source(source, settings, plan)
         with ui.step("building labeled snapshots"):
             data = build_training_frame(loaded, plan, engine)
-    cfg = plan.health if health_config is None else load_health_config(health_config)
+    cfg = (
+        plan.health
+        if health_config is None
+        else load_health_config(health_config, known_features=FEATURES)
+    )
     with ui.step("splitting by time"):
         parts = split_by_time(
             data.frame, plan.config.split, plan.snapshots.horizon_days, plan.features
@@ -1378,9 +1383,12 @@ class Applied:
 
 
 def describe_changes(old: HealthConfig, new: HealthConfig) -> list[str]:
-    """One line per component whose points changed: its maximum and its sub-rules' points."""
+    """One line per component whose points changed: its maximum and its sub-rules' points,
+    which sub-rules come from or go to the reserve, are new or are removed, and the share of
+    its points an unknown value earns where that changed or the sub-rule is new to scoring."""
     lines = []
     before, after = rule_points(old), rule_points(new)
+    reserve_before, reserve_after = _reserve_keys(old), _reserve_keys(new)
     was_unknown, now_unknown = rule_missing_shares(old), rule_missing_shares(new)
     for name, component in new.components.items():
         was = old.components.maxima()[name]
@@ -1390,9 +1398,14 @@ def describe_changes(old: HealthConfig, new: HealthConfig) -> list[str]:
             a, b = before.get(key), after.get(key)
             short = key.split(".", 1)[1]
             if a is None:
-                parts.append(f"{short} from the reserve {b:g}")
+                origin = "from the reserve" if key in reserve_before else "new"
+                parts.append(
+                    f"{short} {origin} {b:g} (an unknown value earns "
+                    f"{100 * now_unknown[key]:g} % of its points)"
+                )
             elif b is None:
-                parts.append(f"{short} {a:g} -> to the reserve")
+                where = "to the reserve" if key in reserve_after else "removed"
+                parts.append(f"{short} {a:g} -> {where}")
             elif a != b:
                 parts.append(f"{short} {a:g} -> {b:g}")
             if a is not None and b is not None and was_unknown[key] != now_unknown[key]:
@@ -1411,6 +1424,10 @@ def describe_changes(old: HealthConfig, new: HealthConfig) -> list[str]:
             f"{new.bands.healthy:g}/{new.bands.at_risk:g}"
         )
     return lines or ["no points changed"]
+
+
+def _reserve_keys(cfg: HealthConfig) -> set[str]:
+    return {rule_key(name, r.name) for name, c in cfg.components.items() for r in c.reserve}
 
 
 def apply_config(file: Path | str, target: Path | str) -> Applied:

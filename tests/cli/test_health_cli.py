@@ -186,7 +186,8 @@ def test_apply_says_which_sub_rules_come_from_and_go_to_the_reserve(tmp_path, ac
     assert result.returncode == 0, result.stderr
     assert (
         "relationship 25 -> 25 points: strategic_work 4 -> to the reserve; "
-        "sentiment_vs_usual from the reserve 4" in result.stdout
+        "sentiment_vs_usual from the reserve 4 (an unknown value earns 50 % of its points)"
+        in result.stdout
     )
 
 

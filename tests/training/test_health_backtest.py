@@ -117,9 +117,10 @@ def test_a_reserve_sub_rule_with_a_known_effect_is_brought_in_with_its_weight():
         assert {r.name for r in component.pool()} == before, name
     # a sub-rule gone to the reserve keeps its old points and steps for a later backtest
     old_rules = {r.name: r for r in cfg.components.engagement.rules}
-    for rule in new.components.engagement.reserve:
-        if rule.name in old_rules:
-            assert rule == old_rules[rule.name]
+    demoted = [r for r in new.components.engagement.reserve if r.name in old_rules]
+    assert demoted  # the noise rules of engagement went to the reserve
+    for rule in demoted:
+        assert rule == old_rules[rule.name]
 
 
 def test_every_fitted_weight_is_non_negative_even_for_a_rule_that_raises_risk():
@@ -320,6 +321,26 @@ def test_apply_describes_a_changed_share_for_unknown_values():
     assert lines == [
         "satisfaction 20 -> 20 points: survey_score unknown value earns 50 % -> 0 % of its points"
     ]
+
+
+def test_apply_tells_a_reserve_move_from_a_new_or_removed_sub_rule():
+    """A sub-rule taken out of the file is "removed", one written by hand is "new"; only a
+    move between the rules and the reserve is said as such."""
+    old = load_health_config()
+    data = old.model_dump(mode="python")
+    satisfaction = data["components"]["satisfaction"]
+    tickets = satisfaction["rules"].pop()  # high_severity_tickets, 3 points
+    survey = satisfaction["rules"][0]
+    satisfaction["rules"].append(
+        {**survey, "name": "survey_again", "points": 3.0, "steps": [[0, 0], [9, 3]]}
+    )
+    satisfaction["reserve"] = []
+    lines = hb.describe_changes(old, type(old).model_validate(data))
+    assert lines == [
+        "satisfaction 20 -> 20 points: high_severity_tickets 3 -> removed; survey_again new 3 "
+        "(an unknown value earns 50 % of its points)"
+    ]
+    assert tickets["name"] == "high_severity_tickets"
 
 
 # ----------------------------------------------------------------------------- the metrics
