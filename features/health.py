@@ -283,6 +283,11 @@ class HealthConfig(_Strict):
     bands: Bands = Field(default_factory=Bands)
     escalations: EscalationRules
 
+    def missing_share_of(self, rule: SubRule) -> float:
+        """The share of its points ``rule`` gives an unknown value: its own ``missing_share``,
+        else the config's."""
+        return self.missing_share if rule.missing_share is None else rule.missing_share
+
     def features(self) -> list[str]:
         """Every snapshot column the health score reads (sub-rules, cadence, service score)."""
         names = [r.feature for _, c in self.components.items() for r in c.rules]
@@ -383,7 +388,7 @@ def _score_arrays(
             values = column(rule.feature)
             if rule.relative_to_cadence:
                 values = values / expected
-            share = cfg.missing_share if rule.missing_share is None else rule.missing_share
+            share = cfg.missing_share_of(rule)
             pts += step_points(values, rule, share)
         pts = np.round(pts, 1)
         out[f"health_{name}"] = pts
@@ -519,7 +524,7 @@ def _plan(cfg: HealthConfig) -> _Plan:
     for name, component in cfg.components.items():
         rules = []
         for rule in component.rules:
-            share = cfg.missing_share if rule.missing_share is None else rule.missing_share
+            share = cfg.missing_share_of(rule)
             rules.append(
                 _RulePlan(
                     feature=rule.feature,

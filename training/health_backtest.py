@@ -75,11 +75,7 @@ def rule_shapes(frame: pd.DataFrame, cfg: HealthConfig) -> pd.DataFrame:
     """One column per sub-rule and reserve sub-rule (``component.rule``): the share 0..1 of its
     points each row earns under ``cfg``, so that ``sum_r points_r * shape_r`` over the
     sub-rules is the (unrounded) score (a reserve sub-rule's column is what it would award)."""
-    out: dict[str, np.ndarray] = {}
-    for key, rule, values in _rule_values(frame, cfg):
-        share = cfg.missing_share if rule.missing_share is None else rule.missing_share
-        out[key] = _shape(values, rule, share)
-    return pd.DataFrame(out, index=frame.index)
+    return _shapes_and_known(frame, cfg)[0]
 
 
 def rule_pool(cfg: HealthConfig) -> list[tuple[str, SubRule]]:
@@ -92,15 +88,21 @@ def rule_pool(cfg: HealthConfig) -> list[tuple[str, SubRule]]:
     ]
 
 
-def _rule_values(frame: pd.DataFrame, cfg: HealthConfig) -> list[tuple[str, SubRule, np.ndarray]]:
-    """Each pooled sub-rule with the values it reads (over the segment's cadence where the
-    rule says so)."""
+def _shapes_and_known(
+    frame: pd.DataFrame, cfg: HealthConfig
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """:func:`rule_shapes` and, per pooled sub-rule, where its value is known: each feature
+    read once (over the segment's cadence where the rule says so)."""
     expected = expected_cadence(frame, cfg.cadence)
-    out = []
+    shapes: dict[str, np.ndarray] = {}
+    known: dict[str, np.ndarray] = {}
     for key, rule in rule_pool(cfg):
         values = float_column(frame, rule.feature)
-        out.append((key, rule, values / expected if rule.relative_to_cadence else values))
-    return out
+        if rule.relative_to_cadence:
+            values = values / expected
+        shapes[key] = _shape(values, rule, cfg.missing_share_of(rule))
+        known[key] = np.isfinite(values)
+    return pd.DataFrame(shapes, index=frame.index), known
 
 
 def rule_points(cfg: HealthConfig) -> dict[str, float]:
@@ -114,10 +116,7 @@ def rule_points(cfg: HealthConfig) -> dict[str, float]:
 
 def rule_missing_shares(cfg: HealthConfig) -> dict[str, float]:
     """The share of its points each sub-rule (and reserve sub-rule) gives an unknown value."""
-    return {
-        key: float(cfg.missing_share if rule.missing_share is None else rule.missing_share)
-        for key, rule in rule_pool(cfg)
-    }
+    return {key: cfg.missing_share_of(rule) for key, rule in rule_pool(cfg)}
 
 
 def component_of(key: str) -> str:
@@ -515,7 +514,7 @@ def rule_levels(cfg: HealthConfig) -> list[RuleLevels]:
     out = []
     for key, rule in rule_pool(cfg):
         awarded = {p / rule.points for _, p in rule.steps} | {rule.below / rule.points}
-        share = cfg.missing_share if rule.missing_share is None else rule.missing_share
+        share = cfg.missing_share_of(rule)
         out.append(RuleLevels(key, tuple(sorted(awarded)), share))
     return out
 
@@ -540,8 +539,7 @@ def design_matrix(
     """
     if method not in FIT_METHODS:
         raise ValueError(f"unknown fit method {method!r}")
-    shapes = rule_shapes(frame, cfg)
-    known = _known(frame, cfg)
+    shapes, known = _shapes_and_known(frame, cfg)
     columns: dict[str, np.ndarray] = {}
     layout: list[tuple[str, int]] = []
     for rule in rule_levels(cfg):
@@ -561,10 +559,6 @@ def design_matrix(
                 columns[rule.key + MISSING_SUFFIX] = (~known[rule.key]).astype(float)
                 layout.append((rule.key, MISSING_LEVEL))
     return pd.DataFrame(columns, index=frame.index), layout
-
-
-def _known(frame: pd.DataFrame, cfg: HealthConfig) -> dict[str, np.ndarray]:
-    return {key: np.isfinite(values) for key, _, values in _rule_values(frame, cfg)}
 
 
 def fitted_levels(
