@@ -62,6 +62,12 @@ def margin_target(reference: float, margin: float) -> float:
     return math.ceil(1000 * (reference + margin) / reference) / 1000
 
 
+def ratio_up(required: float, reference: float) -> float:
+    """The target ratio to ``reference`` that a figure of exactly ``required`` reaches (less a
+    float's noise); a figure short of the requirement does not."""
+    return (required - 1e-9) / reference if reference else math.inf
+
+
 def best_of(fn: Callable[[], Any], repeat: int = 3) -> float:
     """Seconds of the fastest of ``repeat`` runs (the least disturbed by the machine)."""
     times = []

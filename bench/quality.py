@@ -32,7 +32,6 @@ lock; each fit keeps the pipeline's one thread). The tables are printed and stor
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -47,7 +46,7 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import Result, SuiteOutput
+from bench.common import Result, SuiteOutput, ratio_up
 from bench.data import LARGE, DemoSpec, bench_settings, bench_store_only, demo_source, fresh_store
 
 if TYPE_CHECKING:
@@ -253,26 +252,23 @@ def headline_results(
             ours=every["roc_auc"],
             reference=today["roc_auc"],
             reference_name="today's features",
-            target=_ratio_up(ROC_AUC_TARGET, today["roc_auc"]),
+            target=ratio_up(ROC_AUC_TARGET, today["roc_auc"]),
             extra={**facts("roc_auc"), "required": f"all >= {ROC_AUC_TARGET}"},
         ),
-        Result(
-            name=name("pr_auc", "PR AUC"),
-            unit="PR AUC",
-            ours=every["pr_auc"],
-            reference=today["pr_auc"],
-            reference_name="today's features",
-            target=1.0 + _EPS,
-            extra={**facts("pr_auc"), "required": "all > today"},
-        ),
-        Result(
-            name=name("lift_top_decile", "top-decile lift"),
-            unit="lift",
-            ours=every["lift_top_decile"],
-            reference=today["lift_top_decile"],
-            reference_name="today's features",
-            target=1.0 + _EPS,
-            extra={**facts("lift_top_decile"), "required": "all > today"},
+        *(
+            Result(
+                name=name(metric, title),
+                unit=unit,
+                ours=every[metric],
+                reference=today[metric],
+                reference_name="today's features",
+                target=1.0 + _EPS,
+                extra={**facts(metric), "required": "all > today"},
+            )
+            for metric, title, unit in (
+                ("pr_auc", "PR AUC", "PR AUC"),
+                ("lift_top_decile", "top-decile lift", "lift"),
+            )
         ),
         Result(
             name=name("ece", "expected calibration error"),
@@ -285,12 +281,6 @@ def headline_results(
             extra={**facts("ece"), "required": f"all <= {ECE_LIMIT}"},
         ),
     ]
-
-
-def _ratio_up(required: float, reference: float) -> float:
-    """The ratio to the reference that a figure of exactly ``required`` reaches (less a
-    float's noise); a figure short of the requirement does not."""
-    return (required - _EPS) / reference if reference else math.inf
 
 
 def pipeline_run(

@@ -18,11 +18,10 @@ test churners in the healthy band than today.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from bench.common import Result, margin_target
+from bench.common import Result, margin_target, ratio_up
 from bench.data import DEMO, DemoSpec, train_model
 
 BUDGET_SECONDS = 180.0
@@ -99,7 +98,7 @@ def health_results(backtest: dict[str, Any]) -> list[Result]:
             ours=suggested["roc_auc"],
             reference=current["roc_auc"],
             reference_name="current health rules",
-            target=_ratio_up(current["roc_auc"] + HEALTH_ROC_AUC_GAIN, current["roc_auc"]),
+            target=ratio_up(current["roc_auc"] + HEALTH_ROC_AUC_GAIN, current["roc_auc"]),
             extra={"interval": ci, "required": f"gain >= {HEALTH_ROC_AUC_GAIN}"},
         ),
         Result(
@@ -111,7 +110,7 @@ def health_results(backtest: dict[str, Any]) -> list[Result]:
             ours=suggested["recall_at_equal_workload"],
             reference=recall_now,
             reference_name="current health rules",
-            target=_ratio_up(HEALTH_RECALL_TARGET, recall_now),
+            target=ratio_up(HEALTH_RECALL_TARGET, recall_now),
             extra={"required": f"suggested >= {HEALTH_RECALL_TARGET}"},
         ),
         *_band_results(backtest),
@@ -151,12 +150,6 @@ def _band_results(backtest: dict[str, Any]) -> list[Result]:
             extra={"required": "suggested < current"},
         ),
     ]
-
-
-def _ratio_up(required: float, reference: float) -> float:
-    """The ratio to the reference that a figure of exactly ``required`` reaches (less a
-    float's noise); a figure short of the requirement does not."""
-    return (required - 1e-9) / reference if reference else math.inf
 
 
 def run(workdir: Path, spec: DemoSpec = DEMO) -> list[Result]:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -220,14 +220,7 @@ class FeatureImportance:
     kept: bool
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "feature": self.feature,
-            "importance": self.importance,
-            "spread": self.spread,
-            "standard_error": self.standard_error,
-            "group": list(self.group),
-            "kept": self.kept,
-        }
+        return asdict(self) | {"group": list(self.group)}
 
 
 @dataclass(frozen=True)
